@@ -1,0 +1,54 @@
+// Shared plumbing for the `loadstar` CLI: how a command reports failure, how data is
+// printed (-o json), and progress display. Each command family lives in its own
+// cli_<family>.cc and registers itself from main.cc.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace loadstar::cli {
+
+// Runs a command body. On error prints one line "loadstar: <message>" to stderr and
+// records exit code 1 (2 for INVALID_ARGUMENT, i.e. bad usage/input).
+void Run(const std::function<absl::Status()>& body);
+int ExitCode();
+
+// Adds `-o, --output text|json` to `cmd`, storing into `format`.
+void AddOutputFlag(CLI::App* cmd, std::string* format);
+
+// The store directory: --store if given, else $LOADSTAR_STORE, else ~/.loadstar/store.
+std::string ResolveStoreDir(const std::string& flag_value);
+
+// Progress for long work: a redrawn bar on a terminal, plain lines otherwise (at most one
+// per second, plus the final one). Thread-compatible: call from one thread.
+class Progress {
+ public:
+  explicit Progress(std::string label, bool quiet = false);
+  ~Progress();
+  // `done` and `total` in bytes; `detail` is shown after the figures.
+  void Update(uint64_t done, uint64_t total, std::string_view detail = "");
+  void Finish();
+
+ private:
+  std::string label_;
+  bool quiet_;
+  bool tty_;
+  bool finished_ = false;
+  uint64_t start_us_;
+  uint64_t last_print_us_ = 0;
+};
+
+// Human-readable bytes: "1.50 GiB".
+std::string FormatBytes(uint64_t bytes);
+
+// Registration, one per command family.
+void RegisterStoreCommands(CLI::App& app);    // store save|ls|inspect|verify|rm|export
+void RegisterLoadCommand(CLI::App& app);      // load
+void RegisterControlCommands(CLI::App& app);  // up|controller|worker|deploy|delete|status|acquire|release
+
+}  // namespace loadstar::cli

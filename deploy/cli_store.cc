@@ -1,0 +1,7 @@
+#include "deploy/cli_common.h"
+
+namespace loadstar::cli {
+
+void RegisterStoreCommands(CLI::App& app) {}
+
+}  // namespace loadstar::cli

@@ -1,0 +1,29 @@
+// The one `loadstar` binary: CLI commands and the daemons, as subcommands.
+#include <string>
+
+#include "base/logging.h"
+#include "deploy/cli_common.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"loadstar: serverless multi-GPU model loading"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "loadstar 0.1.0");
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
+      ->default_val("warn");
+  app.parse_complete_callback([&] {
+    absl::Status status = loadstar::InitLogging(log_level);
+    if (!status.ok()) throw CLI::ValidationError("--log-level", std::string(status.message()));
+  });
+
+  loadstar::cli::RegisterStoreCommands(app);
+  loadstar::cli::RegisterLoadCommand(app);
+  loadstar::cli::RegisterControlCommands(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return loadstar::cli::ExitCode();
+}
