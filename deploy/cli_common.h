@@ -47,7 +47,9 @@ class Progress {
 std::string FormatBytes(uint64_t bytes);
 
 // Registration, one per command family.
-void RegisterStoreCommands(CLI::App& app);    // store save|ls|inspect|verify|rm|export
+void RegisterStoreCommands(CLI::App& app);    // store save|ls|inspect|verify|rm
+// Called by RegisterStoreCommands with the `store` subcommand (cli_export.cc).
+void RegisterStoreExportCommand(CLI::App& store_cmd);  // store export
 void RegisterLoadCommand(CLI::App& app);      // load
 void RegisterControlCommands(CLI::App& app);  // up|controller|worker|deploy|delete|status|acquire|release
 
