@@ -1,0 +1,274 @@
+#include "daemon/deployment_config.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <cmath>
+#include <regex>
+
+#include "base/status_macros.h"
+#include "daemon/yaml_fields.h"
+
+namespace loadstar::daemon {
+namespace {
+
+absl::Status Invalid(const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(fmt::format("{}: {}", path, what));
+}
+
+// HF BitsAndBytesConfig fields (plus loadstar's bnb_4bit_blocksize).
+absl::Status ParseQuantizationConfig(const YAML::Node& node, const std::string& path,
+                                     QuantizationConfig* q) {
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(node, path));
+  bool in8 = false, in4 = false, dq = false;
+  std::string type = "fp4";  // HF's default bnb_4bit_quant_type
+  uint32_t blocksize = 64;
+  std::string compute = "float32";
+  RETURN_IF_ERROR(m.GetBool("load_in_8bit", &in8));
+  RETURN_IF_ERROR(m.GetBool("load_in_4bit", &in4));
+  RETURN_IF_ERROR(m.GetString("bnb_4bit_quant_type", &type));
+  RETURN_IF_ERROR(m.GetBool("bnb_4bit_use_double_quant", &dq));
+  RETURN_IF_ERROR(m.GetString("bnb_4bit_compute_dtype", &compute));
+  RETURN_IF_ERROR(m.GetUint("bnb_4bit_blocksize", &blocksize));
+  RETURN_IF_ERROR(m.GetDouble("llm_int8_threshold", &q->llm_int8_threshold));
+  RETURN_IF_ERROR(m.GetStringList("llm_int8_skip_modules", &q->skip_modules));
+  std::string quant_method;
+  RETURN_IF_ERROR(m.GetString("quant_method", &quant_method));
+  RETURN_IF_ERROR(m.Finish());
+  if (!quant_method.empty() && quant_method != "bitsandbytes") {
+    return Invalid(m.PathOf("quant_method"),
+                   fmt::format("'{}' is not supported (only bitsandbytes)", quant_method));
+  }
+  if (in8 && in4) {
+    return Invalid(path, "load_in_8bit and load_in_4bit are both true; choose one");
+  }
+  if (type != "nf4" && type != "fp4") {
+    return Invalid(m.PathOf("bnb_4bit_quant_type"), fmt::format("'{}' is not nf4 or fp4", type));
+  }
+  if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1)) != 0) {
+    return Invalid(m.PathOf("bnb_4bit_blocksize"),
+                   fmt::format("{} is not a power of two in 32..4096", blocksize));
+  }
+  if (compute != "float16" && compute != "bfloat16" && compute != "float32") {
+    return Invalid(m.PathOf("bnb_4bit_compute_dtype"),
+                   fmt::format("'{}' is not float16, bfloat16 or float32", compute));
+  }
+  if (!(q->llm_int8_threshold > 0) || !std::isfinite(q->llm_int8_threshold)) {
+    return Invalid(m.PathOf("llm_int8_threshold"),
+                   fmt::format("{} must be a positive number", q->llm_int8_threshold));
+  }
+  q->method = in8 ? "int8" : in4 ? type : "none";
+  q->blocksize = blocksize;
+  q->double_quant = in4 && dq;
+  q->compute_dtype = compute;
+  return absl::OkStatus();
+}
+
+absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
+                                bool* has_quant_config) {
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(node, "backend_config"));
+  RETURN_IF_ERROR(m.GetString("torch_dtype", &c->torch_dtype));
+  if (!c->torch_dtype.empty() && c->torch_dtype != "float16" && c->torch_dtype != "bfloat16" &&
+      c->torch_dtype != "float32" && c->torch_dtype != "auto") {
+    return Invalid(m.PathOf("torch_dtype"),
+                   fmt::format("'{}' is not float16, bfloat16, float32 or auto", c->torch_dtype));
+  }
+  if (c->torch_dtype == "auto") c->torch_dtype.clear();
+  YAML::Node dm = m.Node("device_map");
+  if (dm && dm.IsMap()) {
+    c->device_map = "custom";
+    for (const auto& entry : dm) {
+      std::string prefix = entry.first.Scalar();
+      int64_t gpu;
+      if (!entry.second.IsScalar() || !YAML::convert<int64_t>::decode(entry.second, gpu) ||
+          gpu < 0) {
+        return Invalid(m.PathOf("device_map") + "." + prefix, "expected a GPU index");
+      }
+      c->layer_map[prefix] = static_cast<uint32_t>(gpu);
+    }
+  } else if (dm && !dm.IsNull()) {
+    RETURN_IF_ERROR(m.GetString("device_map", &c->device_map));
+    if (c->device_map != "auto" && c->device_map != "tensor_parallel") {
+      return Invalid(m.PathOf("device_map"),
+                     fmt::format("'{}' is not auto, tensor_parallel or a {{layer-prefix: gpu}} map",
+                                 c->device_map));
+    }
+  }
+  YAML::Node mm = m.Node("max_memory");
+  if (mm && !mm.IsNull()) {
+    if (!mm.IsMap()) return Invalid(m.PathOf("max_memory"), "expected a {gpu: size} mapping");
+    for (const auto& entry : mm) {
+      std::string key = entry.first.Scalar();
+      std::string path = m.PathOf("max_memory") + "." + key;
+      int64_t gpu;
+      if (!YAML::convert<int64_t>::decode(entry.first, gpu) || gpu < 0) {
+        return Invalid(path, "key is not a GPU index");
+      }
+      if (!entry.second.IsScalar()) return Invalid(path, "expected a size like 20GiB");
+      ASSIGN_OR_RETURN(c->max_memory[static_cast<uint32_t>(gpu)],
+                       ParseByteSize(entry.second.Scalar(), path));
+    }
+  }
+  YAML::Node qc = m.Node("quantization_config");
+  if (qc && !qc.IsNull()) {
+    *has_quant_config = true;
+    RETURN_IF_ERROR(
+        ParseQuantizationConfig(qc, m.PathOf("quantization_config"), &c->quantization));
+  }
+  return m.Finish();
+}
+
+absl::Status ParseAutoScaling(const YAML::Node& node, AutoScalingConfig* a) {
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(node, "auto_scaling_config"));
+  RETURN_IF_ERROR(m.GetString("metric", &a->metric));
+  RETURN_IF_ERROR(m.GetDouble("target", &a->target));
+  RETURN_IF_ERROR(m.GetUint("min_instances", &a->min_instances));
+  RETURN_IF_ERROR(m.GetUint("max_instances", &a->max_instances));
+  RETURN_IF_ERROR(m.GetDouble("keep_alive", &a->keep_alive));
+  RETURN_IF_ERROR(m.Finish());
+  if (a->metric != "concurrency") {
+    return Invalid(m.PathOf("metric"), fmt::format("'{}' is not supported (concurrency)", a->metric));
+  }
+  if (!(a->target > 0)) {
+    return Invalid(m.PathOf("target"), fmt::format("{} must be greater than 0", a->target));
+  }
+  if (a->max_instances == 0) return Invalid(m.PathOf("max_instances"), "must be at least 1");
+  if (a->min_instances > a->max_instances) {
+    return Invalid(m.PathOf("min_instances"),
+                   fmt::format("{} is greater than max_instances {}", a->min_instances,
+                               a->max_instances));
+  }
+  if (!(a->keep_alive >= 0)) {
+    return Invalid(m.PathOf("keep_alive"), fmt::format("{} must be >= 0", a->keep_alive));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key) {
+  static const std::regex kSize(R"(^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$)",
+                                std::regex::icase);
+  std::string s(text);
+  std::smatch match;
+  if (!std::regex_match(s, match, kSize)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is not a size like 20GiB or 512MB", key, s));
+  }
+  double value = std::stod(match[1].str());
+  std::string unit = match[2].str();
+  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  double scale = 1;
+  if (!unit.empty() && unit != "B") {
+    bool binary = unit.size() >= 2 && unit[1] == 'I';
+    int power = std::string("KMGT").find(unit[0]) + 1;
+    scale = std::pow(binary ? 1024.0 : 1000.0, power);
+  }
+  return static_cast<uint64_t>(value * scale);
+}
+
+absl::StatusOr<std::string> ParseQuantizationName(std::string_view name, std::string_view key) {
+  std::string n(name);
+  if (n == "none" || n == "int8" || n == "fp4" || n == "nf4") return n;
+  if (n == "bitsandbytes") return std::string("int8");
+  if (n == "bitsandbytes-nf4") return std::string("nf4");
+  if (n == "bitsandbytes-fp4") return std::string("fp4");
+  return absl::InvalidArgumentError(fmt::format(
+      "{}: '{}' is not none, int8, fp4, nf4, bitsandbytes, bitsandbytes-nf4 or "
+      "bitsandbytes-fp4",
+      key, n));
+}
+
+absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(std::string(yaml)));
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(root, ""));
+  DeploymentConfig c;
+  RETURN_IF_ERROR(m.GetString("model", &c.model));
+  static const std::regex kName(R"(^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$)");
+  if (c.model.empty()) return Invalid("model", "is required");
+  if (!std::regex_match(c.model, kName) || c.model == "." || c.model == "..") {
+    return Invalid("model", fmt::format("'{}' is not a valid store name", c.model));
+  }
+  RETURN_IF_ERROR(m.GetUint("num_gpus", &c.num_gpus));
+  if (c.num_gpus == 0) return Invalid("num_gpus", "0 must be at least 1");
+  bool has_quant_config = false;
+  RETURN_IF_ERROR(ParseBackendConfig(m.Node("backend_config"), &c, &has_quant_config));
+  std::string shorthand;
+  RETURN_IF_ERROR(m.GetString("quantization", &shorthand));
+  if (!shorthand.empty()) {
+    if (has_quant_config) {
+      return Invalid("quantization",
+                     "given together with backend_config.quantization_config; use one");
+    }
+    ASSIGN_OR_RETURN(c.quantization.method, ParseQuantizationName(shorthand, "quantization"));
+  }
+  RETURN_IF_ERROR(ParseAutoScaling(m.Node("auto_scaling_config"), &c.auto_scaling));
+  {
+    ASSIGN_OR_RETURN(YamlMap p, YamlMap::Open(m.Node("placement_config"), "placement_config"));
+    RETURN_IF_ERROR(p.GetStringList("local_disk", &c.placement.local_disk));
+    RETURN_IF_ERROR(p.GetStringList("memory_pool", &c.placement.memory_pool));
+    RETURN_IF_ERROR(p.Finish());
+  }
+  RETURN_IF_ERROR(m.Finish());
+  for (const auto& [gpu, bytes] : c.max_memory) {
+    if (gpu >= c.num_gpus) {
+      return Invalid(fmt::format("backend_config.max_memory.{}", gpu),
+                     fmt::format("GPU {} is beyond num_gpus {}", gpu, c.num_gpus));
+    }
+  }
+  for (const auto& [prefix, gpu] : c.layer_map) {
+    if (gpu >= c.num_gpus) {
+      return Invalid(fmt::format("backend_config.device_map.{}", prefix),
+                     fmt::format("GPU {} is beyond num_gpus {}", gpu, c.num_gpus));
+    }
+  }
+  return c;
+}
+
+std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "model" << YAML::Value << c.model;
+  out << YAML::Key << "num_gpus" << YAML::Value << c.num_gpus;
+  out << YAML::Key << "backend_config" << YAML::Value << YAML::BeginMap;
+  if (!c.torch_dtype.empty()) out << YAML::Key << "torch_dtype" << YAML::Value << c.torch_dtype;
+  out << YAML::Key << "device_map" << YAML::Value;
+  if (c.device_map == "custom") {
+    out << YAML::BeginMap;
+    for (const auto& [prefix, gpu] : c.layer_map) out << YAML::Key << prefix << YAML::Value << gpu;
+    out << YAML::EndMap;
+  } else {
+    out << c.device_map;
+  }
+  if (!c.max_memory.empty()) {
+    out << YAML::Key << "max_memory" << YAML::Value << YAML::BeginMap;
+    for (const auto& [gpu, bytes] : c.max_memory) out << YAML::Key << gpu << YAML::Value << bytes;
+    out << YAML::EndMap;
+  }
+  const QuantizationConfig& q = c.quantization;
+  out << YAML::Key << "quantization_config" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "load_in_8bit" << YAML::Value << (q.method == "int8");
+  out << YAML::Key << "load_in_4bit" << YAML::Value << (q.method == "nf4" || q.method == "fp4");
+  out << YAML::Key << "bnb_4bit_quant_type" << YAML::Value << (q.method == "nf4" ? "nf4" : "fp4");
+  out << YAML::Key << "bnb_4bit_use_double_quant" << YAML::Value << q.double_quant;
+  out << YAML::Key << "bnb_4bit_compute_dtype" << YAML::Value << q.compute_dtype;
+  out << YAML::Key << "bnb_4bit_blocksize" << YAML::Value << q.blocksize;
+  out << YAML::Key << "llm_int8_threshold" << YAML::Value << q.llm_int8_threshold;
+  out << YAML::Key << "llm_int8_skip_modules" << YAML::Value << YAML::Flow << q.skip_modules;
+  out << YAML::EndMap << YAML::EndMap;
+  const AutoScalingConfig& a = c.auto_scaling;
+  out << YAML::Key << "auto_scaling_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "metric" << YAML::Value << a.metric;
+  out << YAML::Key << "target" << YAML::Value << a.target;
+  out << YAML::Key << "min_instances" << YAML::Value << a.min_instances;
+  out << YAML::Key << "max_instances" << YAML::Value << a.max_instances;
+  out << YAML::Key << "keep_alive" << YAML::Value << a.keep_alive;
+  out << YAML::EndMap;
+  out << YAML::Key << "placement_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "local_disk" << YAML::Value << c.placement.local_disk;
+  out << YAML::Key << "memory_pool" << YAML::Value << c.placement.memory_pool;
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace loadstar::daemon

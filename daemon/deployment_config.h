@@ -1,0 +1,72 @@
+// DeploymentConfig: the deployment YAML of SPEC §3.2 (field names follow ServerlessLLM and
+// HF BitsAndBytesConfig), parsed and validated. Every error names the key path
+// ("backend_config.quantization_config.bnb_4bit_blocksize: 48 is not a power of two in
+// 32..4096"); unknown keys are rejected so a typo never silently becomes a default.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace loadstar::daemon {
+
+struct QuantizationConfig {
+  std::string method = "none";  // none | int8 | fp4 | nf4
+  uint32_t blocksize = 64;
+  bool double_quant = false;
+  std::string compute_dtype = "float32";
+  double llm_int8_threshold = 6.0;
+  std::vector<std::string> skip_modules = {"lm_head"};
+
+  bool operator==(const QuantizationConfig&) const = default;
+};
+
+struct AutoScalingConfig {
+  std::string metric = "concurrency";
+  double target = 1;  // in-flight leases per instance
+  uint32_t min_instances = 0;
+  uint32_t max_instances = 1;
+  double keep_alive = 60;  // seconds idle before one instance is scaled down
+
+  bool operator==(const AutoScalingConfig&) const = default;
+};
+
+struct PlacementConfig {
+  std::vector<std::string> local_disk;   // workers holding the model on disk (hint)
+  std::vector<std::string> memory_pool;  // workers allowed to host instances; empty: any
+
+  bool operator==(const PlacementConfig&) const = default;
+};
+
+struct DeploymentConfig {
+  std::string model;  // store name; also the deployment's name
+  uint32_t num_gpus = 1;
+  std::string torch_dtype;           // empty: keep the checkpoint's dtypes
+  std::string device_map = "auto";   // auto | tensor_parallel | "custom" (see layer_map)
+  std::map<std::string, uint32_t> layer_map;  // device_map given as {layer-prefix: gpu}
+  std::map<uint32_t, uint64_t> max_memory;    // gpu index -> bytes
+  QuantizationConfig quantization;
+  AutoScalingConfig auto_scaling;
+  PlacementConfig placement;
+
+  bool operator==(const DeploymentConfig&) const = default;
+};
+
+// Parses and validates `yaml`. INVALID_ARGUMENT with the key path on any error.
+absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml);
+
+// Normalized YAML: ParseDeploymentConfig(DeploymentConfigToYaml(c)) == c.
+std::string DeploymentConfigToYaml(const DeploymentConfig& config);
+
+// Parses a quantization name: none|int8|fp4|nf4 and the TGI names bitsandbytes (int8),
+// bitsandbytes-nf4, bitsandbytes-fp4. `key` names the field in the error.
+absl::StatusOr<std::string> ParseQuantizationName(std::string_view name, std::string_view key);
+
+// "20GiB", "512MB", "1024" -> bytes. `key` names the field in the error.
+absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key);
+
+}  // namespace loadstar::daemon

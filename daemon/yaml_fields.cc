@@ -1,0 +1,135 @@
+#include "daemon/yaml_fields.h"
+
+#include <fmt/format.h>
+
+#include "daemon/deployment_config.h"
+
+namespace loadstar::daemon {
+namespace {
+
+std::string Scalar(const YAML::Node& node) {
+  return node.IsScalar() ? node.Scalar() : std::string("a non-scalar value");
+}
+
+absl::Status TypeError(const std::string& path, const char* expected, const YAML::Node& node) {
+  return absl::InvalidArgumentError(
+      fmt::format("{}: expected {}, got '{}'", path, expected, Scalar(node)));
+}
+
+}  // namespace
+
+absl::StatusOr<YAML::Node> LoadYaml(const std::string& text) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(fmt::format("invalid YAML at line {}, column {}: {}",
+                                                  e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+}
+
+absl::StatusOr<YamlMap> YamlMap::Open(const YAML::Node& node, std::string path) {
+  if (!node.IsMap() && !node.IsNull()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: expected a mapping", path.empty() ? "document" : path));
+  }
+  YamlMap map;
+  map.node_ = node;
+  map.path_ = std::move(path);
+  return map;
+}
+
+std::string YamlMap::PathOf(const std::string& key) const {
+  return path_.empty() ? key : path_ + "." + key;
+}
+
+bool YamlMap::Has(const std::string& key) const {
+  return node_.IsMap() && node_[key] && !node_[key].IsNull();
+}
+
+YAML::Node YamlMap::Node(const std::string& key) {
+  known_.insert(key);
+  if (!node_.IsMap()) return YAML::Node();
+  return node_[key];
+}
+
+absl::Status YamlMap::GetString(const std::string& key, std::string* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  if (!n.IsScalar()) return TypeError(PathOf(key), "a string", n);
+  *out = n.Scalar();
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::GetBool(const std::string& key, bool* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  bool value;
+  if (!n.IsScalar() || !YAML::convert<bool>::decode(n, value)) {
+    return TypeError(PathOf(key), "true or false", n);
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::GetUint(const std::string& key, uint32_t* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  int64_t value;
+  if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, value)) {
+    return TypeError(PathOf(key), "an integer", n);
+  }
+  if (value < 0 || value > UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: {} is out of range (0..{})", PathOf(key), value, UINT32_MAX));
+  }
+  *out = static_cast<uint32_t>(value);
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::GetDouble(const std::string& key, double* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  double value;
+  if (!n.IsScalar() || !YAML::convert<double>::decode(n, value)) {
+    return TypeError(PathOf(key), "a number", n);
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::GetStringList(const std::string& key, std::vector<std::string>* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  if (!n.IsSequence()) return TypeError(PathOf(key), "a list", n);
+  out->clear();
+  for (size_t i = 0; i < n.size(); ++i) {
+    if (!n[i].IsScalar()) {
+      return TypeError(fmt::format("{}[{}]", PathOf(key), i), "a string", n[i]);
+    }
+    out->push_back(n[i].Scalar());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::GetBytes(const std::string& key, uint64_t* out) {
+  YAML::Node n = Node(key);
+  if (!n || n.IsNull()) return absl::OkStatus();
+  if (!n.IsScalar()) return TypeError(PathOf(key), "a size like 20GiB", n);
+  auto bytes = ParseByteSize(n.Scalar(), PathOf(key));
+  if (!bytes.ok()) return bytes.status();
+  *out = *bytes;
+  return absl::OkStatus();
+}
+
+absl::Status YamlMap::Finish() const {
+  if (!node_.IsMap()) return absl::OkStatus();
+  for (const auto& entry : node_) {
+    std::string key = entry.first.IsScalar() ? entry.first.Scalar() : "?";
+    if (!known_.contains(key)) {
+      return absl::InvalidArgumentError(fmt::format("{}: unknown key", PathOf(key)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loadstar::daemon
