@@ -1,0 +1,172 @@
+#include "kernels/nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_device.h"
+#include "kernels/cuda_status.h"
+
+// NCCL's counterpart of CUDA_RETURN_IF_ERROR: the call text, ncclGetErrorString and
+// file:line in an absl::Status (ncclSystemError/ncclRemoteError -> Unavailable).
+#define NCCL_RETURN_IF_ERROR(expr)                                                     \
+  do {                                                                                 \
+    const ncclResult_t loadstar_nccl_result_ = (expr);                                 \
+    if (loadstar_nccl_result_ != ncclSuccess) {                                        \
+      return NcclError(loadstar_nccl_result_, #expr, __FILE__, __LINE__);              \
+    }                                                                                  \
+  } while (0)
+
+namespace loadstar::kernels {
+namespace ci = loader::communicator_internal;
+
+namespace {
+
+absl::Status NcclError(ncclResult_t result, const char* expr, const char* file, int line) {
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  if (result == ncclInvalidArgument || result == ncclInvalidUsage) {
+    code = absl::StatusCode::kInvalidArgument;
+  } else if (result == ncclSystemError || result == ncclRemoteError) {
+    code = absl::StatusCode::kUnavailable;
+  }
+  return absl::Status(code, absl::StrCat(expr, " failed: ", ncclGetErrorString(result),
+                                         " at ", file, ":", line));
+}
+
+}  // namespace
+
+struct NcclCommunicator::Impl {
+  std::vector<ncclComm_t> comms;
+  std::vector<cudaStream_t> streams;
+};
+
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
+    std::vector<int> ordinals) {
+  auto count = UsableGpuCount();
+  if (!count.ok()) return count.status();
+  if (ordinals.empty()) {
+    for (int i = 0; i < *count; ++i) ordinals.push_back(i);
+  }
+  for (int o : ordinals) {
+    if (o < 0 || o >= *count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("no CUDA device ", o, " (", *count, " visible)"));
+    }
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->comms.resize(ordinals.size());
+  NCCL_RETURN_IF_ERROR(
+      ncclCommInitAll(impl->comms.data(), static_cast<int>(ordinals.size()), ordinals.data()));
+  // From here the destructor owns the comms and whatever streams were made.
+  std::unique_ptr<NcclCommunicator> comm(new NcclCommunicator(ordinals, std::move(impl)));
+  absl::MutexLock lock(&comm->mu_);
+  for (int o : ordinals) {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(o));
+    cudaStream_t s = nullptr;
+    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    comm->impl_->streams.push_back(s);
+  }
+  return comm;
+}
+
+NcclCommunicator::NcclCommunicator(std::vector<int> ordinals, std::unique_ptr<Impl> impl)
+    : ordinals_(std::move(ordinals)), impl_(std::move(impl)) {}
+
+NcclCommunicator::~NcclCommunicator() {
+  absl::MutexLock lock(&mu_);
+  for (size_t r = 0; r < impl_->streams.size(); ++r) {
+    CUDA_IGNORE_ERROR(cudaSetDevice(ordinals_[r]));
+    CUDA_IGNORE_ERROR(cudaStreamSynchronize(impl_->streams[r]));
+    CUDA_IGNORE_ERROR(cudaStreamDestroy(impl_->streams[r]));
+  }
+  for (ncclComm_t c : impl_->comms) {
+    if (c != nullptr) static_cast<void>(ncclCommDestroy(c));
+  }
+}
+
+absl::Status NcclCommunicator::SyncAll() {
+  for (int r = 0; r < size(); ++r) {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[r]));
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl_->streams[r]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NcclCommunicator::Broadcast(int root, std::span<const loader::DeviceSpan> buffers,
+                                         uint64_t bytes) {
+  absl::Status s = ci::CheckBroadcast(root, buffers, bytes, size());
+  if (!s.ok() || bytes == 0) return s;
+  absl::MutexLock lock(&mu_);
+  // Single-process multi-GPU: every rank's call inside one group, or the first would
+  // block waiting for the others.
+  NCCL_RETURN_IF_ERROR(ncclGroupStart());
+  for (int r = 0; r < size(); ++r) {
+    const ncclResult_t result =
+        ncclBroadcast(buffers[root].data, buffers[r].data, bytes, ncclUint8, root,
+                      impl_->comms[r], impl_->streams[r]);
+    if (result != ncclSuccess) {
+      static_cast<void>(ncclGroupEnd());
+      NCCL_RETURN_IF_ERROR(result);
+    }
+  }
+  NCCL_RETURN_IF_ERROR(ncclGroupEnd());
+  return SyncAll();
+}
+
+absl::Status NcclCommunicator::Copy(const loader::DeviceSpan& src,
+                                    const loader::DeviceSpan& dst) {
+  absl::Status s = ci::CheckCopy(src, dst, size());
+  if (!s.ok() || src.size == 0 || src.data == dst.data) return s;
+  absl::MutexLock lock(&mu_);
+  if (src.rank == dst.rank) {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[src.rank]));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data, src.data, src.size, cudaMemcpyDeviceToDevice,
+                                         impl_->streams[src.rank]));
+  } else {
+    NCCL_RETURN_IF_ERROR(ncclGroupStart());
+    const ncclResult_t sent = ncclSend(src.data, src.size, ncclUint8, dst.rank,
+                                       impl_->comms[src.rank], impl_->streams[src.rank]);
+    const ncclResult_t received =
+        sent == ncclSuccess ? ncclRecv(dst.data, src.size, ncclUint8, src.rank,
+                                       impl_->comms[dst.rank], impl_->streams[dst.rank])
+                            : sent;
+    const ncclResult_t ended = ncclGroupEnd();
+    NCCL_RETURN_IF_ERROR(sent);
+    NCCL_RETURN_IF_ERROR(received);
+    NCCL_RETURN_IF_ERROR(ended);
+  }
+  return SyncAll();
+}
+
+absl::Status NcclCommunicator::Scatter(const loader::DeviceSpan& src,
+                                       std::span<const loader::DeviceSpan> dsts,
+                                       uint64_t bytes_each) {
+  absl::Status s = ci::CheckScatter(src, dsts, bytes_each, size());
+  if (!s.ok() || bytes_each == 0) return s;
+  const int root = src.rank;
+  const char* base = static_cast<const char*>(src.data);
+  absl::MutexLock lock(&mu_);
+  const char* own = base + static_cast<uint64_t>(root) * bytes_each;
+  if (dsts[root].data != own) {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[root]));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dsts[root].data, own, bytes_each,
+                                         cudaMemcpyDeviceToDevice, impl_->streams[root]));
+  }
+  NCCL_RETURN_IF_ERROR(ncclGroupStart());
+  ncclResult_t result = ncclSuccess;
+  for (int r = 0; r < size() && result == ncclSuccess; ++r) {
+    if (r == root) continue;
+    result = ncclSend(base + static_cast<uint64_t>(r) * bytes_each, bytes_each, ncclUint8, r,
+                      impl_->comms[root], impl_->streams[root]);
+    if (result == ncclSuccess) {
+      result = ncclRecv(dsts[r].data, bytes_each, ncclUint8, root, impl_->comms[r],
+                        impl_->streams[r]);
+    }
+  }
+  const ncclResult_t ended = ncclGroupEnd();
+  NCCL_RETURN_IF_ERROR(result);
+  NCCL_RETURN_IF_ERROR(ended);
+  return SyncAll();
+}
+
+}  // namespace loadstar::kernels
