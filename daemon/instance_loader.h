@@ -1,0 +1,78 @@
+// InstanceLoader: what a worker needs from the load pipeline, so the worker's instance
+// manager (and its tests, with an in-memory fake) do not depend on loader/ internals.
+// The real implementation, PipelineInstanceLoader (pipeline_instance_loader.cc), drives
+// loader/'s LoadPipeline over the worker's store, devices and host cache.
+//
+// Contract:
+//  1. Load blocks until the instance is resident, failed, or cancelled; it polls
+//     `cancelled` between chunks and returns CANCELLED promptly once it is set, having freed
+//     everything it allocated.
+//  2. Destroying a LoadedInstance frees its device memory.
+//  3. Every method is thread-safe; loads of different instances may run concurrently.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loadstar/v1/worker.pb.h"
+
+namespace loadstar::daemon {
+
+struct LoadRequest {
+  std::string instance_id;
+  loadstar::v1::LoadSpec spec;
+  std::vector<uint32_t> devices;  // indices into Devices(); empty: loader's choice
+};
+
+struct LoadProgressInfo {
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
+  uint32_t tensors_done = 0;
+  uint32_t tensors_total = 0;
+};
+
+class LoadedInstance {
+ public:
+  virtual ~LoadedInstance() = default;
+  // Tensor table and memory handles; instance_id and model are filled by the caller.
+  virtual loadstar::v1::InstanceHandle Handle() const = 0;
+  // Copies `n` bytes of tensor `name` from `offset` into `dst` (bounds already checked
+  // against the handle's size by the caller).
+  virtual absl::Status ReadTensor(const std::string& name, uint64_t offset, uint64_t n,
+                                  char* dst) const = 0;
+};
+
+class InstanceLoader {
+ public:
+  virtual ~InstanceLoader() = default;
+
+  // Devices with their current free memory.
+  virtual std::vector<loadstar::v1::DeviceInfo> Devices() const = 0;
+  // The store's models (inventory for the scheduler).
+  virtual absl::StatusOr<std::vector<loadstar::v1::StoredModel>> ListModels() const = 0;
+  virtual uint64_t host_cache_bytes() const = 0;
+  virtual uint64_t host_cache_used() const = 0;
+  // Measured at start: store read and host -> device copy bandwidth, bytes/s.
+  virtual double disk_bandwidth() const = 0;
+  virtual double copy_bandwidth() const = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
+      const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
+      const std::atomic<bool>& cancelled) = 0;
+
+  virtual absl::Status Prefetch(const std::string& model) = 0;
+  virtual absl::Status Evict(const std::string& model) = 0;
+
+  // Quantized matmul error of a loaded weight against its unquantized reference.
+  virtual absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const LoadedInstance& instance,
+                                                            const std::string& tensor,
+                                                            uint32_t rows) = 0;
+};
+
+}  // namespace loadstar::daemon

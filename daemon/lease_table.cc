@@ -1,0 +1,76 @@
+#include "daemon/lease_table.h"
+
+#include <fmt/format.h>
+
+#include "absl/random/random.h"
+
+namespace loadstar::daemon {
+
+std::string RandomId(const std::string& prefix) {
+  static absl::Mutex mu(absl::kConstInit);
+  static absl::BitGen* gen = new absl::BitGen();
+  absl::MutexLock lock(&mu);
+  return fmt::format("{}{:016x}{:016x}", prefix, absl::Uniform<uint64_t>(*gen),
+                     absl::Uniform<uint64_t>(*gen));
+}
+
+LeaseRecord LeaseTable::Create(const std::string& deployment, const std::string& instance_id,
+                               double ttl_seconds, int64_t now_ms) {
+  LeaseRecord lease{RandomId("lease-"), deployment, instance_id,
+                    now_ms + static_cast<int64_t>(ttl_seconds * 1000), ttl_seconds};
+  leases_[lease.lease_id] = lease;
+  return lease;
+}
+
+absl::StatusOr<LeaseRecord> LeaseTable::Renew(const std::string& lease_id, int64_t now_ms) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end() || it->second.expires_unix_ms <= now_ms) {
+    return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
+  }
+  it->second.expires_unix_ms = now_ms + static_cast<int64_t>(it->second.ttl_seconds * 1000);
+  return it->second;
+}
+
+absl::StatusOr<LeaseRecord> LeaseTable::Release(const std::string& lease_id) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
+  }
+  LeaseRecord lease = it->second;
+  leases_.erase(it);
+  return lease;
+}
+
+std::vector<LeaseRecord> LeaseTable::Expire(int64_t now_ms) {
+  std::vector<LeaseRecord> out;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second.expires_unix_ms <= now_ms) {
+      out.push_back(it->second);
+      it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+std::vector<LeaseRecord> LeaseTable::RemoveInstance(const std::string& instance_id) {
+  std::vector<LeaseRecord> out;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->second.instance_id == instance_id) {
+      out.push_back(it->second);
+      it = leases_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+uint32_t LeaseTable::CountOn(const std::string& instance_id) const {
+  uint32_t n = 0;
+  for (const auto& [id, lease] : leases_) n += lease.instance_id == instance_id;
+  return n;
+}
+
+}  // namespace loadstar::daemon

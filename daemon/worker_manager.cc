@@ -1,0 +1,176 @@
+#include "daemon/worker_manager.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+namespace {
+// ReadTensor chunk size: large enough to amortize per-message cost, small enough to stay
+// far below gRPC's default 4 MiB message limit.
+constexpr uint64_t kReadChunkBytes = 1 << 20;
+}  // namespace
+
+WorkerManager::WorkerManager(std::string worker_id, std::string address, InstanceLoader* loader)
+    : worker_id_(std::move(worker_id)), address_(std::move(address)), loader_(loader) {}
+
+absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
+    const v1::LoadInstanceRequest& request,
+    const std::function<bool(const LoadProgressInfo&)>& progress) {
+  const std::string& id = request.instance_id();
+  if (id.empty()) return absl::InvalidArgumentError("instance_id is empty");
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  {
+    absl::MutexLock lock(&mu_);
+    if (instances_.contains(id)) {
+      return absl::AlreadyExistsError(fmt::format("instance {} already exists", id));
+    }
+    Instance& inst = instances_[id];
+    inst.report.set_instance_id(id);
+    inst.report.set_deployment(request.deployment());
+    inst.report.set_model(request.spec().model());
+    inst.report.set_state("loading");
+    cancelled = inst.cancelled;
+  }
+  LoadRequest load{id, request.spec(), {request.devices().begin(), request.devices().end()}};
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<LoadedInstance>> loaded = loader_->Load(
+      load,
+      [&](const LoadProgressInfo& p) {
+        if (!progress(p)) cancelled->store(true);
+      },
+      *cancelled);
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // Declared before `lock`, so destroyed (memory freed) after mu_ is released.
+  std::shared_ptr<const LoadedInstance> doomed;
+  absl::MutexLock lock(&mu_);
+  auto it = instances_.find(id);
+  if (loaded.ok() && cancelled->load()) {
+    doomed = std::move(*loaded);
+    loaded = absl::CancelledError(fmt::format("load of instance {} was cancelled", id));
+  }
+  if (!loaded.ok()) {
+    instances_.erase(it);
+    return loaded.status();
+  }
+  Instance& inst = it->second;
+  inst.loaded = std::move(*loaded);
+  inst.handle = inst.loaded->Handle();
+  inst.handle.set_instance_id(id);
+  inst.handle.set_model(request.spec().model());
+  inst.report.set_state("ready");
+  inst.report.set_load_seconds(seconds);
+  inst.report.set_bytes(inst.handle.bytes());
+  for (const v1::DeviceInfo& d : inst.handle.devices()) inst.report.add_devices(d.name());
+  return inst.report;
+}
+
+absl::Status WorkerManager::Unload(const std::string& instance_id) {
+  std::shared_ptr<const LoadedInstance> doomed;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = instances_.find(instance_id);
+    if (it == instances_.end()) {
+      return absl::NotFoundError(fmt::format("instance {} is not on this worker", instance_id));
+    }
+    if (it->second.loaded == nullptr) {
+      // Still loading: the Load call sees the flag, frees what it has and erases the entry.
+      it->second.cancelled->store(true);
+      return absl::OkStatus();
+    }
+    doomed = std::move(it->second.loaded);
+    instances_.erase(it);
+  }
+  return absl::OkStatus();  // `doomed` frees the memory here, unless a reader holds it
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedInstance>> WorkerManager::Ready(
+    const std::string& id, v1::InstanceHandle* handle) const {
+  absl::MutexLock lock(&mu_);
+  auto it = instances_.find(id);
+  if (it == instances_.end()) {
+    return absl::NotFoundError(fmt::format("instance {} is not on this worker", id));
+  }
+  if (it->second.loaded == nullptr) {
+    return absl::FailedPreconditionError(fmt::format("instance {} is still loading", id));
+  }
+  if (handle != nullptr) *handle = it->second.handle;
+  return it->second.loaded;
+}
+
+absl::StatusOr<v1::InstanceHandle> WorkerManager::GetInstance(const std::string& instance_id) {
+  v1::InstanceHandle handle;
+  absl::StatusOr<std::shared_ptr<const LoadedInstance>> inst = Ready(instance_id, &handle);
+  if (!inst.ok()) return inst.status();
+  return handle;
+}
+
+absl::Status WorkerManager::ReadTensor(const v1::ReadTensorRequest& request,
+                                       const std::function<bool(uint64_t, std::string_view)>& sink) {
+  v1::InstanceHandle handle;
+  absl::StatusOr<std::shared_ptr<const LoadedInstance>> inst = Ready(request.instance_id(), &handle);
+  if (!inst.ok()) return inst.status();
+  const v1::TensorInfo* tensor = nullptr;
+  for (const v1::TensorInfo& t : handle.tensors()) {
+    if (t.name() == request.tensor()) tensor = &t;
+  }
+  if (tensor == nullptr) {
+    return absl::NotFoundError(fmt::format("instance {} has no tensor '{}'",
+                                           request.instance_id(), request.tensor()));
+  }
+  uint64_t offset = request.offset();
+  if (offset > tensor->size()) {
+    return absl::OutOfRangeError(fmt::format("offset {} is beyond tensor '{}' of {} bytes", offset,
+                                             tensor->name(), tensor->size()));
+  }
+  uint64_t end = request.length() == 0 ? tensor->size()
+                                       : std::min(tensor->size(), offset + request.length());
+  std::string buffer;
+  while (offset < end) {
+    uint64_t n = std::min(kReadChunkBytes, end - offset);
+    buffer.resize(n);
+    absl::Status s = (*inst)->ReadTensor(tensor->name(), offset, n, buffer.data());
+    if (!s.ok()) return s;
+    if (!sink(offset - request.offset(), buffer)) {
+      return absl::CancelledError("the reader went away");
+    }
+    offset += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ProbeResponse> WorkerManager::Probe(const v1::ProbeRequest& request) {
+  absl::StatusOr<std::shared_ptr<const LoadedInstance>> inst = Ready(request.instance_id(), nullptr);
+  if (!inst.ok()) return inst.status();
+  return loader_->Probe(**inst, request.tensor(), request.rows() == 0 ? 4 : request.rows());
+}
+
+std::vector<v1::InstanceReport> WorkerManager::Instances() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::InstanceReport> out;
+  for (const auto& [id, inst] : instances_) out.push_back(inst.report);
+  return out;
+}
+
+v1::WorkerInfo WorkerManager::Info() const {
+  v1::WorkerInfo info;
+  info.set_worker_id(worker_id_);
+  info.set_address(address_);
+  for (const v1::DeviceInfo& d : loader_->Devices()) *info.add_devices() = d;
+  info.set_host_cache_bytes(loader_->host_cache_bytes());
+  info.set_host_cache_used(loader_->host_cache_used());
+  absl::StatusOr<std::vector<v1::StoredModel>> models = loader_->ListModels();
+  if (models.ok()) {
+    for (const v1::StoredModel& m : *models) *info.add_models() = m;
+  }
+  info.set_disk_bandwidth(loader_->disk_bandwidth());
+  info.set_copy_bandwidth(loader_->copy_bandwidth());
+  for (const v1::InstanceReport& r : Instances()) *info.add_instances() = r;
+  return info;
+}
+
+}  // namespace loadstar::daemon
