@@ -38,6 +38,8 @@ struct ManifestTensor {
   // xxh3-64 of each kChecksumChunkBytes piece of the tensor, in order (the last piece may
   // be shorter); exactly one entry (the hash of zero bytes) for an empty tensor.
   std::vector<uint64_t> checksums;
+
+  bool operator==(const ManifestTensor&) const = default;
 };
 
 struct Manifest {
@@ -49,7 +51,11 @@ struct Manifest {
   // config as a JSON object string; both empty for the original checkpoint.
   std::string variant;
   std::string quantization_json;
+  // Small files copied verbatim from the source checkpoint beside the manifest
+  // (config.json, generation_config.json, tokenizer files); plain names, sorted.
+  std::vector<std::string> extra_files;
 
+  bool operator==(const Manifest&) const = default;
   uint64_t TotalBytes() const;
   const ManifestTensor* Find(std::string_view tensor_name) const;
 };
@@ -58,7 +64,9 @@ struct Manifest {
 std::string SerializeManifest(const Manifest& manifest);
 
 // Parses and validates manifest JSON (types, dtype names, sizes consistent with shapes,
-// aligned non-overlapping extents, checksum counts). `source` names the file in errors.
+// aligned non-overlapping extents, checksum counts, plain data file names that cannot
+// point outside the model directory, unique tensor names). Unknown keys and duplicate
+// keys are errors. `source` names the file in errors; every error is InvalidArgument.
 absl::StatusOr<Manifest> ParseManifest(std::string_view json, std::string_view source);
 
 }  // namespace loadstar::store
