@@ -16,7 +16,8 @@ constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS deployments(name TEXT PRIMARY KEY, config_yaml TEXT NOT NULL,
   created_unix_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instances(instance_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
-  worker_id TEXT NOT NULL, state TEXT NOT NULL, idle_since_unix_ms INTEGER NOT NULL);
+  worker_id TEXT NOT NULL, state TEXT NOT NULL, idle_since_unix_ms INTEGER NOT NULL,
+  devices TEXT NOT NULL, bytes_per_device INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases(lease_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
   instance_id TEXT NOT NULL, expires_unix_ms INTEGER NOT NULL, ttl_seconds REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS workers(worker_id TEXT PRIMARY KEY, address TEXT NOT NULL,
@@ -70,8 +71,9 @@ class SqliteStateStore : public StateStore {
     return ExecLocked("COMMIT");
   }
   absl::Status PutInstance(const InstanceRecord& r) override {
-    return Run("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?)",
-               {r.instance_id, r.deployment, r.worker_id, r.state, r.idle_since_unix_ms});
+    return Run("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?,?,?)",
+               {r.instance_id, r.deployment, r.worker_id, r.state, r.idle_since_unix_ms,
+                r.devices, static_cast<int64_t>(r.bytes_per_device)});
   }
   absl::Status DeleteInstance(const std::string& id) override {
     absl::MutexLock lock(&mu_);
@@ -108,8 +110,9 @@ class SqliteStateStore : public StateStore {
     });
     if (s.ok()) {
       s = Query("SELECT * FROM instances ORDER BY instance_id", [&](sqlite3_stmt* st) {
-        snap.instances.push_back(
-            {Text(st, 0), Text(st, 1), Text(st, 2), Text(st, 3), sqlite3_column_int64(st, 4)});
+        snap.instances.push_back({Text(st, 0), Text(st, 1), Text(st, 2), Text(st, 3),
+                                  sqlite3_column_int64(st, 4), Text(st, 5),
+                                  static_cast<uint64_t>(sqlite3_column_int64(st, 6))});
       });
     }
     if (s.ok()) {

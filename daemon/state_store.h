@@ -30,8 +30,10 @@ struct InstanceRecord {
   std::string instance_id;
   std::string deployment;
   std::string worker_id;
-  std::string state;  // as last known: pending | loading | ready | unloading
+  std::string state;  // as last known: loading | ready
   int64_t idle_since_unix_ms = 0;
+  std::string devices;  // device indices on the worker, "0,1"
+  uint64_t bytes_per_device = 0;
   bool operator==(const InstanceRecord&) const = default;
 };
 

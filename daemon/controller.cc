@@ -1,0 +1,346 @@
+// Controller: the client- and worker-facing API. Reconciliation (placement, scaling, load
+// calls, recovery) is in controller_reconcile.cc.
+#include "daemon/controller.h"
+
+#include <fmt/format.h>
+
+#include "base/logging.h"
+#include "base/status_macros.h"
+#include "spdlog/spdlog.h"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+Controller::Controller(ControllerOptions options)
+    : options_(std::move(options)),
+      workers_(static_cast<int64_t>(options_.heartbeat_timeout_seconds * 1000)) {}
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(ControllerOptions options) {
+  if (options.state == nullptr || options.workers == nullptr) {
+    return absl::InvalidArgumentError("controller needs a state store and a worker factory");
+  }
+  if (options.policy == nullptr) options.policy = std::make_shared<LoadTimePolicy>();
+  std::unique_ptr<Controller> c(new Controller(std::move(options)));
+  RETURN_IF_ERROR(c->Recover());
+  if (c->options_.tick_seconds > 0) c->loop_ = std::thread([p = c.get()] { p->Loop(); });
+  return c;
+}
+
+Controller::~Controller() {
+  std::vector<std::shared_ptr<CallCanceller>> cancellers;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (auto& [id, inst] : instances_) cancellers.push_back(inst.canceller);
+    changed_.SignalAll();
+  }
+  if (loop_.joinable()) loop_.join();
+  for (auto& c : cancellers) c->Cancel();
+  tasks_.JoinAll();
+}
+
+void Controller::Loop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    mu_.Unlock();
+    Tick();
+    mu_.Lock();
+    changed_.WaitWithTimeout(&mu_, absl::Seconds(options_.tick_seconds));
+  }
+}
+
+void Controller::Persist(const absl::Status& status) {
+  // The live state stays authoritative; a failed write is logged and retried by the next
+  // change of the same record.
+  if (!status.ok()) spdlog::error("state store: {}", std::string(status.message()));
+}
+
+absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml) {
+  ASSIGN_OR_RETURN(DeploymentConfig config, ParseDeploymentConfig(config_yaml));
+  absl::MutexLock lock(&mu_);
+  const std::string& name = config.model;
+  if (auto it = deployments_.find(name); it != deployments_.end()) {
+    if (it->second.config == config) return ToProtoLocked(name, it->second);
+    return absl::AlreadyExistsError(fmt::format(
+        "deployment '{}' exists with a different config; delete it first", name));
+  }
+  Deployment d;
+  d.config = config;
+  d.yaml = DeploymentConfigToYaml(config);
+  d.created_ms = options_.clock->NowMillis();
+  // Fail fast on what can never work: an unknown model or a placement no worker can take.
+  PlacementRequest request = PlacementRequestLocked(name, d);
+  bool any_alive = false;
+  for (const auto& [id, w] : workers_.entries()) any_alive |= !w.lost;
+  if (any_alive) {
+    if (request.checkpoint_bytes == 0) {
+      return absl::NotFoundError(
+          fmt::format("model '{}' is not in the store of any registered worker", name));
+    }
+    Placement p = options_.policy->Place(SnapshotLocked(), request);
+    if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) return p.reason;
+  }
+  Persist(options_.state->PutDeployment({name, d.yaml, d.created_ms}));
+  auto& stored = deployments_[name] = std::move(d);
+  v1::DeploymentEvent e;
+  e.set_deployment(name);
+  e.set_state("deployed");
+  events_.emplace_back(next_event_seq_++, e);
+  ReconcileLocked(name);
+  changed_.SignalAll();
+  return ToProtoLocked(name, stored);
+}
+
+absl::Status Controller::Delete(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = deployments_.find(name);
+  if (it == deployments_.end()) {
+    return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
+  }
+  std::vector<std::string> ids;
+  for (auto& [id, inst] : instances_) {
+    if (inst.deployment == name) ids.push_back(id);
+  }
+  for (const std::string& id : ids) {
+    Instance& inst = instances_.at(id);
+    for (const LeaseRecord& l : leases_.RemoveInstance(id)) (void)l;
+    StopInstanceLocked(inst);  // cancels a running load; the worker frees its memory
+    instances_.erase(id);
+  }
+  deployments_.erase(it);
+  Persist(options_.state->DeleteDeployment(name));
+  v1::DeploymentEvent e;
+  e.set_deployment(name);
+  e.set_state("deleted");
+  events_.emplace_back(next_event_seq_++, e);
+  changed_.SignalAll();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Deployment> Controller::GetDeployment(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = deployments_.find(name);
+  if (it == deployments_.end()) {
+    return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
+  }
+  return ToProtoLocked(name, it->second);
+}
+
+std::vector<v1::Deployment> Controller::ListDeployments() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Deployment> out;
+  for (const auto& [name, d] : deployments_) out.push_back(ToProtoLocked(name, d));
+  return out;
+}
+
+absl::Status Controller::WatchDeployment(
+    const std::string& name, const std::function<bool(const v1::DeploymentEvent&)>& sink) {
+  std::vector<v1::DeploymentEvent> batch;
+  uint64_t seen;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!deployments_.contains(name)) {
+      return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
+    }
+    seen = next_event_seq_ - 1;
+    for (const auto& [id, inst] : instances_) {
+      if (inst.deployment != name) continue;
+      v1::DeploymentEvent& e = batch.emplace_back();
+      e.set_deployment(name);
+      e.set_instance_id(id);
+      e.set_state(inst.state);
+      e.set_bytes_done(inst.bytes_done);
+      e.set_bytes_total(inst.bytes_total);
+    }
+  }
+  while (true) {
+    bool deleted = false;
+    for (const v1::DeploymentEvent& e : batch) {
+      if (!sink(e)) return absl::CancelledError("watcher went away");
+      deleted |= e.instance_id().empty() && e.state() == "deleted";
+    }
+    if (deleted) return absl::OkStatus();
+    batch.clear();
+    absl::MutexLock lock(&mu_);
+    // Wake up now and then even without events so a gone watcher is noticed (sink false).
+    if (events_.empty() || events_.back().first <= seen) {
+      changed_.WaitWithTimeout(&mu_, absl::Milliseconds(500));
+    }
+    if (stopping_) return absl::UnavailableError("controller is shutting down");
+    for (const auto& [seq, e] : events_) {
+      if (seq > seen && e.deployment() == name) batch.push_back(e);
+    }
+    if (!events_.empty()) seen = std::max(seen, events_.back().first);
+    if (batch.empty()) {
+      // A heartbeat-only wake-up: probe the watcher with a no-op keepalive.
+      v1::DeploymentEvent ping;
+      ping.set_deployment(name);
+      ping.set_state("watching");
+      batch.push_back(ping);
+    }
+  }
+}
+
+absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double ttl_seconds,
+                                              int64_t deadline_ms) {
+  if (ttl_seconds <= 0) ttl_seconds = options_.default_lease_ttl_seconds;
+  absl::MutexLock lock(&mu_);
+  bool waited = false;
+  uint64_t error_seq = 0;
+  if (auto it = deployments_.find(name); it != deployments_.end()) error_seq = it->second.error_seq;
+  while (true) {
+    auto it = deployments_.find(name);
+    if (it == deployments_.end()) {
+      return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
+    }
+    if (stopping_) return absl::UnavailableError("controller is shutting down");
+    Deployment& d = it->second;
+    // The least-leased ready instance, if it is under the concurrency target or the
+    // deployment cannot grow.
+    Instance* best = nullptr;
+    uint32_t alive = 0;
+    for (auto& [id, inst] : instances_) {
+      if (inst.deployment != name || inst.state == "unloading") continue;
+      ++alive;
+      if (inst.state != "ready") continue;
+      if (best == nullptr || inst.leases < best->leases) best = &inst;
+    }
+    if (best != nullptr &&
+        (best->leases < d.config.auto_scaling.target || alive >= d.config.auto_scaling.max_instances)) {
+      LeaseRecord lease =
+          leases_.Create(name, best->id, ttl_seconds, options_.clock->NowMillis());
+      ++best->leases;
+      Persist(options_.state->PutLease(lease));
+      return LeaseProtoLocked(lease, waited);
+    }
+    if (d.error_seq != error_seq) {
+      // A load or placement failed since we started waiting. Worker loss is retried by
+      // rescheduling; anything else is reported to the caller.
+      if (!absl::IsUnavailable(d.last_error) && !absl::IsCancelled(d.last_error)) {
+        return d.last_error;
+      }
+      error_seq = d.error_seq;
+    }
+    int64_t now = options_.clock->NowMillis();
+    if (now >= deadline_ms) {
+      return absl::DeadlineExceededError(fmt::format(
+          "no instance of '{}' became ready in time{}", name,
+          d.message.empty() ? "" : " (" + d.message + ")"));
+    }
+    ++d.waiting;
+    ReconcileLocked(name);  // cold start now rather than at the next tick
+    waited = true;
+    changed_.WaitWithTimeout(&mu_, absl::Milliseconds(std::min<int64_t>(deadline_ms - now, 100)));
+    auto again = deployments_.find(name);
+    if (again != deployments_.end()) --again->second.waiting;
+  }
+}
+
+absl::StatusOr<v1::Lease> Controller::RenewLease(const std::string& lease_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(LeaseRecord lease, leases_.Renew(lease_id, options_.clock->NowMillis()));
+  Persist(options_.state->PutLease(lease));
+  return LeaseProtoLocked(lease, false);
+}
+
+absl::Status Controller::Release(const std::string& lease_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(LeaseRecord lease, leases_.Release(lease_id));
+  ReleaseLeaseLocked(lease);
+  return absl::OkStatus();
+}
+
+void Controller::ReleaseLeaseLocked(const LeaseRecord& lease) {
+  Persist(options_.state->DeleteLease(lease.lease_id));
+  auto it = instances_.find(lease.instance_id);
+  if (it == instances_.end()) return;
+  Instance& inst = it->second;
+  if (inst.leases > 0 && --inst.leases == 0) {
+    inst.idle_since_ms = options_.clock->NowMillis();
+    PersistInstanceLocked(inst);
+  }
+  changed_.SignalAll();
+}
+
+std::vector<v1::WorkerStatus> Controller::ListWorkers() {
+  absl::MutexLock lock(&mu_);
+  return workers_.List();
+}
+
+absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
+  if (info.worker_id().empty() || info.address().empty()) {
+    return absl::InvalidArgumentError("worker registration needs worker_id and address");
+  }
+  absl::MutexLock lock(&mu_);
+  if (workers_.Upsert(info, options_.clock->NowMillis())) {
+    spdlog::info("worker {} registered at {}", info.worker_id(), info.address());
+  }
+  Persist(options_.state->PutWorker({info.worker_id(), info.address(), info.SerializeAsString(),
+                                     options_.clock->NowMillis()}));
+  ReconcileWorkerLocked(info);
+  changed_.SignalAll();
+  return absl::OkStatus();
+}
+
+absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
+  if (info.worker_id().empty()) return absl::InvalidArgumentError("heartbeat needs worker_id");
+  absl::MutexLock lock(&mu_);
+  const WorkerRegistry::Entry* before = workers_.Find(info.worker_id());
+  bool address_changed = before == nullptr || before->info.address() != info.address();
+  if (workers_.Upsert(info, options_.clock->NowMillis()) || address_changed) {
+    Persist(options_.state->PutWorker({info.worker_id(), info.address(),
+                                       info.SerializeAsString(), options_.clock->NowMillis()}));
+  }
+  ReconcileWorkerLocked(info);
+  return absl::OkStatus();
+}
+
+v1::Instance Controller::InstanceProtoLocked(const Instance& inst) {
+  v1::Instance p;
+  p.set_instance_id(inst.id);
+  p.set_deployment(inst.deployment);
+  p.set_worker_id(inst.worker_id);
+  if (const WorkerRegistry::Entry* w = workers_.Find(inst.worker_id)) {
+    p.set_worker_address(w->info.address());
+  }
+  p.set_state(inst.state);
+  for (const std::string& d : inst.device_names) p.add_devices(d);
+  p.set_load_seconds(inst.load_seconds);
+  p.set_bytes_done(inst.bytes_done);
+  p.set_bytes_total(inst.bytes_total);
+  p.set_leases(inst.leases);
+  return p;
+}
+
+v1::Deployment Controller::ToProtoLocked(const std::string& name, const Deployment& d) {
+  v1::Deployment p;
+  p.set_name(name);
+  p.set_model(d.config.model);
+  p.set_config_yaml(d.yaml);
+  p.set_min_instances(d.config.auto_scaling.min_instances);
+  p.set_max_instances(d.config.auto_scaling.max_instances);
+  p.set_target(d.config.auto_scaling.target);
+  p.set_keep_alive_seconds(d.config.auto_scaling.keep_alive);
+  p.set_desired_instances(d.desired);
+  p.set_message(d.message);
+  for (const auto& [id, inst] : instances_) {
+    if (inst.deployment == name) *p.add_instances() = InstanceProtoLocked(inst);
+  }
+  return p;
+}
+
+v1::Lease Controller::LeaseProtoLocked(const LeaseRecord& lease, bool cold) {
+  v1::Lease p;
+  p.set_lease_id(lease.lease_id);
+  p.set_deployment(lease.deployment);
+  p.set_expires_unix_ms(lease.expires_unix_ms);
+  p.set_ttl_seconds(lease.ttl_seconds);
+  p.set_cold_start(cold);
+  if (auto it = instances_.find(lease.instance_id); it != instances_.end()) {
+    *p.mutable_instance() = InstanceProtoLocked(it->second);
+  }
+  return p;
+}
+
+}  // namespace loadstar::daemon

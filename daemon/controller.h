@@ -1,0 +1,162 @@
+// Controller: deployments (desired state), instances placed on workers, leases, and the
+// worker registry, reconciled by a periodic Tick (background thread, or called directly
+// by tests with a ManualClock). The gRPC Controller service (controller_service.h) is a
+// thin adapter over it.
+//
+// Life of an instance: pending (placed, load starting) -> loading -> ready -> unloading ->
+// gone; a failed load or a lost worker removes it and the autoscaler places a new one.
+// Every change is written through to the StateStore; Create() recovers from it and the
+// first heartbeat of each worker reconciles what it really holds.
+//
+// Thread safety: every public method is thread-safe. Calls to workers never happen under
+// mu_ (they run on threads of `tasks_`).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/clock.h"
+#include "daemon/deployment_config.h"
+#include "daemon/lease_table.h"
+#include "daemon/scheduler_policy.h"
+#include "daemon/state_store.h"
+#include "daemon/thread_group.h"
+#include "daemon/worker_client.h"
+#include "daemon/worker_registry.h"
+#include "loadstar/v1/controller.pb.h"
+
+namespace loadstar::daemon {
+
+struct ControllerOptions {
+  StateStore* state = nullptr;                 // required
+  WorkerClientFactory* workers = nullptr;      // required
+  Clock* clock = Clock::Real();
+  std::shared_ptr<const PlacementPolicy> policy;  // default LoadTimePolicy
+  double heartbeat_interval_seconds = 1;
+  double heartbeat_timeout_seconds = 3;
+  double default_lease_ttl_seconds = 30;
+  // After a failed load, how long a deployment waits before placing again.
+  double load_retry_backoff_seconds = 0.5;
+  // Period of the background reconcile loop; 0 runs none (tests call Tick()).
+  double tick_seconds = 0.1;
+};
+
+class Controller {
+ public:
+  static absl::StatusOr<std::unique_ptr<Controller>> Create(ControllerOptions options);
+  ~Controller();  // stops the loop, cancels in-flight worker calls, joins their threads
+
+  absl::StatusOr<loadstar::v1::Deployment> Deploy(const std::string& config_yaml);
+  absl::Status Delete(const std::string& name);
+  absl::StatusOr<loadstar::v1::Deployment> GetDeployment(const std::string& name);
+  std::vector<loadstar::v1::Deployment> ListDeployments();
+  // Streams the deployment's current instances, then every change, until the deployment
+  // is deleted (OK) or `sink` returns false.
+  absl::Status WatchDeployment(const std::string& name,
+                               const std::function<bool(const loadstar::v1::DeploymentEvent&)>& sink);
+
+  // Returns a lease on a ready instance, cold-starting one if needed; waits until
+  // `deadline_ms` (unix ms) at most.
+  absl::StatusOr<loadstar::v1::Lease> Acquire(const std::string& deployment, double ttl_seconds,
+                                              int64_t deadline_ms);
+  absl::StatusOr<loadstar::v1::Lease> RenewLease(const std::string& lease_id);
+  absl::Status Release(const std::string& lease_id);
+
+  std::vector<loadstar::v1::WorkerStatus> ListWorkers();
+  // Registration and heartbeat both carry the worker's full report.
+  absl::Status RegisterWorker(const loadstar::v1::WorkerInfo& info);
+  absl::Status Heartbeat(const loadstar::v1::WorkerInfo& info);
+  uint32_t heartbeat_interval_ms() const {
+    return static_cast<uint32_t>(options_.heartbeat_interval_seconds * 1000);
+  }
+
+  // One reconcile pass: lost workers, expired leases, autoscaling and placement.
+  void Tick();
+
+ private:
+  struct Instance {
+    std::string id;
+    std::string deployment;
+    std::string worker_id;
+    std::string state;  // pending | loading | ready | unloading
+    std::vector<uint32_t> devices;
+    std::vector<std::string> device_names;
+    uint64_t bytes_per_device = 0;  // reserved on each of `devices`
+    uint64_t bytes_done = 0;
+    uint64_t bytes_total = 0;
+    double load_seconds = 0;
+    uint32_t leases = 0;
+    int64_t idle_since_ms = 0;
+    int64_t ready_since_ms = 0;
+    bool recovered = false;  // restored from the state store; no load call of ours is running
+    std::shared_ptr<CallCanceller> canceller = std::make_shared<CallCanceller>();
+  };
+  struct Deployment {
+    DeploymentConfig config;
+    std::string yaml;
+    int64_t created_ms = 0;
+    uint32_t waiting = 0;  // Acquire calls waiting for an instance
+    uint32_t desired = 0;
+    std::string message;   // why it is not progressing
+    absl::Status last_error;        // of the last failed load or placement
+    uint64_t error_seq = 0;         // bumped with last_error
+    int64_t retry_after_ms = 0;
+  };
+
+  explicit Controller(ControllerOptions options);
+  absl::Status Recover();
+  void Loop();
+
+  // REQUIRES: mu_ held. Helpers of Tick/Acquire/Heartbeat.
+  void ReconcileLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ClusterSnapshot SnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PlacementRequest PlacementRequestLocked(const std::string& name, const Deployment& d)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLoadLocked(const std::string& name, Deployment& d, const Placement& placement,
+                       uint64_t bytes_per_device) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StopInstanceLocked(Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveInstanceLocked(const std::string& id, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReconcileWorkerLocked(const loadstar::v1::WorkerInfo& info)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLeaseLocked(const LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EventLocked(const Instance& inst, const std::string& message = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistInstanceLocked(const Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Persist(const absl::Status& status);
+  loadstar::v1::Deployment ToProtoLocked(const std::string& name, const Deployment& d)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  loadstar::v1::Instance InstanceProtoLocked(const Instance& inst)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  loadstar::v1::Lease LeaseProtoLocked(const LeaseRecord& lease, bool cold)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Runs on a task thread: the LoadInstance call and its outcome.
+  void RunLoad(std::string instance_id, std::string address,
+               loadstar::v1::LoadInstanceRequest request, std::shared_ptr<CallCanceller> canceller);
+  void RunUnload(std::string worker_id, std::string address, std::string instance_id);
+
+  const ControllerOptions options_;
+  absl::Mutex mu_;
+  absl::CondVar changed_;  // signalled on every instance/deployment change
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, Deployment> deployments_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
+  WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<uint64_t, loadstar::v1::DeploymentEvent>> events_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  ThreadGroup tasks_;
+  std::thread loop_;
+};
+
+}  // namespace loadstar::daemon

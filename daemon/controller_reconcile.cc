@@ -1,0 +1,418 @@
+// Controller reconciliation: recovery from the state store, the periodic Tick (lost
+// workers, expired leases, autoscaling), placement and the load/unload calls to workers,
+// and reconciling the controller's view with what each worker reports.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "daemon/autoscaler.h"
+#include "daemon/controller.h"
+#include "spdlog/spdlog.h"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+namespace {
+
+constexpr size_t kMaxEvents = 4096;
+
+std::string VariantKey(const QuantizationConfig& q) {
+  if (q.method == "none") return "";
+  if (q.method == "int8") return "int8";
+  return fmt::format("{}-bs{}{}", q.method, q.blocksize, q.double_quant ? "-dq" : "");
+}
+
+v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
+  v1::LoadSpec spec;
+  spec.set_model(c.model);
+  spec.set_num_gpus(c.num_gpus);
+  spec.set_torch_dtype(c.torch_dtype);
+  spec.set_device_map(c.device_map);
+  v1::Quantization* q = spec.mutable_quantization();
+  q->set_method(c.quantization.method);
+  q->set_blocksize(c.quantization.blocksize);
+  q->set_double_quant(c.quantization.double_quant);
+  q->set_compute_dtype(c.quantization.compute_dtype);
+  q->set_llm_int8_threshold(c.quantization.llm_int8_threshold);
+  for (const std::string& m : c.quantization.skip_modules) q->add_skip_modules(m);
+  return spec;
+}
+
+}  // namespace
+
+absl::Status Controller::Recover() {
+  absl::StatusOr<StateSnapshot> snap = options_.state->Load();
+  if (!snap.ok()) return snap.status();
+  absl::MutexLock lock(&mu_);
+  int64_t now = options_.clock->NowMillis();
+  for (const WorkerRecord& w : snap->workers) {
+    v1::WorkerInfo info;
+    if (!info.ParseFromString(w.info)) continue;
+    // A grace period of one heartbeat timeout from now: a worker that is still up
+    // heartbeats before it runs out; one that died meanwhile is then declared lost.
+    workers_.Upsert(info, now);
+  }
+  for (const DeploymentRecord& r : snap->deployments) {
+    absl::StatusOr<DeploymentConfig> config = ParseDeploymentConfig(r.config_yaml);
+    if (!config.ok()) {
+      spdlog::error("dropping stored deployment {}: {}", r.name, std::string(config.status().message()));
+      continue;
+    }
+    Deployment& d = deployments_[r.name];
+    d.config = *config;
+    d.yaml = r.config_yaml;
+    d.created_ms = r.created_unix_ms;
+  }
+  for (const InstanceRecord& r : snap->instances) {
+    const WorkerRegistry::Entry* w = workers_.Find(r.worker_id);
+    if (!deployments_.contains(r.deployment) || w == nullptr) {
+      Persist(options_.state->DeleteInstance(r.instance_id));
+      continue;
+    }
+    Instance& inst = instances_[r.instance_id];
+    inst.id = r.instance_id;
+    inst.deployment = r.deployment;
+    inst.worker_id = r.worker_id;
+    inst.state = r.state == "ready" ? "ready" : "loading";
+    inst.idle_since_ms = r.idle_since_unix_ms;
+    inst.ready_since_ms = now;
+    inst.bytes_per_device = r.bytes_per_device;
+    inst.recovered = true;
+    for (absl::string_view s : absl::StrSplit(r.devices, ',', absl::SkipEmpty())) {
+      uint32_t index = static_cast<uint32_t>(std::stoul(std::string(s)));
+      inst.devices.push_back(index);
+      if (index < static_cast<uint32_t>(w->info.devices_size())) {
+        inst.device_names.push_back(w->info.devices(index).name());
+      }
+    }
+  }
+  for (const LeaseRecord& l : snap->leases) {
+    auto it = instances_.find(l.instance_id);
+    if (it == instances_.end()) {
+      Persist(options_.state->DeleteLease(l.lease_id));
+      continue;
+    }
+    leases_.Restore(l);
+    ++it->second.leases;
+  }
+  if (!deployments_.empty()) {
+    spdlog::info("recovered {} deployments, {} instances, {} leases, {} workers",
+                 deployments_.size(), instances_.size(), leases_.leases().size(),
+                 workers_.entries().size());
+  }
+  return absl::OkStatus();
+}
+
+void Controller::Tick() {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  int64_t now = options_.clock->NowMillis();
+  for (const std::string& worker_id : workers_.ExpireLost(now)) {
+    spdlog::warn("worker {} lost: no heartbeat for {} s", worker_id,
+                 options_.heartbeat_timeout_seconds);
+    std::vector<std::string> ids;
+    for (const auto& [id, inst] : instances_) {
+      if (inst.worker_id == worker_id) ids.push_back(id);
+    }
+    for (const std::string& id : ids) {
+      instances_.at(id).canceller->Cancel();
+      RemoveInstanceLocked(id, fmt::format("worker {} was lost", worker_id));
+    }
+  }
+  for (const LeaseRecord& lease : leases_.Expire(now)) {
+    spdlog::info("lease {} on {} expired", lease.lease_id, lease.deployment);
+    ReleaseLeaseLocked(lease);
+  }
+  std::vector<std::string> names;
+  for (const auto& [name, d] : deployments_) names.push_back(name);
+  for (const std::string& name : names) ReconcileLocked(name);
+  while (events_.size() > kMaxEvents) events_.pop_front();
+}
+
+void Controller::ReconcileLocked(const std::string& name) {
+  auto dit = deployments_.find(name);
+  if (dit == deployments_.end() || stopping_) return;
+  Deployment& d = dit->second;
+  int64_t now = options_.clock->NowMillis();
+  std::vector<InstanceLoad> loads;
+  for (const auto& [id, inst] : instances_) {
+    if (inst.deployment != name || inst.state == "unloading") continue;
+    loads.push_back({id, inst.state == "ready", inst.leases, inst.idle_since_ms});
+  }
+  ScalingDecision decision = DecideScaling(d.config.auto_scaling, loads, d.waiting, now);
+  d.desired = decision.desired;
+  if (decision.start == 0 && loads.size() >= d.desired) d.message.clear();
+  if (!decision.stop.empty()) {
+    auto it = instances_.find(decision.stop);
+    spdlog::info("scaling {} down: instance {} idle for {} s", name, decision.stop,
+                 d.config.auto_scaling.keep_alive);
+    StopInstanceLocked(it->second);
+    it->second.state = "unloading";
+    EventLocked(it->second, "idle past keep_alive");
+    Persist(options_.state->DeleteInstance(decision.stop));
+    instances_.erase(it);
+    changed_.SignalAll();
+  }
+  if (decision.start == 0 || now < d.retry_after_ms) return;
+  ClusterSnapshot cluster = SnapshotLocked();
+  PlacementRequest request = PlacementRequestLocked(name, d);
+  for (uint32_t i = 0; i < decision.start; ++i) {
+    Placement p;
+    if (request.checkpoint_bytes == 0) {
+      p.reason = cluster.workers.empty()
+                     ? absl::UnavailableError("no worker is registered")
+                     : absl::NotFoundError(fmt::format(
+                           "model '{}' is not in the store of any registered worker", name));
+    } else {
+      p = options_.policy->Place(cluster, request);
+    }
+    if (p.kind != Placement::Kind::kPlaced) {
+      if (d.message != p.reason.message()) {
+        spdlog::warn("cannot place {}: {}", name, std::string(p.reason.message()));
+      }
+      d.message = std::string(p.reason.message());
+      if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) {
+        d.last_error = p.reason;
+        ++d.error_seq;
+        changed_.SignalAll();
+      }
+      return;
+    }
+    uint64_t per_device = (request.loaded_bytes + request.num_gpus - 1) / request.num_gpus;
+    StartLoadLocked(name, d, p, per_device);
+    // Account for it in the snapshot so the next instance of this pass goes elsewhere.
+    for (WorkerSnapshot& w : cluster.workers) {
+      if (w.worker_id != p.worker_id) continue;
+      for (uint32_t dev : p.devices) w.devices[dev].free_bytes -= per_device;
+      w.queue_wait_seconds += p.estimated_seconds;
+    }
+  }
+}
+
+ClusterSnapshot Controller::SnapshotLocked() {
+  ClusterSnapshot cluster;
+  for (const auto& [id, entry] : workers_.entries()) {
+    if (entry.lost || entry.suspect) continue;
+    WorkerSnapshot& w = cluster.workers.emplace_back();
+    w.worker_id = id;
+    const v1::WorkerInfo& info = entry.info;
+    for (const v1::DeviceInfo& dev : info.devices()) {
+      w.devices.push_back({dev.total_bytes(), dev.total_bytes()});
+    }
+    if (info.disk_bandwidth() > 0) w.disk_bandwidth = info.disk_bandwidth();
+    if (info.copy_bandwidth() > 0) w.copy_bandwidth = info.copy_bandwidth();
+    for (const v1::StoredModel& m : info.models()) {
+      w.models_on_disk.insert(m.name());
+      if (m.in_host_cache()) w.models_in_host_cache.insert(m.name());
+      for (const std::string& v : m.variants()) w.variants_on_disk.insert(m.name() + "@" + v);
+    }
+  }
+  std::map<std::string, WorkerSnapshot*> by_id;
+  for (WorkerSnapshot& w : cluster.workers) by_id[w.worker_id] = &w;
+  for (const auto& [id, inst] : instances_) {
+    auto it = by_id.find(inst.worker_id);
+    if (it == by_id.end()) continue;
+    WorkerSnapshot& w = *it->second;
+    for (uint32_t dev : inst.devices) {
+      if (dev >= w.devices.size()) continue;
+      DeviceSnapshot& ds = w.devices[dev];
+      ds.free_bytes -= std::min(ds.free_bytes, inst.bytes_per_device);
+    }
+    if (inst.state == "ready") w.resident.insert(inst.deployment);
+    if (inst.state == "loading" && inst.bytes_total > inst.bytes_done) {
+      w.queue_wait_seconds += static_cast<double>(inst.bytes_total - inst.bytes_done) /
+                              std::min(w.disk_bandwidth, w.copy_bandwidth);
+    }
+  }
+  return cluster;
+}
+
+PlacementRequest Controller::PlacementRequestLocked(const std::string& name, const Deployment& d) {
+  PlacementRequest r;
+  r.deployment = name;
+  r.model = d.config.model;
+  r.variant = VariantKey(d.config.quantization);
+  r.num_gpus = d.config.num_gpus;
+  r.allowed_workers = d.config.placement.memory_pool;
+  for (const auto& [id, entry] : workers_.entries()) {
+    if (entry.lost) continue;
+    for (const v1::StoredModel& m : entry.info.models()) {
+      if (m.name() == r.model) r.checkpoint_bytes = std::max(r.checkpoint_bytes, m.bytes());
+    }
+  }
+  r.loaded_bytes = EstimateLoadedBytes(r.checkpoint_bytes, d.config.quantization.method,
+                                       d.config.quantization.blocksize);
+  return r;
+}
+
+void Controller::StartLoadLocked(const std::string& name, Deployment& d, const Placement& p,
+                                 uint64_t bytes_per_device) {
+  const WorkerRegistry::Entry* w = workers_.Find(p.worker_id);
+  Instance inst;
+  inst.id = RandomId("i-").substr(0, 18);
+  inst.deployment = name;
+  inst.worker_id = p.worker_id;
+  inst.state = "loading";
+  inst.devices = p.devices;
+  for (uint32_t dev : p.devices) inst.device_names.push_back(w->info.devices(dev).name());
+  inst.bytes_per_device = bytes_per_device;
+  v1::LoadInstanceRequest request;
+  request.set_instance_id(inst.id);
+  request.set_deployment(name);
+  *request.mutable_spec() = ToLoadSpec(d.config);
+  for (uint32_t dev : p.devices) request.add_devices(dev);
+  spdlog::info("placing {} instance {} on worker {} (devices {}; estimated {:.3f} s)", name,
+               inst.id, p.worker_id, absl::StrJoin(inst.device_names, ","), p.estimated_seconds);
+  d.message.clear();
+  PersistInstanceLocked(inst);
+  EventLocked(inst, fmt::format("placed on {}", p.worker_id));
+  auto canceller = inst.canceller;
+  std::string id = inst.id;
+  instances_[id] = std::move(inst);
+  tasks_.Spawn([this, id, address = w->info.address(), request, canceller] {
+    RunLoad(id, address, request, canceller);
+  });
+}
+
+void Controller::RunLoad(std::string instance_id, std::string address,
+                         v1::LoadInstanceRequest request, std::shared_ptr<CallCanceller> canceller) {
+  std::shared_ptr<WorkerClient> client = options_.workers->ForAddress(address);
+  absl::StatusOr<v1::InstanceReport> result = client->LoadInstance(
+      request,
+      [&](const v1::LoadProgress& p) {
+        absl::MutexLock lock(&mu_);
+        auto it = instances_.find(instance_id);
+        if (it == instances_.end()) return;
+        it->second.bytes_done = p.bytes_done();
+        it->second.bytes_total = p.bytes_total();
+        EventLocked(it->second);
+      },
+      canceller.get());
+  absl::MutexLock lock(&mu_);
+  auto it = instances_.find(instance_id);
+  if (it == instances_.end()) return;  // deleted or scaled down meanwhile; unload was sent
+  Instance& inst = it->second;
+  int64_t now = options_.clock->NowMillis();
+  if (result.ok()) {
+    inst.state = "ready";
+    inst.load_seconds = result->load_seconds();
+    inst.bytes_done = inst.bytes_total = std::max(inst.bytes_total, result->bytes());
+    inst.ready_since_ms = inst.idle_since_ms = now;
+    spdlog::info("{} instance {} ready on {} in {:.3f} s", inst.deployment, instance_id,
+                 inst.worker_id, inst.load_seconds);
+    PersistInstanceLocked(inst);
+    EventLocked(inst);
+    changed_.SignalAll();
+    return;
+  }
+  absl::Status status(result.status().code(),
+                      fmt::format("loading '{}' on worker {}: {}", inst.deployment,
+                                  inst.worker_id, std::string(result.status().message())));
+  spdlog::warn("{}", std::string(status.message()));
+  if (absl::IsUnavailable(status)) workers_.MarkSuspect(inst.worker_id);
+  auto dit = deployments_.find(inst.deployment);
+  if (dit != deployments_.end()) {
+    dit->second.last_error = status;
+    ++dit->second.error_seq;
+    dit->second.message = std::string(status.message());
+    dit->second.retry_after_ms =
+        now + static_cast<int64_t>(options_.load_retry_backoff_seconds * 1000);
+  }
+  RemoveInstanceLocked(instance_id, std::string(status.message()));
+}
+
+void Controller::StopInstanceLocked(Instance& inst) {
+  inst.canceller->Cancel();
+  const WorkerRegistry::Entry* w = workers_.Find(inst.worker_id);
+  if (w == nullptr || w->lost) return;
+  tasks_.Spawn([this, worker = inst.worker_id, address = w->info.address(), id = inst.id] {
+    RunUnload(worker, address, id);
+  });
+}
+
+void Controller::RunUnload(std::string worker_id, std::string address, std::string instance_id) {
+  absl::Status s = options_.workers->ForAddress(address)->UnloadInstance(instance_id);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    spdlog::warn("unloading {} on worker {}: {}", instance_id, worker_id, std::string(s.message()));
+  }
+}
+
+void Controller::RemoveInstanceLocked(const std::string& id, const std::string& why) {
+  auto it = instances_.find(id);
+  if (it == instances_.end()) return;
+  for (const LeaseRecord& lease : leases_.RemoveInstance(id)) {
+    Persist(options_.state->DeleteLease(lease.lease_id));
+  }
+  it->second.state = "failed";
+  EventLocked(it->second, why);
+  Persist(options_.state->DeleteInstance(id));
+  instances_.erase(it);
+  changed_.SignalAll();
+}
+
+void Controller::ReconcileWorkerLocked(const v1::WorkerInfo& info) {
+  int64_t now = options_.clock->NowMillis();
+  std::map<std::string, const v1::InstanceReport*> reported;
+  for (const v1::InstanceReport& r : info.instances()) reported[r.instance_id()] = &r;
+  std::vector<std::string> gone;
+  for (auto& [id, inst] : instances_) {
+    if (inst.worker_id != info.worker_id()) continue;
+    auto r = reported.find(id);
+    if (r == reported.end()) {
+      // A load we started may not show up yet; a ready instance that has been ready for
+      // more than two heartbeats must.
+      int64_t grace = 2 * heartbeat_interval_ms() + 1000;
+      if (inst.recovered || (inst.state == "ready" && now - inst.ready_since_ms > grace)) {
+        gone.push_back(id);
+      }
+      continue;
+    }
+    if (!inst.recovered) continue;
+    inst.recovered = false;
+    inst.load_seconds = r->second->load_seconds();
+    if (r->second->state() == "ready" && inst.state != "ready") {
+      inst.state = "ready";
+      inst.ready_since_ms = inst.idle_since_ms = now;
+      PersistInstanceLocked(inst);
+      EventLocked(inst, "recovered");
+      changed_.SignalAll();
+    } else if (r->second->state() == "loading") {
+      // Its load call died with the previous controller: the worker cancels such loads.
+      inst.recovered = true;
+    }
+  }
+  for (const std::string& id : gone) {
+    RemoveInstanceLocked(id, fmt::format("worker {} no longer holds it", info.worker_id()));
+  }
+  for (const auto& [id, report] : reported) {
+    if (instances_.contains(id)) continue;
+    // An instance nobody wants (its deployment was deleted, or a load the previous
+    // controller started): free its memory.
+    tasks_.Spawn([this, worker = info.worker_id(), address = info.address(), id = id] {
+      RunUnload(worker, address, id);
+    });
+  }
+}
+
+void Controller::EventLocked(const Instance& inst, const std::string& message) {
+  v1::DeploymentEvent e;
+  e.set_deployment(inst.deployment);
+  e.set_instance_id(inst.id);
+  e.set_state(inst.state);
+  e.set_bytes_done(inst.bytes_done);
+  e.set_bytes_total(inst.bytes_total);
+  e.set_message(message);
+  events_.emplace_back(next_event_seq_++, std::move(e));
+  changed_.SignalAll();
+}
+
+void Controller::PersistInstanceLocked(const Instance& inst) {
+  Persist(options_.state->PutInstance({inst.id, inst.deployment, inst.worker_id, inst.state,
+                                       inst.idle_since_ms, absl::StrJoin(inst.devices, ","),
+                                       inst.bytes_per_device}));
+}
+
+}  // namespace loadstar::daemon
