@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "loader/load_pipeline.h"
 #include "loadstar/v1/worker.pb.h"
 
 namespace loadstar::daemon {
@@ -64,7 +65,7 @@ class InstanceLoader {
 
   virtual absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
-      const std::atomic<bool>& cancelled) = 0;
+      const loader::CancellationToken& cancelled) = 0;
 
   virtual absl::Status Prefetch(const std::string& model) = 0;
   virtual absl::Status Evict(const std::string& model) = 0;

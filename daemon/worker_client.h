@@ -16,26 +16,21 @@
 namespace loadstar::daemon {
 
 // Cancels an in-flight call from another thread: the call installs a hook (e.g. gRPC
-// ClientContext::TryCancel); Cancel runs it, now or as soon as it is installed.
+// ClientContext::TryCancel); Cancel runs it, now or as soon as it is installed. A hook
+// must not call back into its CallCanceller.
 class CallCanceller {
  public:
   void Cancel() {
-    std::function<void()> hook;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      hook = hook_;
-    }
-    if (hook) hook();
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (hook_) hook_();
   }
+  // The hook runs under mu_, so SetHook(nullptr) returns only once no hook call is in
+  // flight: the call's context can then be destroyed safely.
   void SetHook(std::function<void()> hook) {
-    bool run;
-    {
-      absl::MutexLock lock(&mu_);
-      hook_ = hook;
-      run = cancelled_;
-    }
-    if (run && hook) hook();
+    absl::MutexLock lock(&mu_);
+    hook_ = std::move(hook);
+    if (cancelled_ && hook_) hook_();
   }
   bool cancelled() const {
     absl::MutexLock lock(&mu_);

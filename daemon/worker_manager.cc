@@ -15,14 +15,25 @@ constexpr uint64_t kReadChunkBytes = 1 << 20;
 }  // namespace
 
 WorkerManager::WorkerManager(std::string worker_id, std::string address, InstanceLoader* loader)
-    : worker_id_(std::move(worker_id)), address_(std::move(address)), loader_(loader) {}
+    : loader_(loader), worker_id_(std::move(worker_id)), address_(std::move(address)) {}
+
+std::string WorkerManager::worker_id() const {
+  absl::MutexLock lock(&mu_);
+  return worker_id_;
+}
+
+void WorkerManager::SetIdentity(std::string worker_id, std::string address) {
+  absl::MutexLock lock(&mu_);
+  worker_id_ = std::move(worker_id);
+  address_ = std::move(address);
+}
 
 absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
     const v1::LoadInstanceRequest& request,
     const std::function<bool(const LoadProgressInfo&)>& progress) {
   const std::string& id = request.instance_id();
   if (id.empty()) return absl::InvalidArgumentError("instance_id is empty");
-  std::shared_ptr<std::atomic<bool>> cancelled;
+  std::shared_ptr<loader::CancellationToken> cancelled;
   {
     absl::MutexLock lock(&mu_);
     if (instances_.contains(id)) {
@@ -40,7 +51,7 @@ absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
   absl::StatusOr<std::unique_ptr<LoadedInstance>> loaded = loader_->Load(
       load,
       [&](const LoadProgressInfo& p) {
-        if (!progress(p)) cancelled->store(true);
+        if (!progress(p)) cancelled->Cancel();
       },
       *cancelled);
   double seconds =
@@ -49,7 +60,7 @@ absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
   std::shared_ptr<const LoadedInstance> doomed;
   absl::MutexLock lock(&mu_);
   auto it = instances_.find(id);
-  if (loaded.ok() && cancelled->load()) {
+  if (loaded.ok() && cancelled->cancelled()) {
     doomed = std::move(*loaded);
     loaded = absl::CancelledError(fmt::format("load of instance {} was cancelled", id));
   }
@@ -79,7 +90,7 @@ absl::Status WorkerManager::Unload(const std::string& instance_id) {
     }
     if (it->second.loaded == nullptr) {
       // Still loading: the Load call sees the flag, frees what it has and erases the entry.
-      it->second.cancelled->store(true);
+      it->second.cancelled->Cancel();
       return absl::OkStatus();
     }
     doomed = std::move(it->second.loaded);
@@ -158,8 +169,11 @@ std::vector<v1::InstanceReport> WorkerManager::Instances() const {
 
 v1::WorkerInfo WorkerManager::Info() const {
   v1::WorkerInfo info;
-  info.set_worker_id(worker_id_);
-  info.set_address(address_);
+  {
+    absl::MutexLock lock(&mu_);
+    info.set_worker_id(worker_id_);
+    info.set_address(address_);
+  }
   for (const v1::DeviceInfo& d : loader_->Devices()) *info.add_devices() = d;
   info.set_host_cache_bytes(loader_->host_cache_bytes());
   info.set_host_cache_used(loader_->host_cache_used());

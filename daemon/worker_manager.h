@@ -46,12 +46,15 @@ class WorkerManager {
   // Registration / heartbeat payload: devices, inventory, bandwidths, instances.
   loadstar::v1::WorkerInfo Info() const;
   InstanceLoader* loader() const { return loader_; }
-  const std::string& worker_id() const { return worker_id_; }
+  std::string worker_id() const;
+  // Sets the id and advertised address (known once the server has bound its port).
+  void SetIdentity(std::string worker_id, std::string address);
 
  private:
   struct Instance {
     loadstar::v1::InstanceReport report;
-    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<loader::CancellationToken> cancelled =
+        std::make_shared<loader::CancellationToken>();
     std::shared_ptr<const LoadedInstance> loaded;  // null while loading
     loadstar::v1::InstanceHandle handle;           // cached when ready
   };
@@ -60,10 +63,10 @@ class WorkerManager {
   absl::StatusOr<std::shared_ptr<const LoadedInstance>> Ready(
       const std::string& id, loadstar::v1::InstanceHandle* handle) const;
 
-  const std::string worker_id_;
-  const std::string address_;
   InstanceLoader* const loader_;
   mutable absl::Mutex mu_;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  std::string address_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,0 +1,273 @@
+#include "daemon/pipeline_instance_loader.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "base/status_macros.h"
+#include "loader/model_source.h"
+#include "nlohmann/json.hpp"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+namespace {
+
+std::string KindName(loader::DeviceKind kind) {
+  return kind == loader::DeviceKind::kCuda ? "cuda" : "host";
+}
+
+std::string VariantKey(const v1::Quantization& q) {
+  if (q.method().empty() || q.method() == "none") return "";
+  if (q.method() == "int8") return "int8";
+  return fmt::format("{}-bs{}{}", q.method(), q.blocksize(), q.double_quant() ? "-dq" : "");
+}
+
+int64_t JsonInt(const nlohmann::json& j, const char* key, int64_t fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<int64_t>() : fallback;
+}
+
+// The quantization state of a transformed tensor, from the transform's JSON description.
+void FillQuantState(const std::string& info, v1::QuantState* q) {
+  nlohmann::json j = nlohmann::json::parse(info, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return;
+  for (const char* key : {"quant_type", "type"}) {
+    if (j.contains(key) && j[key].is_string()) q->set_type(j[key].get<std::string>());
+  }
+  q->set_blocksize(static_cast<uint32_t>(JsonInt(j, "blocksize", 0)));
+  if (j.contains("dtype") && j["dtype"].is_string()) q->set_dtype(j["dtype"].get<std::string>());
+  if (j.contains("shape") && j["shape"].is_array()) {
+    for (const auto& d : j["shape"]) {
+      if (d.is_number()) q->add_shape(d.get<int64_t>());
+    }
+  }
+  q->set_absmax_offset(JsonInt(j, "absmax_offset", -1));
+  q->set_quant_map_offset(JsonInt(j, "quant_map_offset", -1));
+  q->set_nested_absmax_offset(JsonInt(j, "nested_absmax_offset", -1));
+  q->set_nested_quant_map_offset(JsonInt(j, "nested_quant_map_offset", -1));
+  q->set_nested_blocksize(static_cast<uint32_t>(JsonInt(j, "nested_blocksize", 0)));
+  if (j.contains("nested_offset") && j["nested_offset"].is_number()) {
+    q->set_nested_offset(j["nested_offset"].get<float>());
+  }
+}
+
+class PipelineLoadedInstance : public LoadedInstance {
+ public:
+  explicit PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model)
+      : model_(std::move(model)) {}
+
+  v1::InstanceHandle Handle() const override {
+    v1::InstanceHandle h;
+    for (int d = 0; d < model_->num_devices(); ++d) {
+      loader::Device* dev = model_->device(d);
+      v1::DeviceInfo* info = h.add_devices();
+      info->set_name(dev->name());
+      info->set_kind(KindName(dev->kind()));
+      info->set_total_bytes(dev->total_memory());
+      info->set_free_bytes(dev->free_memory());
+    }
+    absl::StatusOr<std::vector<loader::ExportedHandle>> handles = model_->Export();
+    if (handles.ok()) {
+      for (size_t d = 0; d < handles->size(); ++d) {
+        const loader::ExportedHandle& e = (*handles)[d];
+        if (e.size == 0) continue;
+        v1::MemoryHandle* m = h.add_allocations();
+        m->set_device(static_cast<uint32_t>(d));
+        m->set_kind(KindName(e.kind));
+        m->set_shm_name(e.shm_name);
+        m->set_ipc_handle(e.ipc_handle);
+        m->set_device_uuid(e.device_uuid);
+        m->set_size(e.size);
+        if (!e.device_uuid.empty()) h.mutable_devices(d)->set_uuid(e.device_uuid);
+      }
+    }
+    for (const loader::LoadedTensor& t : model_->tensors()) {
+      v1::TensorInfo* info = h.add_tensors();
+      info->set_name(t.name);
+      info->set_dtype(std::string(DTypeName(t.dtype)));
+      for (int64_t d : t.shape) info->add_shape(d);
+      info->set_device(static_cast<uint32_t>(t.device));
+      info->set_offset(t.offset);
+      info->set_size(t.size);
+      if (!t.transform_info.empty()) FillQuantState(t.transform_info, info->mutable_quant());
+    }
+    h.set_bytes(model_->tensor_bytes());
+    return h;
+  }
+
+  absl::Status ReadTensor(const std::string& name, uint64_t offset, uint64_t n,
+                          char* dst) const override {
+    const loader::LoadedTensor* t = model_->Find(name);
+    if (t == nullptr) return absl::NotFoundError(fmt::format("no tensor '{}'", name));
+    if (const char* data = model_->HostData(*t)) {
+      std::memcpy(dst, data + offset, n);
+      return absl::OkStatus();
+    }
+    return model_->device(t->device)->CopyToHost(dst, model_->allocation(t->device),
+                                                  t->offset + offset, n);
+  }
+
+ private:
+  std::unique_ptr<loader::LoadedModel> model_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::Create(
+    PipelineInstanceLoaderOptions options) {
+  std::unique_ptr<PipelineInstanceLoader> l(new PipelineInstanceLoader());
+  l->options_ = options;
+  ASSIGN_OR_RETURN(l->store_, store::Store::Open({options.store_dir, Env::Default()}));
+  ASSIGN_OR_RETURN(l->devices_, loader::CreateDevices(options.devices, options.host_device_bytes));
+  if (options.host_cache_bytes > 0) {
+    l->cache_ = std::make_unique<loader::HostCache>(
+        loader::HostCache::Options{options.host_cache_bytes, options.pipeline.ring_allocator});
+    options.pipeline.cache = l->cache_.get();
+  }
+  ASSIGN_OR_RETURN(l->pipeline_, loader::LoadPipeline::Create(options.pipeline));
+  if (options.measure_bandwidth) l->MeasureBandwidth();
+  return l;
+}
+
+PipelineInstanceLoader::~PipelineInstanceLoader() = default;
+
+void PipelineInstanceLoader::MeasureBandwidth() {
+  using Clock = std::chrono::steady_clock;
+  constexpr size_t kBytes = 32 << 20;
+  std::vector<char> a(kBytes, 1), b(kBytes);
+  auto start = Clock::now();
+  for (int i = 0; i < 4; ++i) std::memcpy(b.data(), a.data(), kBytes);
+  double s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (s > 0) copy_bandwidth_ = 4.0 * kBytes / s;
+  // Disk: write a scratch file, drop it from the page cache, read it back.
+  std::string path = JoinPath(store_->root(), fmt::format(".tmp/bw-{}", ::getpid()));
+  int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+  if (fd < 0) return;
+  bool ok = ::write(fd, a.data(), kBytes) == static_cast<ssize_t>(kBytes) && ::fsync(fd) == 0 &&
+            ::posix_fadvise(fd, 0, kBytes, POSIX_FADV_DONTNEED) == 0;
+  if (ok) {
+    start = Clock::now();
+    ok = ::pread(fd, b.data(), kBytes, 0) == static_cast<ssize_t>(kBytes);
+    s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (ok && s > 0) disk_bandwidth_ = kBytes / s;
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+}
+
+std::vector<v1::DeviceInfo> PipelineInstanceLoader::Devices() const {
+  std::vector<v1::DeviceInfo> out;
+  for (const auto& d : devices_) {
+    v1::DeviceInfo& info = out.emplace_back();
+    info.set_name(d->name());
+    info.set_kind(KindName(d->kind()));
+    info.set_total_bytes(d->total_memory());
+    info.set_free_bytes(d->free_memory());
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::StoredModel>> PipelineInstanceLoader::ListModels() const {
+  ASSIGN_OR_RETURN(std::vector<store::ModelInfo> models, store_->List());
+  std::vector<v1::StoredModel> out;
+  for (const store::ModelInfo& m : models) {
+    v1::StoredModel& s = out.emplace_back();
+    s.set_name(m.name);
+    s.set_bytes(m.bytes);
+    s.set_in_host_cache(cache_ != nullptr && cache_->Contains(loader::ModelKey(m.name, "")));
+    for (const std::string& v : m.variants) s.add_variants(v);
+  }
+  return out;
+}
+
+uint64_t PipelineInstanceLoader::host_cache_bytes() const {
+  return cache_ == nullptr ? 0 : cache_->capacity_bytes();
+}
+
+uint64_t PipelineInstanceLoader::host_cache_used() const {
+  return cache_ == nullptr ? 0 : cache_->used_bytes();
+}
+
+absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
+    const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
+    const loader::CancellationToken& cancelled) {
+  const v1::LoadSpec& spec = request.spec;
+  uint32_t num_gpus = std::max<uint32_t>(spec.num_gpus(), 1);
+  std::vector<uint32_t> indices = request.devices;
+  if (indices.empty()) {
+    for (uint32_t i = 0; i < num_gpus && i < devices_.size(); ++i) indices.push_back(i);
+  }
+  if (indices.size() != num_gpus) {
+    return absl::InvalidArgumentError(
+        fmt::format("num_gpus is {} but {} devices were assigned", num_gpus, indices.size()));
+  }
+  std::vector<loader::Device*> devices;
+  for (uint32_t i : indices) {
+    if (i >= devices_.size()) {
+      return absl::InvalidArgumentError(
+          fmt::format("device index {} is beyond this worker's {} devices", i, devices_.size()));
+    }
+    devices.push_back(devices_[i].get());
+  }
+  std::string variant = VariantKey(spec.quantization());
+  if (!variant.empty()) {
+    ASSIGN_OR_RETURN(store::Manifest base, store_->GetManifest(spec.model()));
+    (void)base;
+    if (!store_->GetManifest(spec.model(), variant).ok()) {
+      return absl::FailedPreconditionError(fmt::format(
+          "model '{}' has no stored '{}' artifact and this build cannot quantize while "
+          "loading yet; create it with `loadstar store save SRC --name {} --quantize {}`",
+          spec.model(), variant, spec.model(), spec.quantization().method()));
+    }
+  }
+  ASSIGN_OR_RETURN(loader::ModelSource source,
+                   loader::ModelSourceFromStore(*store_, spec.model(), variant));
+  loader::PlanOptions plan;
+  if (num_gpus == 1) {
+    plan.placement = loader::Placement::kSingle;
+  } else if (spec.device_map() == "tensor_parallel") {
+    plan.placement = loader::Placement::kTensorParallel;
+  } else if (spec.device_map() == "auto" || spec.device_map().empty()) {
+    plan.placement = loader::Placement::kAuto;
+  } else {
+    return absl::InvalidArgumentError(fmt::format(
+        "backend_config.device_map: '{}' is not supported by the loader (auto, tensor_parallel)",
+        spec.device_map()));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadedModel> model,
+                   pipeline_->Load(source, devices, plan, &cancelled,
+                                   [&](const loader::LoadProgress& p) {
+                                     progress({p.bytes, p.total_bytes,
+                                               static_cast<uint32_t>(p.tensors),
+                                               static_cast<uint32_t>(p.total_tensors)});
+                                   }));
+  return std::make_unique<PipelineLoadedInstance>(std::move(model));
+}
+
+absl::Status PipelineInstanceLoader::Prefetch(const std::string& model) {
+  if (cache_ == nullptr) {
+    return absl::FailedPreconditionError("this worker has no host cache (--host-cache-bytes)");
+  }
+  ASSIGN_OR_RETURN(loader::ModelSource source, loader::ModelSourceFromStore(*store_, model));
+  return cache_->Prefetch(source, *pipeline_);
+}
+
+absl::Status PipelineInstanceLoader::Evict(const std::string& model) {
+  if (cache_ == nullptr) {
+    return absl::FailedPreconditionError("this worker has no host cache (--host-cache-bytes)");
+  }
+  return cache_->Evict(loader::ModelKey(model, ""));
+}
+
+absl::StatusOr<v1::ProbeResponse> PipelineInstanceLoader::Probe(const LoadedInstance&,
+                                                                const std::string&, uint32_t) {
+  return absl::UnimplementedError(
+      "Probe needs quantized instances, which this build does not load yet");
+}
+
+}  // namespace loadstar::daemon

@@ -1,0 +1,76 @@
+// Running the daemons: a controller or a worker as a gRPC server on an address. Used by
+// the `loadstar controller | worker | up` commands, the integration tests and the bench.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "daemon/controller.h"
+#include "daemon/grpc_worker_client.h"
+#include "daemon/instance_loader.h"
+#include "daemon/worker_agent.h"
+#include "daemon/worker_manager.h"
+#include "grpcpp/grpcpp.h"
+
+namespace loadstar::daemon {
+
+struct ControllerServerOptions {
+  std::string address = "127.0.0.1:7070";  // port 0 picks a free one
+  std::string state = "memory";            // memory | sqlite:PATH
+  std::string token;                       // empty: no auth
+  double heartbeat_interval_seconds = 1;
+  double heartbeat_timeout_seconds = 3;
+  double default_lease_ttl_seconds = 30;
+};
+
+class ControllerServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(ControllerServerOptions options);
+  ~ControllerServer();  // Shutdown()
+  void Shutdown();
+  // "host:port" with the port actually bound.
+  const std::string& address() const { return address_; }
+  Controller* controller() const { return controller_.get(); }
+
+ private:
+  ControllerServer() = default;
+  std::string address_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<GrpcWorkerClientFactory> workers_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<grpc::Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+struct WorkerServerOptions {
+  std::string worker_id;  // empty: "<hostname>-<port>"
+  std::string address = "127.0.0.1:0";
+  std::string controller_address;  // empty: serve without registering
+  std::string token;
+};
+
+class WorkerServer {
+ public:
+  // Takes ownership of `loader`.
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(
+      WorkerServerOptions options, std::unique_ptr<InstanceLoader> loader);
+  ~WorkerServer();  // Shutdown()
+  void Shutdown();
+  const std::string& address() const { return address_; }
+  WorkerManager* manager() const { return manager_.get(); }
+
+ private:
+  WorkerServer() = default;
+  std::string address_;
+  std::unique_ptr<InstanceLoader> loader_;
+  std::unique_ptr<WorkerManager> manager_;
+  std::unique_ptr<grpc::Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<WorkerAgent> agent_;
+};
+
+// Replaces the port of "host:port" with `port`.
+std::string WithPort(const std::string& address, int port);
+
+}  // namespace loadstar::daemon

@@ -1,0 +1,65 @@
+#include "daemon/worker_agent.h"
+
+#include <chrono>
+
+#include "spdlog/spdlog.h"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+WorkerAgent::WorkerAgent(WorkerManager* manager, const std::string& controller_address,
+                         TokenAuth auth)
+    : manager_(manager),
+      auth_(std::move(auth)),
+      stub_(v1::Controller::NewStub(MakeChannel(controller_address))) {}
+
+WorkerAgent::~WorkerAgent() { Stop(); }
+
+void WorkerAgent::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void WorkerAgent::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void WorkerAgent::Loop() {
+  bool registered = false;
+  int64_t interval_ms = 1000;
+  std::string last_error;
+  while (true) {
+    v1::WorkerInfo info = manager_->Info();
+    grpc::ClientContext ctx;
+    auth_.Apply(&ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(interval_ms));
+    grpc::Status status;
+    if (!registered) {
+      v1::RegisterWorkerResponse resp;
+      status = stub_->RegisterWorker(&ctx, info, &resp);
+      if (status.ok()) {
+        registered = true;
+        if (resp.heartbeat_interval_ms() > 0) interval_ms = resp.heartbeat_interval_ms();
+        spdlog::info("worker {} registered with the controller", manager_->worker_id());
+      }
+    } else {
+      v1::HeartbeatResponse resp;
+      status = stub_->Heartbeat(&ctx, info, &resp);
+      registered = status.ok() && !resp.reregister();
+    }
+    if (!status.ok() && status.error_message() != last_error) {
+      spdlog::warn("controller: {}", status.error_message());
+    }
+    last_error = status.ok() ? "" : status.error_message();
+    absl::MutexLock lock(&mu_);
+    // Retry registration sooner than the heartbeat period so a restarted controller
+    // learns about this worker quickly.
+    int64_t wait_ms = registered ? interval_ms : std::min<int64_t>(interval_ms, 200);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(wait_ms));
+    if (stopping_) return;
+  }
+}
+
+}  // namespace loadstar::daemon

@@ -1,0 +1,38 @@
+// WorkerAgent: keeps a worker known to its controller — registers (retrying until the
+// controller answers), then heartbeats the worker's full report every interval the
+// controller asked for; after a failed heartbeat it registers again.
+//
+// Thread safety: Start/Stop from one thread; the loop runs on its own.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/rpc_util.h"
+#include "daemon/worker_manager.h"
+#include "loadstar/v1/controller.grpc.pb.h"
+
+namespace loadstar::daemon {
+
+class WorkerAgent {
+ public:
+  WorkerAgent(WorkerManager* manager, const std::string& controller_address, TokenAuth auth);
+  ~WorkerAgent();  // Stop()
+  void Start();
+  void Stop();
+
+ private:
+  void Loop();
+
+  WorkerManager* const manager_;
+  const TokenAuth auth_;
+  std::unique_ptr<loadstar::v1::Controller::Stub> stub_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace loadstar::daemon

@@ -1,0 +1,100 @@
+#include "daemon/worker_service.h"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+#define CHECK_AUTH(ctx)                              \
+  do {                                               \
+    grpc::Status auth_status = auth_.Check(ctx);     \
+    if (!auth_status.ok()) return auth_status;       \
+  } while (0)
+
+grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
+                                         const v1::LoadInstanceRequest* req,
+                                         grpc::ServerWriter<v1::LoadProgress>* writer) {
+  CHECK_AUTH(ctx);
+  auto report = manager_->Load(*req, [&](const LoadProgressInfo& p) {
+    v1::LoadProgress msg;
+    msg.set_bytes_done(p.bytes_done);
+    msg.set_bytes_total(p.bytes_total);
+    msg.set_tensors_done(p.tensors_done);
+    msg.set_tensors_total(p.tensors_total);
+    // A controller that went away (or cancelled) cancels the load.
+    return !ctx->IsCancelled() && writer->Write(msg);
+  });
+  if (!report.ok()) return ToGrpc(report.status());
+  if (ctx->IsCancelled()) {
+    manager_->Unload(req->instance_id()).IgnoreError();
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the controller cancelled the load");
+  }
+  v1::LoadProgress done;
+  done.set_done(true);
+  done.set_bytes_done(report->bytes());
+  done.set_bytes_total(report->bytes());
+  *done.mutable_instance() = *report;
+  writer->Write(done);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::UnloadInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
+                                           v1::UnloadInstanceResponse*) {
+  CHECK_AUTH(ctx);
+  return ToGrpc(manager_->Unload(req->instance_id()));
+}
+
+grpc::Status WorkerService::GetInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
+                                        v1::InstanceHandle* resp) {
+  CHECK_AUTH(ctx);
+  auto handle = manager_->GetInstance(req->instance_id());
+  if (!handle.ok()) return ToGrpc(handle.status());
+  *resp = std::move(*handle);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadTensorRequest* req,
+                                       grpc::ServerWriter<v1::TensorChunk>* writer) {
+  CHECK_AUTH(ctx);
+  return ToGrpc(manager_->ReadTensor(*req, [&](uint64_t offset, std::string_view data) {
+    v1::TensorChunk chunk;
+    chunk.set_offset(offset);
+    chunk.set_data(std::string(data));
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  }));
+}
+
+grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
+                                       v1::ListModelsResponse* resp) {
+  CHECK_AUTH(ctx);
+  auto models = manager_->loader()->ListModels();
+  if (!models.ok()) return ToGrpc(models.status());
+  for (v1::StoredModel& m : *models) *resp->add_models() = std::move(m);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Prefetch(grpc::ServerContext* ctx, const v1::ModelRequest* req,
+                                     v1::CacheResponse* resp) {
+  CHECK_AUTH(ctx);
+  absl::Status s = manager_->loader()->Prefetch(req->model());
+  resp->set_host_cache_used(manager_->loader()->host_cache_used());
+  return ToGrpc(s);
+}
+
+grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelRequest* req,
+                                  v1::CacheResponse* resp) {
+  CHECK_AUTH(ctx);
+  absl::Status s = manager_->loader()->Evict(req->model());
+  resp->set_host_cache_used(manager_->loader()->host_cache_used());
+  return ToGrpc(s);
+}
+
+grpc::Status WorkerService::Probe(grpc::ServerContext* ctx, const v1::ProbeRequest* req,
+                                  v1::ProbeResponse* resp) {
+  CHECK_AUTH(ctx);
+  auto probe = manager_->Probe(*req);
+  if (!probe.ok()) return ToGrpc(probe.status());
+  *resp = *probe;
+  return grpc::Status::OK;
+}
+
+}  // namespace loadstar::daemon

@@ -1,0 +1,38 @@
+// The gRPC Worker service: each method checks the token, calls WorkerManager, converts
+// the Status.
+#pragma once
+
+#include "daemon/rpc_util.h"
+#include "daemon/worker_manager.h"
+#include "loadstar/v1/worker.grpc.pb.h"
+
+namespace loadstar::daemon {
+
+class WorkerService final : public loadstar::v1::Worker::Service {
+ public:
+  WorkerService(WorkerManager* manager, TokenAuth auth)
+      : manager_(manager), auth_(std::move(auth)) {}
+
+  grpc::Status LoadInstance(grpc::ServerContext* ctx, const loadstar::v1::LoadInstanceRequest* req,
+                            grpc::ServerWriter<loadstar::v1::LoadProgress>* writer) override;
+  grpc::Status UnloadInstance(grpc::ServerContext* ctx, const loadstar::v1::InstanceRequest* req,
+                              loadstar::v1::UnloadInstanceResponse* resp) override;
+  grpc::Status GetInstance(grpc::ServerContext* ctx, const loadstar::v1::InstanceRequest* req,
+                           loadstar::v1::InstanceHandle* resp) override;
+  grpc::Status ReadTensor(grpc::ServerContext* ctx, const loadstar::v1::ReadTensorRequest* req,
+                          grpc::ServerWriter<loadstar::v1::TensorChunk>* writer) override;
+  grpc::Status ListModels(grpc::ServerContext* ctx, const loadstar::v1::ListModelsRequest* req,
+                          loadstar::v1::ListModelsResponse* resp) override;
+  grpc::Status Prefetch(grpc::ServerContext* ctx, const loadstar::v1::ModelRequest* req,
+                        loadstar::v1::CacheResponse* resp) override;
+  grpc::Status Evict(grpc::ServerContext* ctx, const loadstar::v1::ModelRequest* req,
+                     loadstar::v1::CacheResponse* resp) override;
+  grpc::Status Probe(grpc::ServerContext* ctx, const loadstar::v1::ProbeRequest* req,
+                     loadstar::v1::ProbeResponse* resp) override;
+
+ private:
+  WorkerManager* const manager_;
+  const TokenAuth auth_;
+};
+
+}  // namespace loadstar::daemon
