@@ -225,3 +225,18 @@ absl::StatusOr<std::vector<std::unique_ptr<loader::Device>>> CreateCudaDevices(i
 }
 
 }  // namespace loadstar::kernels
+
+namespace loadstar::loader {
+
+bool CudaUsable(std::string* reason) {
+  auto count = kernels::UsableGpuCount();
+  if (count.ok()) return true;
+  if (reason != nullptr) *reason = std::string(count.status().message());
+  return false;
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateCudaDevices() {
+  return kernels::CreateCudaDevices();
+}
+
+}  // namespace loadstar::loader

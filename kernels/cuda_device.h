@@ -88,3 +88,12 @@ absl::StatusOr<std::vector<std::unique_ptr<loader::Device>>> CreateCudaDevices(
     int copy_lanes = 4);
 
 }  // namespace loadstar::kernels
+
+// The loader's seam (loader/cuda_devices.h declares the same functions; loader/ never
+// includes CUDA headers). Defined in cuda_device.cc.
+namespace loadstar::loader {
+// True when at least one GPU is usable; else false with `reason` ("no usable GPU: ...").
+bool CudaUsable(std::string* reason);
+// kernels::CreateCudaDevices() with the default copy lanes.
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateCudaDevices();
+}  // namespace loadstar::loader
