@@ -1,0 +1,61 @@
+// CreateDevices (declared in loader/device.h): parses a device spec.
+#include <charconv>
+
+#include "absl/strings/str_cat.h"
+#include "loader/cuda_devices.h"
+#include "loader/device.h"
+#include "loader/host_device.h"
+
+namespace loadstar::loader {
+namespace {
+
+// More emulated devices than any real server has GPUs is a typo, not a plan.
+constexpr int kMaxHostDevices = 64;
+
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeHostDevices(int n, uint64_t bytes) {
+  std::vector<std::unique_ptr<Device>> devices;
+  for (int i = 0; i < n; ++i) devices.push_back(std::make_unique<HostDevice>(i, bytes));
+  return devices;
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices() {
+#ifdef LOADSTAR_HAVE_CUDA
+  return CreateCudaDevices();
+#else
+  return absl::FailedPreconditionError("loadstar was built without CUDA");
+#endif
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
+    const std::string& spec, uint64_t host_device_bytes) {
+  if (spec == "cuda") return MakeCudaDevices();
+  if (spec == "auto") {
+#ifdef LOADSTAR_HAVE_CUDA
+    std::string reason;
+    if (CudaUsable(&reason)) return CreateCudaDevices();
+#endif
+    return MakeHostDevices(1, host_device_bytes);
+  }
+  if (spec == "host") return MakeHostDevices(1, host_device_bytes);
+  if (spec.rfind("host:", 0) == 0) {
+    std::string_view count(spec);
+    count.remove_prefix(5);
+    int n = 0;
+    auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(), n);
+    if (ec != std::errc() || end != count.data() + count.size() || n < 1 ||
+        n > kMaxHostDevices) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device spec '", spec, "': host:N needs N in 1..", kMaxHostDevices));
+    }
+    if (host_device_bytes == 0) {
+      return absl::InvalidArgumentError("host device memory must be positive");
+    }
+    return MakeHostDevices(n, host_device_bytes);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device spec '", spec, "' (auto | cuda | host:N)"));
+}
+
+}  // namespace loadstar::loader

@@ -1,0 +1,113 @@
+// HostCache: the host-memory tier between the store and the devices — an LRU of whole
+// models (keyed by ModelSource::key, i.e. name and variant) bounded by bytes. A load of a
+// cached model copies from memory and skips the disk; the bytes were verified against
+// the manifest's checksums once, when they were inserted.
+//
+// Entries are pinned while a Handle to them lives (a load in progress); pinned entries
+// are never evicted. When inserting needs room, unpinned entries are evicted least
+// recently used first; if that cannot make room the insert fails with ResourceExhausted
+// (the caller loads from disk instead).
+//
+// Memory comes from a HostMemoryAllocator so that with CUDA it is page-locked and copies
+// to the GPU run at DMA speed.
+//
+// Thread safety: all methods are thread-safe. A Handle must not outlive its cache.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "loader/loaded_model.h"
+#include "loader/model_source.h"
+#include "loader/pinned_ring.h"
+
+namespace loadstar::loader {
+
+class LoadPipeline;
+
+class HostCache {
+ public:
+  struct Options {
+    uint64_t capacity_bytes = 0;
+    HostMemoryAllocator* allocator = nullptr;  // nullptr: aligned_alloc
+  };
+
+ private:
+  struct Entry;
+
+ public:
+  // Pins one cached model while alive. Movable.
+  class Handle {
+   public:
+    Handle(Handle&& other) noexcept;
+    Handle& operator=(Handle&& other) noexcept;
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    ~Handle();
+
+    const ModelSource& source() const;
+    // The verified bytes of manifest tensor `index`.
+    const char* TensorData(int index) const;
+
+   private:
+    friend class HostCache;
+    Handle(HostCache* cache, std::shared_ptr<Entry> entry);
+    void Reset();
+    HostCache* cache_ = nullptr;
+    std::shared_ptr<Entry> entry_;
+  };
+
+  explicit HostCache(const Options& options);
+  ~HostCache();
+  HostCache(const HostCache&) = delete;
+  HostCache& operator=(const HostCache&) = delete;
+
+  // The model if cached (and marks it most recently used), pinned; nullopt otherwise.
+  std::optional<Handle> Lookup(const std::string& key);
+
+  // Reads `source` from disk into the cache with `pipeline` (verifying checksums). OK
+  // at once if it is cached already; waits if another Prefetch of it is running.
+  // ResourceExhausted when it cannot fit even after evicting every unpinned entry.
+  absl::Status Prefetch(const ModelSource& source, LoadPipeline& pipeline);
+
+  // Drops a cached model. NotFound if absent, FailedPrecondition while pinned.
+  absl::Status Evict(const std::string& key);
+
+  bool Contains(const std::string& key) const;
+  uint64_t used_bytes() const;
+  uint64_t capacity_bytes() const { return options_.capacity_bytes; }
+  // Cached keys, most recently used first (entries still loading are left out).
+  std::vector<std::string> Keys() const;
+
+ private:
+  struct Entry {
+    std::string key;
+    ModelSource source;
+    uint64_t bytes = 0;
+    int pins = 0;
+    bool ready = false;
+    std::unique_ptr<Device> memory;        // where the bytes live
+    std::unique_ptr<LoadedModel> model;    // single-device, manifest order, verified
+  };
+
+  // Evicts unpinned ready entries, LRU first, until `bytes` more fit. REQUIRES: mu_ held.
+  bool MakeRoomLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unpin(Entry* entry);
+  void TouchLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  uint64_t used_ ABSL_GUARDED_BY(mu_) = 0;  // includes entries being loaded
+  absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // most recent first
+};
+
+}  // namespace loadstar::loader

@@ -1,0 +1,175 @@
+#include "loader/host_device.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace loadstar::loader {
+namespace {
+
+// Unique across processes (pid) and within one (counter), so concurrent daemons and test
+// processes never collide.
+std::string NextShmName() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrCat("/loadstar-", ::getpid(), "-", counter.fetch_add(1));
+}
+
+uint64_t PageRound(uint64_t bytes) {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t rounded = (bytes + page - 1) / page * page;
+  return rounded == 0 ? page : rounded;
+}
+
+}  // namespace
+
+HostDevice::HostDevice(int index, uint64_t memory_bytes)
+    : index_(index), memory_bytes_(memory_bytes) {}
+
+HostDevice::~HostDevice() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, region] : regions_) Unmap(region);
+  regions_.clear();
+}
+
+std::string HostDevice::name() const { return absl::StrCat("host:", index_); }
+
+uint64_t HostDevice::free_memory() const {
+  absl::MutexLock lock(&mu_);
+  return memory_bytes_ - used_bytes_;
+}
+
+int HostDevice::live_allocations() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(regions_.size());
+}
+
+void HostDevice::Unmap(const Region& region) {
+  ::munmap(region.ptr, region.mapped_size);
+  ::shm_unlink(region.shm_name.c_str());
+}
+
+absl::StatusOr<Allocation> HostDevice::Allocate(uint64_t bytes) {
+  {
+    // Reserve the budget first so concurrent allocations cannot overshoot it together.
+    absl::MutexLock lock(&mu_);
+    if (bytes > memory_bytes_ - used_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(name(), ": cannot allocate ", bytes, " bytes; ",
+                       memory_bytes_ - used_bytes_, " of ", memory_bytes_, " free"));
+    }
+    used_bytes_ += bytes;
+  }
+  auto unreserve = [&] {
+    absl::MutexLock lock(&mu_);
+    used_bytes_ -= bytes;
+  };
+  Region region;
+  region.shm_name = NextShmName();
+  region.size = bytes;
+  region.mapped_size = PageRound(bytes);
+  int fd = ::shm_open(region.shm_name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int err = errno;
+    unreserve();
+    return absl::InternalError(
+        absl::StrCat("shm_open ", region.shm_name, ": ", std::strerror(err)));
+  }
+  auto fail = [&](std::string_view what, int err) {
+    ::close(fd);
+    ::shm_unlink(region.shm_name.c_str());
+    unreserve();
+    std::string msg = absl::StrCat(name(), ": ", std::string(what), " ", region.shm_name,
+                                   " (", region.mapped_size, " bytes): ", std::strerror(err));
+    if (err == ENOSPC || err == ENOMEM) return absl::ResourceExhaustedError(msg);
+    return absl::InternalError(msg);
+  };
+  if (::ftruncate(fd, static_cast<off_t>(region.mapped_size)) != 0) {
+    return fail("ftruncate", errno);
+  }
+  // Reserve the pages now: tmpfs would otherwise SIGBUS a later copy when /dev/shm fills.
+  int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(region.mapped_size));
+  if (rc != 0 && rc != EOPNOTSUPP) return fail("fallocate", rc);
+  void* ptr = ::mmap(nullptr, region.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (ptr == MAP_FAILED) return fail("mmap", errno);
+  ::close(fd);  // the mapping keeps the object alive
+  region.ptr = ptr;
+
+  absl::MutexLock lock(&mu_);
+  Allocation allocation{next_id_++, ptr, bytes};
+  regions_.emplace(allocation.id, std::move(region));
+  return allocation;
+}
+
+absl::Status HostDevice::Free(const Allocation& allocation) {
+  Region region;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = regions_.find(allocation.id);
+    if (it == regions_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(name(), ": no allocation ", allocation.id, " to free"));
+    }
+    region = std::move(it->second);
+    regions_.erase(it);
+    used_bytes_ -= region.size;
+  }
+  Unmap(region);
+  return absl::OkStatus();
+}
+
+absl::Status HostDevice::CheckRange(const Allocation& a, uint64_t offset,
+                                    uint64_t bytes) const {
+  absl::MutexLock lock(&mu_);
+  auto it = regions_.find(a.id);
+  if (it == regions_.end() || it->second.ptr != a.ptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name(), ": allocation ", a.id, " is not live"));
+  }
+  if (offset > it->second.size || bytes > it->second.size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(name(), ": range [", offset, ", +", bytes,
+                                              ") is outside allocation ", a.id, " of ",
+                                              it->second.size, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CopyTicket> HostDevice::CopyToDeviceAsync(const Allocation& dst,
+                                                         uint64_t offset, const void* src,
+                                                         uint64_t bytes) {
+  absl::Status status = CheckRange(dst, offset, bytes);
+  if (!status.ok()) return status;
+  if (bytes != 0) std::memcpy(static_cast<char*>(dst.ptr) + offset, src, bytes);
+  // The copy is already complete; 0 is the ticket of every completed copy.
+  return CopyTicket{0};
+}
+
+absl::Status HostDevice::Wait(CopyTicket ticket) { return absl::OkStatus(); }
+
+absl::Status HostDevice::CopyToHost(void* dst, const Allocation& src, uint64_t offset,
+                                    uint64_t bytes) {
+  absl::Status status = CheckRange(src, offset, bytes);
+  if (!status.ok()) return status;
+  if (bytes != 0) std::memcpy(dst, static_cast<const char*>(src.ptr) + offset, bytes);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExportedHandle> HostDevice::Export(const Allocation& allocation) {
+  absl::MutexLock lock(&mu_);
+  auto it = regions_.find(allocation.id);
+  if (it == regions_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(name(), ": no allocation ", allocation.id, " to export"));
+  }
+  ExportedHandle handle;
+  handle.kind = DeviceKind::kHost;
+  handle.shm_name = it->second.shm_name;
+  handle.size = it->second.size;
+  return handle;
+}
+
+}  // namespace loadstar::loader

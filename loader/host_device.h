@@ -1,0 +1,69 @@
+// HostDevice: an emulated accelerator whose memory is POSIX shared memory, so a consumer
+// process on the same host can map a loaded model without copying it (Export gives the
+// shm name; the consumer does shm_open + mmap). Used on CPU-only machines, in tests, and
+// as the reference implementation of the Device contract (loader/device.h).
+//
+// Allocate reserves the pages up front (fallocate on the shm object), so running out of
+// /dev/shm is a ResourceExhausted error at allocation time rather than a SIGBUS during a
+// copy. Copies are plain memcpy on the calling thread: CopyToDeviceAsync returns an
+// already completed ticket, and callers get parallelism by copying from many threads.
+//
+// Thread safety: every method is thread-safe (Device contract 3).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "loader/device.h"
+
+namespace loadstar::loader {
+
+class HostDevice final : public Device {
+ public:
+  // `index` names the device ("host:<index>"); `memory_bytes` bounds the sum of its live
+  // allocations.
+  HostDevice(int index, uint64_t memory_bytes);
+  ~HostDevice() override;  // frees (unmaps and unlinks) every allocation still live
+
+  DeviceKind kind() const override { return DeviceKind::kHost; }
+  std::string name() const override;
+  uint64_t total_memory() const override { return memory_bytes_; }
+  uint64_t free_memory() const override;
+
+  absl::StatusOr<Allocation> Allocate(uint64_t bytes) override;
+  absl::Status Free(const Allocation& allocation) override;
+  absl::StatusOr<CopyTicket> CopyToDeviceAsync(const Allocation& dst, uint64_t offset,
+                                               const void* src, uint64_t bytes) override;
+  absl::Status Wait(CopyTicket ticket) override;
+  absl::Status CopyToHost(void* dst, const Allocation& src, uint64_t offset,
+                          uint64_t bytes) override;
+  absl::StatusOr<ExportedHandle> Export(const Allocation& allocation) override;
+
+  // Live allocations (for tests: a failed or cancelled load leaves none behind).
+  int live_allocations() const;
+
+ private:
+  struct Region {
+    std::string shm_name;
+    void* ptr = nullptr;
+    uint64_t size = 0;         // as requested
+    uint64_t mapped_size = 0;  // rounded up to whole pages, at least one
+  };
+
+  // Checks that [offset, offset+bytes) lies inside a live allocation `a`.
+  absl::Status CheckRange(const Allocation& a, uint64_t offset, uint64_t bytes) const;
+  static void Unmap(const Region& region);
+
+  const int index_;
+  const uint64_t memory_bytes_;
+  mutable absl::Mutex mu_;
+  uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, Region> regions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace loadstar::loader

@@ -1,0 +1,609 @@
+#include "loader/load_pipeline.h"
+
+#define XXH_STATIC_LINKING_ONLY
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
+#include "loader/host_cache.h"
+#include "loader/tensor_transform.h"
+#include "spdlog/spdlog.h"
+
+namespace loadstar::loader {
+namespace {
+
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Writes a transformed tensor's output to its place on a device.
+class DeviceOutputWriter final : public OutputWriter {
+ public:
+  DeviceOutputWriter(Device* device, const Allocation& allocation, uint64_t offset,
+                     uint64_t size, const std::string& tensor)
+      : device_(device), allocation_(allocation), offset_(offset), size_(size),
+        tensor_(tensor) {}
+
+  absl::Status Write(uint64_t offset, const void* data, uint64_t bytes) override {
+    if (offset > size_ || bytes > size_ - offset) {
+      return absl::OutOfRangeError(absl::StrCat("transform of ", tensor_, " wrote [", offset,
+                                                ", +", bytes, ") past its ", size_,
+                                                "-byte output"));
+    }
+    ASSIGN_OR_RETURN(CopyTicket ticket,
+                     device_->CopyToDeviceAsync(allocation_, offset_ + offset, data, bytes));
+    // Contract 3 of tensor_transform.h: the caller may reuse `data` once we return.
+    return device_->Wait(ticket);
+  }
+
+ private:
+  Device* device_;
+  Allocation allocation_;
+  uint64_t offset_;
+  uint64_t size_;
+  const std::string& tensor_;
+};
+
+}  // namespace
+
+// One load: the shared state of its workers.
+class LoadPipeline::Run {
+ public:
+  Run(LoadPipeline* pipeline, const ModelSource& source, const std::vector<Device*>& devices,
+      const LoadPlan& plan, TransformProvider* transform, const CancellationToken* cancel,
+      const LoadProgressCallback& progress, const HostCache::Handle* cached)
+      : p_(*pipeline), source_(source), manifest_(source.manifest), devices_(devices),
+        plan_(plan), transform_(transform), cancel_(cancel), progress_(progress),
+        cached_(cached) {}
+
+  absl::Status Execute();
+  std::vector<Allocation> TakeAllocations() { return std::move(allocations_); }
+  std::string io_description() const { return io_; }
+
+ private:
+  struct SourceTensor {
+    std::vector<int> outputs;  // indices into plan_.tensors
+    bool in_place = false;
+    bool transformed = false;
+    std::atomic<uint64_t> pieces_left{0};
+  };
+  // A run of whole checksum pieces of one tensor, handled by one worker in order.
+  struct Job {
+    int source = 0;
+    uint64_t first_piece = 0;
+    uint64_t end_piece = 0;
+  };
+  struct Chunk {
+    uint64_t pos = 0;     // byte offset in the source tensor
+    uint64_t length = 0;  // source bytes
+    uint64_t piece = 0;
+    bool ends_piece = false;
+    char* data = nullptr;
+    std::optional<PinnedRing::Slot> slot;
+    bool done = false;  // guarded by the worker's mutex
+    absl::StatusOr<size_t> result;
+  };
+
+  absl::Status Allocate();
+  absl::Status OpenFiles();
+  void Worker();
+  absl::Status ProcessJob(const Job& job);
+  absl::Status Deliver(int source, const Chunk& chunk);
+  absl::Status CopyOut(const PlannedTensor& out, uint64_t out_offset, const char* src,
+                       uint64_t bytes, std::vector<std::pair<Device*, CopyTicket>>* tickets);
+  void Fail(absl::Status status);
+  bool Stopped() const {
+    return failed_.load(std::memory_order_relaxed) || (cancel_ && cancel_->cancelled());
+  }
+  void Report(uint64_t bytes, bool tensor_done, bool final);
+
+  LoadPipeline& p_;
+  const ModelSource& source_;
+  const store::Manifest& manifest_;
+  const std::vector<Device*>& devices_;
+  const LoadPlan& plan_;
+  TransformProvider* transform_;
+  const CancellationToken* cancel_;
+  const LoadProgressCallback& progress_;
+  const HostCache::Handle* cached_;
+  std::string io_;
+
+  std::vector<Allocation> allocations_;
+  std::vector<std::unique_ptr<RandomAccessFile>> files_;
+  std::vector<SourceTensor> tensors_;
+  std::vector<Job> jobs_;
+  std::atomic<size_t> next_job_{0};
+
+  std::atomic<bool> failed_{false};
+  absl::Mutex error_mu_;
+  absl::Status error_ ABSL_GUARDED_BY(error_mu_);
+
+  double start_ = 0;
+  std::atomic<uint64_t> bytes_done_{0};
+  std::atomic<int> tensors_done_{0};
+  absl::Mutex progress_mu_;
+  double last_report_ ABSL_GUARDED_BY(progress_mu_) = 0;
+};
+
+void LoadPipeline::Run::Fail(absl::Status status) {
+  absl::MutexLock lock(&error_mu_);
+  if (error_.ok()) error_ = std::move(status);
+  failed_.store(true, std::memory_order_relaxed);
+}
+
+void LoadPipeline::Run::Report(uint64_t bytes, bool tensor_done, bool final) {
+  uint64_t done = bytes_done_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int tensors = tensors_done_.fetch_add(tensor_done ? 1 : 0, std::memory_order_relaxed) +
+                (tensor_done ? 1 : 0);
+  if (!progress_) return;
+  double now = NowSeconds();
+  absl::MutexLock lock(&progress_mu_);
+  if (!final && now - last_report_ < 0.1) return;
+  last_report_ = now;
+  LoadProgress pr;
+  pr.bytes = done;
+  pr.total_bytes = plan_.source_bytes;
+  pr.tensors = tensors;
+  pr.total_tensors = static_cast<int>(manifest_.tensors.size());
+  pr.seconds = now - start_;
+  pr.gbps = pr.seconds > 0 ? static_cast<double>(done) / pr.seconds / 1e9 : 0;
+  progress_(pr);
+}
+
+absl::Status LoadPipeline::Run::Allocate() {
+  allocations_.assign(devices_.size(), Allocation{});
+  for (size_t d = 0; d < devices_.size(); ++d) {
+    if (plan_.device_bytes[d] == 0) continue;
+    absl::StatusOr<Allocation> a = devices_[d]->Allocate(plan_.device_bytes[d]);
+    if (!a.ok()) {
+      return absl::Status(a.status().code(),
+                          absl::StrCat("loading ", source_.key, ": ",
+                                       std::string(a.status().message())));
+    }
+    allocations_[d] = *a;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadPipeline::Run::OpenFiles() {
+  Env* env = p_.options_.env;
+  int direct = 0;
+  for (const std::string& path : source_.file_paths) {
+    bool want_direct = p_.options_.io_mode == IoMode::kDirect ||
+                       (p_.options_.io_mode == IoMode::kAuto && PageCacheResidency(path) < 0.5);
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                     env->NewRandomAccessFile(path, OpenOptions{want_direct}));
+    if (file->direct()) ++direct;
+    files_.push_back(std::move(file));
+  }
+  io_ = direct == 0 ? "pread+buffered"
+        : direct == static_cast<int>(files_.size())
+            ? absl::StrCat(p_.direct_engine_->name(), "+direct")
+            : absl::StrCat(p_.direct_engine_->name(), "+direct/pread+buffered");
+  return absl::OkStatus();
+}
+
+absl::Status LoadPipeline::Run::Execute() {
+  start_ = NowSeconds();
+  if (plan_.num_devices != static_cast<int>(devices_.size()) ||
+      plan_.device_bytes.size() != devices_.size()) {
+    return absl::InvalidArgumentError("load plan does not match the devices");
+  }
+  if (manifest_.files.size() != source_.file_paths.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_.key, ": manifest lists ", manifest_.files.size(),
+                     " files but the source has ", source_.file_paths.size(), " paths"));
+  }
+  RETURN_IF_ERROR(Allocate());
+  if (cached_ == nullptr) {
+    RETURN_IF_ERROR(OpenFiles());
+  } else {
+    io_ = "cache";
+  }
+
+  // Route each source tensor to its outputs, and cut the work into jobs.
+  tensors_ = std::vector<SourceTensor>(manifest_.tensors.size());
+  for (size_t i = 0; i < plan_.tensors.size(); ++i) {
+    tensors_[plan_.tensors[i].source].outputs.push_back(static_cast<int>(i));
+  }
+  const uint64_t piece = store::kChecksumChunkBytes;
+  for (size_t s = 0; s < tensors_.size(); ++s) {
+    SourceTensor& st = tensors_[s];
+    const store::ManifestTensor& mt = manifest_.tensors[s];
+    if (st.outputs.empty()) continue;  // a plan may leave a tensor out
+    const PlannedTensor& first = plan_.tensors[st.outputs[0]];
+    st.transformed = first.transformed;
+    st.in_place = cached_ == nullptr && !p_.options_.always_use_ring && !st.transformed &&
+                  st.outputs.size() == 1 && first.shard_kind == ShardKind::kWhole &&
+                  devices_[first.device]->kind() == DeviceKind::kHost &&
+                  first.offset % kDirectIoAlignment == 0 &&
+                  reinterpret_cast<uintptr_t>(allocations_[first.device].ptr) %
+                          kDirectIoAlignment == 0;
+    uint64_t pieces = std::max<uint64_t>(1, (mt.size + piece - 1) / piece);
+    if (mt.checksums.size() != pieces) {
+      return absl::DataLossError(absl::StrCat(source_.key, ": tensor ", mt.name, " has ",
+                                              mt.checksums.size(), " checksums; expected ",
+                                              pieces));
+    }
+    st.pieces_left.store(pieces);
+    if (st.transformed) {
+      jobs_.push_back(Job{static_cast<int>(s), 0, pieces});
+    } else {
+      for (uint64_t k = 0; k < pieces; ++k) jobs_.push_back(Job{static_cast<int>(s), k, k + 1});
+    }
+  }
+
+  int workers = static_cast<int>(std::min<size_t>(p_.threads_, jobs_.size()));
+  std::vector<std::thread> threads;
+  for (int i = 1; i < workers; ++i) threads.emplace_back([this] { Worker(); });
+  if (workers > 0) Worker();  // the calling thread is a worker too
+  for (std::thread& t : threads) t.join();
+
+  absl::MutexLock lock(&error_mu_);
+  if (!error_.ok()) return error_;
+  if (cancel_ && cancel_->cancelled()) {
+    return absl::CancelledError(absl::StrCat("load of ", source_.key, " was cancelled"));
+  }
+  return absl::OkStatus();
+}
+
+void LoadPipeline::Run::Worker() {
+  for (;;) {
+    if (Stopped()) return;
+    size_t j = next_job_.fetch_add(1, std::memory_order_relaxed);
+    if (j >= jobs_.size()) return;
+    absl::Status status = ProcessJob(jobs_[j]);
+    if (!status.ok()) {
+      Fail(std::move(status));
+      return;
+    }
+  }
+}
+
+absl::Status LoadPipeline::Run::CopyOut(const PlannedTensor& out, uint64_t out_offset,
+                                        const char* src, uint64_t bytes,
+                                        std::vector<std::pair<Device*, CopyTicket>>* tickets) {
+  Device* device = devices_[out.device];
+  ASSIGN_OR_RETURN(CopyTicket ticket,
+                   device->CopyToDeviceAsync(allocations_[out.device], out.offset + out_offset,
+                                             src, bytes));
+  tickets->emplace_back(device, ticket);
+  return absl::OkStatus();
+}
+
+// Copies a verified chunk of source bytes to every output (shard) that holds part of it.
+absl::Status LoadPipeline::Run::Deliver(int source, const Chunk& chunk) {
+  const store::ManifestTensor& mt = manifest_.tensors[source];
+  const uint64_t a = chunk.pos, b = chunk.pos + chunk.length;
+  std::vector<std::pair<Device*, CopyTicket>> tickets;
+  for (int o : tensors_[source].outputs) {
+    const PlannedTensor& out = plan_.tensors[o];
+    switch (out.shard_kind) {
+      case ShardKind::kWhole:
+        RETURN_IF_ERROR(CopyOut(out, a, chunk.data, chunk.length, &tickets));
+        break;
+      case ShardKind::kRows: {
+        // Shard s holds source bytes [s*size, (s+1)*size).
+        uint64_t lo = std::max(a, out.shard * out.size);
+        uint64_t hi = std::min(b, (out.shard + 1) * out.size);
+        if (lo < hi) {
+          RETURN_IF_ERROR(CopyOut(out, lo - out.shard * out.size, chunk.data + (lo - a),
+                                  hi - lo, &tickets));
+        }
+        break;
+      }
+      case ShardKind::kColumns: {
+        // Row r of the source is [r*row, (r+1)*row); shard s holds [s*width, (s+1)*width)
+        // of every row, stored contiguously as its own row r.
+        uint64_t inner = DTypeSize(mt.dtype);
+        for (size_t d = 2; d < mt.shape.size(); ++d) inner *= static_cast<uint64_t>(mt.shape[d]);
+        const uint64_t row = static_cast<uint64_t>(mt.shape[1]) * inner;
+        const uint64_t width = row / out.num_shards;
+        if (row == 0) break;
+        for (uint64_t r = a / row; r * row < b; ++r) {
+          uint64_t lo = std::max(a, r * row + out.shard * width);
+          uint64_t hi = std::min(b, r * row + (out.shard + 1) * width);
+          if (lo >= hi) continue;
+          RETURN_IF_ERROR(CopyOut(out, r * width + (lo - r * row - out.shard * width),
+                                  chunk.data + (lo - a), hi - lo, &tickets));
+        }
+        break;
+      }
+    }
+  }
+  // The chunk's buffer is reused once we return (device.h contract 2).
+  for (auto& [device, ticket] : tickets) RETURN_IF_ERROR(device->Wait(ticket));
+  return absl::OkStatus();
+}
+
+absl::Status LoadPipeline::Run::ProcessJob(const Job& job) {
+  const store::ManifestTensor& mt = manifest_.tensors[job.source];
+  SourceTensor& st = tensors_[job.source];
+  const PlannedTensor& first = plan_.tensors[st.outputs[0]];
+  const uint64_t piece = store::kChecksumChunkBytes;
+  const uint64_t begin = job.first_piece * piece;
+  const uint64_t end = std::min(mt.size, job.end_piece * piece);
+  const bool from_disk = cached_ == nullptr;
+  const RandomAccessFile* file = from_disk ? files_[mt.file].get() : nullptr;
+  const bool direct = file != nullptr && file->direct();
+  IoEngine& engine = direct ? *p_.direct_engine_ : *p_.inline_engine_;
+  const int depth = direct ? std::max(2, p_.options_.io.queue_depth / p_.threads_) : 1;
+  const bool verify = from_disk && p_.options_.verify_checksums;
+  char* in_place_base =
+      st.in_place ? static_cast<char*>(allocations_[first.device].ptr) + first.offset : nullptr;
+
+  std::unique_ptr<TensorTransform> transform;
+  std::unique_ptr<DeviceOutputWriter> writer;
+  if (st.transformed) {
+    TransformedTensor shape{first.dtype, first.shape, first.size, first.transform_info};
+    ASSIGN_OR_RETURN(transform, transform_->Begin(mt, shape));
+    writer = std::make_unique<DeviceOutputWriter>(devices_[first.device],
+                                                  allocations_[first.device], first.offset,
+                                                  first.size, mt.name);
+  }
+
+  // Chunks in flight, oldest first. `mu` guards Chunk::done/result, which engine
+  // callbacks set.
+  absl::Mutex mu;
+  std::deque<std::unique_ptr<Chunk>> in_flight;
+  XXH3_state_t hash;
+  XXH3_64bits_reset(&hash);
+  uint64_t next = begin;
+  absl::Status status;
+
+  auto submit_more = [&]() {
+    while (next < end && static_cast<int>(in_flight.size()) < depth && !Stopped()) {
+      auto chunk = std::make_unique<Chunk>();
+      chunk->pos = next;
+      chunk->piece = next / piece;
+      uint64_t piece_end = std::min(mt.size, (chunk->piece + 1) * piece);
+      chunk->length = std::min(p_.ring_->slot_bytes(), piece_end - next);
+      chunk->ends_piece = next + chunk->length == piece_end;
+      if (!from_disk) {
+        chunk->data = const_cast<char*>(cached_->TensorData(job.source)) + next;
+        chunk->done = true;
+        chunk->result = chunk->length;
+      } else {
+        if (in_place_base != nullptr) {
+          chunk->data = in_place_base + next;
+        } else {
+          // Block for a slot only with nothing in flight; otherwise finish older chunks
+          // first (they free slots), so workers sharing the ring cannot deadlock.
+          chunk->slot = in_flight.empty() ? std::optional(p_.ring_->Acquire())
+                                          : p_.ring_->TryAcquire();
+          if (!chunk->slot) return;
+          chunk->data = chunk->slot->data;
+        }
+        uint64_t length = direct ? AlignUp(chunk->length, kDirectIoAlignment) : chunk->length;
+        Chunk* raw = chunk.get();
+        engine.Submit(ReadRequest{file, mt.offset + next, length, raw->data},
+                      [&mu, raw](absl::StatusOr<size_t> r) {
+                        absl::MutexLock lock(&mu);
+                        raw->result = std::move(r);
+                        raw->done = true;
+                      });
+      }
+      next += chunk->length;
+      in_flight.push_back(std::move(chunk));
+    }
+  };
+
+  auto finish_chunk = [&](Chunk& c) -> absl::Status {
+    if (!c.result.ok()) return c.result.status();
+    if (*c.result < c.length) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor ", mt.name, " in ", file->path(), ": short read at offset ",
+          mt.offset + c.pos, " (", *c.result, " of ", c.length, " bytes); file truncated?"));
+    }
+    if (verify) {
+      XXH3_64bits_update(&hash, c.data, c.length);
+      if (c.ends_piece) {
+        uint64_t got = XXH3_64bits_digest(&hash);
+        XXH3_64bits_reset(&hash);
+        if (got != mt.checksums[c.piece]) {
+          return absl::DataLossError(absl::StrCat(
+              "checksum mismatch in tensor ", mt.name, " (chunk ", c.piece, ") of ",
+              file->path(), ": expected ", absl::Hex(mt.checksums[c.piece], absl::kZeroPad16),
+              ", read ", absl::Hex(got, absl::kZeroPad16)));
+        }
+      }
+    }
+    if (transform) {
+      RETURN_IF_ERROR(transform->Consume(c.data, c.length, *writer));
+    } else if (in_place_base == nullptr) {
+      RETURN_IF_ERROR(Deliver(job.source, c));
+    }
+    return absl::OkStatus();
+  };
+
+  if (mt.size == 0 && verify && XXH3_64bits(nullptr, 0) != mt.checksums[0]) {
+    status = absl::DataLossError(absl::StrCat("checksum mismatch in empty tensor ", mt.name,
+                                              " of ", file->path()));
+  }
+  while (status.ok()) {
+    submit_more();
+    if (in_flight.empty()) break;
+    Chunk& c = *in_flight.front();
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&c.done));
+    }
+    status = finish_chunk(c);
+    if (c.slot) p_.ring_->Release(*c.slot);
+    uint64_t bytes = c.length;
+    in_flight.pop_front();
+    if (status.ok()) {
+      bool tensor_done = c.ends_piece && st.pieces_left.fetch_sub(1) == 1 && !transform;
+      Report(bytes, tensor_done, false);
+    }
+    if (Stopped() && status.ok() && next < end) break;  // cancelled or another job failed
+  }
+  // Wait out reads still in flight before their buffers go away.
+  for (auto& c : in_flight) {
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&c->done));
+    }
+    if (c->slot) p_.ring_->Release(*c->slot);
+  }
+  if (!status.ok() || Stopped()) return status;
+  if (transform) {
+    RETURN_IF_ERROR(transform->Finish(*writer));
+    if (mt.size == 0) st.pieces_left.store(0);
+    Report(0, true, false);
+  } else if (mt.size == 0 && st.pieces_left.fetch_sub(1) == 1) {
+    Report(0, true, false);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+
+LoadPipeline::LoadPipeline(const Options& options, int threads,
+                           std::unique_ptr<IoEngine> direct_engine,
+                           std::unique_ptr<IoEngine> inline_engine,
+                           std::unique_ptr<PinnedRing> ring)
+    : options_(options), threads_(threads), direct_engine_(std::move(direct_engine)),
+      inline_engine_(std::move(inline_engine)), ring_(std::move(ring)) {}
+
+LoadPipeline::~LoadPipeline() = default;
+
+absl::StatusOr<std::unique_ptr<LoadPipeline>> LoadPipeline::Create(const Options& in) {
+  Options options = in;
+  if (options.env == nullptr) options.env = Env::Default();
+  if (options.chunk_bytes == 0 || options.chunk_bytes % kDirectIoAlignment != 0 ||
+      options.chunk_bytes > store::kChecksumChunkBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk size ", options.chunk_bytes, " must be a multiple of 4096 up to ",
+        store::kChecksumChunkBytes));
+  }
+  int threads = options.threads;
+  if (threads <= 0) threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  threads = std::min(threads, 64);
+  ASSIGN_OR_RETURN(std::unique_ptr<IoEngine> direct_engine, CreateIoEngine(options.io));
+  std::unique_ptr<IoEngine> inline_engine = CreatePreadIoEngine(0);
+  PinnedRing::Options ring_options;
+  ring_options.total_bytes = options.ring_bytes;
+  ring_options.slot_bytes = options.chunk_bytes;
+  ring_options.allocator = options.ring_allocator;
+  ASSIGN_OR_RETURN(std::unique_ptr<PinnedRing> ring, PinnedRing::Create(ring_options));
+  return std::unique_ptr<LoadPipeline>(new LoadPipeline(
+      options, threads, std::move(direct_engine), std::move(inline_engine), std::move(ring)));
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::Load(
+    const ModelSource& source, const std::vector<Device*>& devices,
+    const PlanOptions& plan_options, const CancellationToken* cancel,
+    const LoadProgressCallback& progress, LoadStats* stats) {
+  ASSIGN_OR_RETURN(LoadPlan plan,
+                   MakeLoadPlan(source.manifest, static_cast<int>(devices.size()), plan_options));
+  return LoadWithPlan(source, devices, plan, plan_options.transform, cancel, progress, stats);
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadWithPlan(
+    const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
+    TransformProvider* transform, const CancellationToken* cancel,
+    const LoadProgressCallback& progress, LoadStats* stats) {
+  return LoadImpl(source, devices, plan, transform, cancel, progress, stats,
+                  /*use_cache=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
+    const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
+    TransformProvider* transform, const CancellationToken* cancel,
+    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache) {
+  for (const PlannedTensor& t : plan.tensors) {
+    if (t.transformed && transform == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan transforms ", t.name, " but no transform was given"));
+    }
+  }
+  std::optional<HostCache::Handle> cached;
+  if (use_cache && options_.cache != nullptr) cached = options_.cache->Lookup(source.key);
+  const double start = NowSeconds();
+  Run run(this, source, devices, plan, transform, cancel, progress,
+          cached ? &*cached : nullptr);
+  absl::Status status = run.Execute();
+  std::vector<Allocation> allocations = run.TakeAllocations();
+  if (!status.ok()) {
+    // Nothing half-loaded survives: free whatever was allocated.
+    for (size_t d = 0; d < allocations.size(); ++d) {
+      if (allocations[d].ptr != nullptr) devices[d]->Free(allocations[d]).IgnoreError();
+    }
+    return status;
+  }
+  const double seconds = NowSeconds() - start;
+  if (stats != nullptr) {
+    stats->bytes = plan.source_bytes;
+    stats->tensors = static_cast<int>(source.manifest.tensors.size());
+    stats->seconds = seconds;
+    stats->gbps = seconds > 0 ? static_cast<double>(plan.source_bytes) / seconds / 1e9 : 0;
+    stats->from_cache = cached.has_value();
+    stats->io = run.io_description();
+  }
+  if (progress) {
+    LoadProgress pr;
+    pr.bytes = pr.total_bytes = plan.source_bytes;
+    pr.tensors = pr.total_tensors = static_cast<int>(source.manifest.tensors.size());
+    pr.seconds = seconds;
+    pr.gbps = seconds > 0 ? static_cast<double>(plan.source_bytes) / seconds / 1e9 : 0;
+    progress(pr);
+  }
+  return std::make_unique<LoadedModel>(source.key, devices, std::move(allocations), plan);
+}
+
+// ---------------------------------------------------------------------------------------
+
+absl::Status DropFromPageCache(const ModelSource& source) {
+  for (const std::string& path : source.file_paths) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return absl::NotFoundError(absl::StrCat("open ", path));
+    // DONTNEED drops clean pages only; the store fsyncs what it writes, so all are clean.
+    ::fdatasync(fd);
+    int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    if (rc != 0) {
+      return absl::InternalError(absl::StrCat("posix_fadvise DONTNEED ", path, ": ", rc));
+    }
+  }
+  return absl::OkStatus();
+}
+
+double PageCacheResidency(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size <= 0) {
+    ::close(fd);
+    return 1;  // nothing to read: as good as cached
+  }
+  void* map = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return 0;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t pages = (static_cast<size_t>(size) + page - 1) / page;
+  std::vector<unsigned char> vec(pages);
+  double residency = 0;
+  if (::mincore(map, static_cast<size_t>(size), vec.data()) == 0) {
+    size_t resident = 0;
+    for (unsigned char v : vec) resident += v & 1;
+    residency = static_cast<double>(resident) / static_cast<double>(pages);
+  }
+  ::munmap(map, static_cast<size_t>(size));
+  return residency;
+}
+
+}  // namespace loadstar::loader

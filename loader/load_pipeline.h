@@ -1,0 +1,150 @@
+// LoadPipeline: streams a model from the store (or the host cache) onto devices.
+//
+//   disk --(IoEngine: io_uring + O_DIRECT, or buffered pread)--> buffer --xxh3--> device
+//
+// Work is split into jobs of one checksum piece (store::kChecksumChunkBytes) each, or one
+// whole tensor when it is transformed (the transform must see its chunks in order).
+// `threads` workers take jobs in file order; each keeps up to queue_depth/threads reads
+// in flight, verifies every chunk as it completes (hashing in order within a piece) and
+// copies it to its device. Buffers:
+//  - in place: on host devices an untransformed, unsharded tensor is read straight into
+//    its destination (its offset is 4 KiB-aligned by the plan), so the bytes are copied
+//    once — by the kernel — and hashed while still in cache;
+//  - ring: otherwise chunks land in a slot of the PinnedRing (bounded staging memory,
+//    reused, so the model may be any size), are verified there, then copied to the device
+//    (or fed to the transform, or scattered to tensor-parallel shards) and the slot freed;
+//  - cache: a model in the HostCache is copied from there; it was verified when inserted.
+//
+// I/O mode: kDirect opens data files with O_DIRECT (the kernel DMAs into our buffers; the
+// right choice when the page cache is cold); kBuffered reads through the page cache with
+// pread on the workers themselves (a page-cache hit is then one memcpy on the worker's
+// core); kAuto asks mincore() how much of each file is resident and picks buffered when
+// at least half is.
+//
+// Failure: a checksum mismatch is DATA_LOSS naming the tensor and the file; cancellation
+// (checked between chunks) is CANCELLED; on any error every allocation of the load is
+// freed before Load returns, so nothing half-loaded is ever visible.
+//
+// Thread safety: Load may be called concurrently (loads share the engine and the ring).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/env.h"
+#include "loader/device.h"
+#include "loader/io_engine.h"
+#include "loader/load_plan.h"
+#include "loader/loaded_model.h"
+#include "loader/model_source.h"
+#include "loader/pinned_ring.h"
+
+namespace loadstar::loader {
+
+class HostCache;
+
+enum class IoMode { kAuto, kDirect, kBuffered };
+
+// Set from any thread; the load notices between chunks.
+class CancellationToken {
+ public:
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
+struct LoadProgress {
+  uint64_t bytes = 0;  // source bytes verified and placed so far
+  uint64_t total_bytes = 0;
+  int tensors = 0;  // source tensors complete
+  int total_tensors = 0;
+  double seconds = 0;
+  double gbps = 0;  // bytes / seconds / 1e9
+};
+
+// Called at most every 100 ms and once at the end, from pipeline threads, never
+// concurrently with itself.
+using LoadProgressCallback = std::function<void(const LoadProgress&)>;
+
+struct LoadStats {
+  uint64_t bytes = 0;
+  int tensors = 0;
+  double seconds = 0;
+  double gbps = 0;
+  bool from_cache = false;
+  std::string io;  // "io_uring+direct", "pread+buffered", "cache", ...
+};
+
+class LoadPipeline {
+ public:
+  struct Options {
+    Env* env = nullptr;  // nullptr: Env::Default()
+    // Workers; 0: the number of cores, at least 2.
+    int threads = 0;
+    IoEngineOptions io;  // engine for O_DIRECT reads (io_uring by default)
+    IoMode io_mode = IoMode::kAuto;
+    // Read size, and the ring's slot size: a multiple of 4 KiB.
+    uint64_t chunk_bytes = 4ull << 20;
+    uint64_t ring_bytes = 256ull << 20;
+    HostMemoryAllocator* ring_allocator = nullptr;  // nullptr: aligned_alloc
+    // Stage every chunk through the ring even where an in-place read would do (tests,
+    // and devices whose memory the kernel must not DMA into).
+    bool always_use_ring = false;
+    bool verify_checksums = true;
+    HostCache* cache = nullptr;  // consulted first when set
+  };
+
+  static absl::StatusOr<std::unique_ptr<LoadPipeline>> Create(const Options& options);
+  ~LoadPipeline();
+
+  // Loads `source` onto `devices` (not owned; they must outlive the result) as
+  // `plan_options` places it.
+  absl::StatusOr<std::unique_ptr<LoadedModel>> Load(
+      const ModelSource& source, const std::vector<Device*>& devices,
+      const PlanOptions& plan_options, const CancellationToken* cancel = nullptr,
+      const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
+
+  // Same, with a plan made by the caller (MakeLoadPlan); the plan must come from
+  // source.manifest and devices.size().
+  absl::StatusOr<std::unique_ptr<LoadedModel>> LoadWithPlan(
+      const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
+      TransformProvider* transform, const CancellationToken* cancel = nullptr,
+      const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
+
+  const Options& options() const { return options_; }
+  int threads() const { return threads_; }
+  PinnedRing& ring() { return *ring_; }
+  IoEngine& direct_engine() { return *direct_engine_; }
+
+ private:
+  friend class HostCache;  // inserts read from disk, bypassing the cache (use_cache)
+  class Run;
+
+  LoadPipeline(const Options& options, int threads, std::unique_ptr<IoEngine> direct_engine,
+               std::unique_ptr<IoEngine> inline_engine, std::unique_ptr<PinnedRing> ring);
+  absl::StatusOr<std::unique_ptr<LoadedModel>> LoadImpl(
+      const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
+      TransformProvider* transform, const CancellationToken* cancel,
+      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache);
+
+  const Options options_;
+  const int threads_;
+  std::unique_ptr<IoEngine> direct_engine_;  // deep queue, for O_DIRECT files
+  std::unique_ptr<IoEngine> inline_engine_;  // pread on the worker, for buffered files
+  std::unique_ptr<PinnedRing> ring_;
+};
+
+// Drops the clean page-cache pages of `source`'s data files (posix_fadvise DONTNEED), so
+// the next load reads from disk. Works unprivileged.
+absl::Status DropFromPageCache(const ModelSource& source);
+
+// Fraction [0, 1] of a file's pages in the page cache (mincore); 0 when unknown.
+double PageCacheResidency(const std::string& path);
+
+}  // namespace loadstar::loader

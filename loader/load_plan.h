@@ -1,0 +1,90 @@
+// LoadPlan: where every tensor of a model goes. A pure function of the manifest, the
+// number of devices, their memory limits and the placement policy, so placement is tested
+// without loading anything. Each device gets one allocation holding its tensors, each at
+// an offset aligned to PlanOptions::alignment.
+//
+// Placements (SPEC §5):
+//  - kSingle: everything on device 0.
+//  - kAuto (device_map: auto): whole transformer blocks per device, contiguous in layer
+//    order, balanced by bytes within each device's limit. Blocks are recognised by a
+//    layer prefix ("model.layers.<i>.", "h.<i>.", "encoder.layer.<i>.", "blocks.<i>.");
+//    embeddings go to the first device, every other non-layer tensor (final norm,
+//    lm_head) to the last.
+//  - kTensorParallel: every device holds a shard of every weight: column-parallel
+//    (q/k/v/gate/up/fc1/query/key/value/c_attn-style "in" projections) split on dim 0,
+//    row-parallel (o_proj/down_proj/fc2/dense/out_proj) on dim 1, embeddings and lm_head by
+//    vocab rows (dim 0), anything else (norms, biases of row-parallel layers) replicated.
+//    A dimension that does not divide evenly is an InvalidArgument error naming the
+//    tensor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/dtype.h"
+#include "store/manifest.h"
+
+namespace loadstar::loader {
+
+class TransformProvider;
+
+enum class Placement { kSingle, kAuto, kTensorParallel };
+
+// Parses "single" | "auto" | "tensor_parallel".
+absl::StatusOr<Placement> ParsePlacement(const std::string& name);
+
+struct PlanOptions {
+  Placement placement = Placement::kSingle;
+  // Per-device byte limits (max_memory); empty: unlimited. Otherwise one per device.
+  std::vector<uint64_t> max_memory;
+  // Offset alignment of tensors inside an allocation: a power of two >= 256. The default
+  // 4 KiB lets O_DIRECT reads land in place on host devices.
+  uint64_t alignment = 4096;
+  // Optional per-tensor transform (quantize-while-streaming); not combined with
+  // kTensorParallel.
+  TransformProvider* transform = nullptr;
+};
+
+// How a shard's bytes are cut out of the source tensor.
+enum class ShardKind {
+  kWhole,       // the whole tensor (no sharding, or replicated)
+  kRows,        // split on dim 0: a contiguous byte range
+  kColumns,     // split on dim 1: a strided slice of every row
+};
+
+struct PlannedTensor {
+  int source = 0;  // index into Manifest::tensors
+  std::string name;
+  // Output (after transform and sharding).
+  DType dtype = DType::kU8;
+  std::vector<int64_t> shape;
+  int device = 0;
+  uint64_t offset = 0;  // inside the device's allocation
+  uint64_t size = 0;
+  bool transformed = false;
+  std::string transform_info;
+  // Tensor parallelism: this is shard `shard` of `num_shards` of the source tensor.
+  ShardKind shard_kind = ShardKind::kWhole;
+  int shard = 0;
+  int num_shards = 1;
+};
+
+struct LoadPlan {
+  int num_devices = 0;
+  // Allocation size per device (0: the device holds nothing), including alignment padding
+  // and the 4 KiB round-up that in-place O_DIRECT reads of the last tensor need.
+  std::vector<uint64_t> device_bytes;
+  // In manifest order; under kTensorParallel a source tensor has one entry per device.
+  std::vector<PlannedTensor> tensors;
+  uint64_t source_bytes = 0;  // bytes read from the store
+};
+
+absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_devices,
+                                      const PlanOptions& options);
+
+// The layer prefix of a tensor name ("model.layers.3."), or "" when it is in no block.
+std::string LayerPrefix(const std::string& tensor_name);
+
+}  // namespace loadstar::loader

@@ -1,0 +1,67 @@
+// The hook for a per-tensor transform stage in the load pipeline: quantize-while-streaming
+// plugs in here (quant/ provides a TransformProvider; the pipeline knows nothing of
+// formats). A transformed tensor is read, checksum-verified and handed to its transform
+// chunk by chunk, in order; the transform writes output of a different size (and dtype
+// and shape) into the tensor's place on the device.
+//
+// Contract:
+//  1. Plan() runs while the load is planned, once per tensor, and fixes the output size;
+//     the plan reserves exactly that many bytes on the device.
+//  2. For each transformed tensor the pipeline calls Begin(), then Consume() with the
+//     tensor's bytes in order (each chunk a whole number of elements: chunks are
+//     multiples of 4 KiB except the tensor's last one), then Finish(). All calls for one
+//     tensor come from one thread; different tensors are transformed concurrently.
+//  3. The transform writes its output with OutputWriter::Write at offsets inside
+//     [0, output size); the bytes are copied before Write returns, so the transform may
+//     reuse its buffers. On any error the pipeline aborts the load (and frees it).
+//  4. Provider methods are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/dtype.h"
+#include "store/manifest.h"
+
+namespace loadstar::loader {
+
+// What a transformed tensor looks like once loaded.
+struct TransformedTensor {
+  DType dtype = DType::kU8;
+  std::vector<int64_t> shape;
+  uint64_t size = 0;  // output bytes reserved on the device
+  // Free-form description the consumer needs to interpret the bytes (e.g. quantization
+  // state as JSON: type, blocksize, absmax offset); copied into the tensor table.
+  std::string info;
+};
+
+// Writes into the transformed tensor's output bytes on its device.
+class OutputWriter {
+ public:
+  virtual ~OutputWriter() = default;
+  virtual absl::Status Write(uint64_t offset, const void* data, uint64_t bytes) = 0;
+};
+
+// One tensor's transform, used by one thread at a time.
+class TensorTransform {
+ public:
+  virtual ~TensorTransform() = default;
+  virtual absl::Status Consume(const char* data, uint64_t bytes, OutputWriter& out) = 0;
+  virtual absl::Status Finish(OutputWriter& out) = 0;
+};
+
+class TransformProvider {
+ public:
+  virtual ~TransformProvider() = default;
+  // nullopt: load the tensor unchanged.
+  virtual std::optional<TransformedTensor> Plan(const store::ManifestTensor& tensor) = 0;
+  virtual absl::StatusOr<std::unique_ptr<TensorTransform>> Begin(
+      const store::ManifestTensor& tensor, const TransformedTensor& output) = 0;
+};
+
+}  // namespace loadstar::loader

@@ -1,0 +1,144 @@
+#include "loader/host_device.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "loader/device.h"
+
+namespace loadstar::loader {
+namespace {
+
+TEST(HostDeviceTest, AllocateCopyReadFree) {
+  HostDevice device(3, 1 << 20);
+  EXPECT_EQ(device.name(), "host:3");
+  auto a = device.Allocate(10000);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(device.free_memory(), (1u << 20) - 10000);
+  std::string data(5000, 'x');
+  auto ticket = device.CopyToDeviceAsync(*a, 5000, data.data(), data.size());
+  ASSERT_TRUE(ticket.ok());
+  ASSERT_TRUE(device.Wait(*ticket).ok());
+  std::string back(5000, '\0');
+  ASSERT_TRUE(device.CopyToHost(back.data(), *a, 5000, 5000).ok());
+  EXPECT_EQ(back, data);
+  // Out of range copies are refused, not performed.
+  EXPECT_EQ(device.CopyToDeviceAsync(*a, 6000, data.data(), data.size()).status().code(),
+            absl::StatusCode::kOutOfRange);
+  ASSERT_TRUE(device.Free(*a).ok());
+  EXPECT_EQ(device.free_memory(), 1u << 20);
+  EXPECT_EQ(device.Free(*a).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(device.live_allocations(), 0);
+}
+
+TEST(HostDeviceTest, EnforcesMemoryLimit) {
+  HostDevice device(0, 64 << 10);
+  auto a = device.Allocate(40 << 10);
+  ASSERT_TRUE(a.ok());
+  auto b = device.Allocate(40 << 10);
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(std::string(b.status().message()).find("host:0"), std::string::npos);
+  ASSERT_TRUE(device.Free(*a).ok());
+  EXPECT_TRUE(device.Allocate(40 << 10).ok());
+}
+
+TEST(HostDeviceTest, ExportIsMappableByAnotherProcess) {
+  HostDevice device(0, 1 << 20);
+  auto a = device.Allocate(3 * 4096 + 17);
+  ASSERT_TRUE(a.ok());
+  std::string data(a->size, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7);
+  ASSERT_TRUE(device.CopyToDeviceAsync(*a, 0, data.data(), data.size()).ok());
+  auto handle = device.Export(*a);
+  ASSERT_TRUE(handle.ok());
+  EXPECT_EQ(handle->kind, DeviceKind::kHost);
+  EXPECT_EQ(handle->size, a->size);
+  ASSERT_EQ(handle->shm_name.rfind("/loadstar-", 0), 0u);
+
+  // A second, independent mapping (what a consumer process does).
+  int fd = ::shm_open(handle->shm_name.c_str(), O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, handle->size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  EXPECT_EQ(std::memcmp(map, data.data(), data.size()), 0);
+  ::munmap(map, handle->size);
+
+  // And a child process.
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int cfd = ::shm_open(handle->shm_name.c_str(), O_RDONLY, 0);
+    if (cfd < 0) ::_exit(2);
+    void* cmap = ::mmap(nullptr, handle->size, PROT_READ, MAP_SHARED, cfd, 0);
+    if (cmap == MAP_FAILED) ::_exit(3);
+    ::_exit(std::memcmp(cmap, data.data(), data.size()) == 0 ? 0 : 4);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+
+  // Free unlinks the name.
+  ASSERT_TRUE(device.Free(*a).ok());
+  EXPECT_LT(::shm_open(handle->shm_name.c_str(), O_RDONLY, 0), 0);
+}
+
+TEST(HostDeviceTest, ParallelCopiesIntoDisjointRanges) {
+  HostDevice device(0, 64 << 20);
+  const uint64_t part = 1 << 20;
+  auto a = device.Allocate(8 * part);
+  ASSERT_TRUE(a.ok());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::string src(part, static_cast<char>('a' + t));
+      auto ticket = device.CopyToDeviceAsync(*a, t * part, src.data(), part);
+      ASSERT_TRUE(ticket.ok());
+      ASSERT_TRUE(device.Wait(*ticket).ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int t = 0; t < 8; ++t) {
+    EXPECT_EQ(static_cast<char*>(a->ptr)[t * part + part / 2], static_cast<char>('a' + t));
+  }
+}
+
+TEST(HostDeviceTest, DestructorReleasesEverything) {
+  std::string name;
+  {
+    HostDevice device(0, 1 << 20);
+    auto a = device.Allocate(4096);
+    ASSERT_TRUE(a.ok());
+    name = device.Export(*a)->shm_name;
+  }
+  EXPECT_LT(::shm_open(name.c_str(), O_RDONLY, 0), 0);
+}
+
+TEST(CreateDevicesTest, Specs) {
+  auto two = CreateDevices("host:2", 1 << 20);
+  ASSERT_TRUE(two.ok());
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ((*two)[1]->name(), "host:1");
+  EXPECT_EQ((*two)[1]->total_memory(), 1u << 20);
+  auto automatic = CreateDevices("auto", 1 << 20);
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_GE(automatic->size(), 1u);
+#ifndef LOADSTAR_HAVE_CUDA
+  EXPECT_EQ((*automatic)[0]->kind(), DeviceKind::kHost);
+  auto cuda = CreateDevices("cuda");
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(std::string(cuda.status().message()), "loadstar was built without CUDA");
+#endif
+  for (const char* bad : {"host:0", "host:x", "host:2x", "gpu", "host:65", ""}) {
+    EXPECT_EQ(CreateDevices(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace loadstar::loader

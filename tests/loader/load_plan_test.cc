@@ -1,0 +1,185 @@
+#include "loader/load_plan.h"
+
+#include <map>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "loader/tensor_transform.h"
+
+namespace loadstar::loader {
+namespace {
+
+store::ManifestTensor T(std::string name, std::vector<int64_t> shape, DType dtype = DType::kF16) {
+  store::ManifestTensor t;
+  t.name = std::move(name);
+  t.dtype = dtype;
+  t.shape = shape;
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  t.size = n * DTypeSize(dtype);
+  t.checksums = {0};
+  return t;
+}
+
+// Llama-like: embeddings, `layers` blocks of 1 MiB-ish each, norm, lm_head.
+store::Manifest Llama(int layers, int64_t h = 256) {
+  store::Manifest m;
+  m.name = "llama";
+  m.files = {"data-00000.bin"};
+  m.tensors.push_back(T("model.embed_tokens.weight", {1000, h}));
+  for (int i = 0; i < layers; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    m.tensors.push_back(T(p + "input_layernorm.weight", {h}, DType::kF32));
+    m.tensors.push_back(T(p + "self_attn.q_proj.weight", {h, h}));
+    m.tensors.push_back(T(p + "self_attn.o_proj.weight", {h, h}));
+    m.tensors.push_back(T(p + "mlp.up_proj.weight", {4 * h, h}));
+    m.tensors.push_back(T(p + "mlp.down_proj.weight", {h, 4 * h}));
+  }
+  m.tensors.push_back(T("model.norm.weight", {h}, DType::kF32));
+  m.tensors.push_back(T("lm_head.weight", {1000, h}));
+  return m;
+}
+
+TEST(LayerPrefixTest, RecognisesCommonLayouts) {
+  EXPECT_EQ(LayerPrefix("model.layers.12.mlp.up_proj.weight"), "model.layers.12.");
+  EXPECT_EQ(LayerPrefix("transformer.h.3.attn.c_attn.weight"), "transformer.h.3.");
+  EXPECT_EQ(LayerPrefix("encoder.layer.0.attention.self.query.weight"), "encoder.layer.0.");
+  EXPECT_EQ(LayerPrefix("model.decoder.layers.7.fc1.bias"), "model.decoder.layers.7.");
+  EXPECT_EQ(LayerPrefix("model.embed_tokens.weight"), "");
+  EXPECT_EQ(LayerPrefix("lm_head.weight"), "");
+  EXPECT_EQ(LayerPrefix("model.layers.x.weight"), "");
+}
+
+TEST(LoadPlanTest, SingleDeviceAlignedInOrder) {
+  store::Manifest m = Llama(2);
+  PlanOptions options;
+  options.alignment = 256;
+  auto plan = MakeLoadPlan(m, 1, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->tensors.size(), m.tensors.size());
+  uint64_t end = 0;
+  for (const PlannedTensor& t : plan->tensors) {
+    EXPECT_EQ(t.device, 0);
+    EXPECT_EQ(t.offset % 256, 0u);
+    EXPECT_GE(t.offset, end);
+    end = t.offset + t.size;
+  }
+  EXPECT_GE(plan->device_bytes[0], end);
+  EXPECT_EQ(plan->device_bytes[0] % 4096, 0u);
+  EXPECT_EQ(plan->source_bytes, m.TotalBytes());
+}
+
+TEST(LoadPlanTest, AutoKeepsBlocksWholeAndBalances) {
+  store::Manifest m = Llama(8);
+  PlanOptions options;
+  options.placement = Placement::kAuto;
+  auto plan = MakeLoadPlan(m, 3, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::map<std::string, std::set<int>> devices_of_block;
+  int last_device = 0;
+  for (const PlannedTensor& t : plan->tensors) {
+    std::string prefix = LayerPrefix(t.name);
+    if (!prefix.empty()) {
+      devices_of_block[prefix].insert(t.device);
+      EXPECT_GE(t.device, last_device) << "blocks stay in layer order";
+      last_device = t.device;
+    }
+  }
+  for (auto& [prefix, devices] : devices_of_block) EXPECT_EQ(devices.size(), 1u) << prefix;
+  EXPECT_EQ(plan->tensors.front().device, 0);  // embeddings first
+  EXPECT_EQ(plan->tensors.back().device, 2);   // lm_head last
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (uint64_t b : plan->device_bytes) {
+    lo = std::min(lo, b);
+    hi = std::max(hi, b);
+  }
+  // One block is ~1.25 MiB of 8; balanced to within about one block plus embeddings.
+  EXPECT_LT(hi - lo, 2 * (1u << 20)) << lo << " " << hi;
+}
+
+TEST(LoadPlanTest, AutoRespectsMaxMemory) {
+  store::Manifest m = Llama(8);
+  auto total = MakeLoadPlan(m, 1, PlanOptions{});
+  ASSERT_TRUE(total.ok());
+  const uint64_t all = total->device_bytes[0];
+  PlanOptions options;
+  options.placement = Placement::kAuto;
+  options.max_memory = {all / 5, all, all};
+  auto plan = MakeLoadPlan(m, 3, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  for (int d = 0; d < 3; ++d) EXPECT_LE(plan->device_bytes[d], options.max_memory[d]);
+  EXPECT_GT(plan->device_bytes[0], 0u);
+
+  options.max_memory = {all / 4, all / 4, all / 4};
+  EXPECT_EQ(MakeLoadPlan(m, 3, options).status().code(), absl::StatusCode::kResourceExhausted);
+  options.max_memory = {all};
+  EXPECT_EQ(MakeLoadPlan(m, 3, options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LoadPlanTest, TensorParallelShards) {
+  store::Manifest m = Llama(1, 256);
+  PlanOptions options;
+  options.placement = Placement::kTensorParallel;
+  auto plan = MakeLoadPlan(m, 2, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->tensors.size(), 2 * m.tensors.size());
+  std::map<std::string, std::vector<const PlannedTensor*>> by_name;
+  for (const PlannedTensor& t : plan->tensors) by_name[t.name].push_back(&t);
+  auto check = [&](const std::string& name, ShardKind kind, std::vector<int64_t> shape) {
+    ASSERT_EQ(by_name[name].size(), 2u) << name;
+    for (int s = 0; s < 2; ++s) {
+      const PlannedTensor* t = by_name[name][s];
+      EXPECT_EQ(t->shard_kind, kind) << name;
+      EXPECT_EQ(t->shape, shape) << name;
+      EXPECT_EQ(t->device, s);
+      EXPECT_EQ(t->shard, s);
+    }
+  };
+  check("model.layers.0.self_attn.q_proj.weight", ShardKind::kRows, {128, 256});
+  check("model.layers.0.mlp.up_proj.weight", ShardKind::kRows, {512, 256});
+  check("model.layers.0.self_attn.o_proj.weight", ShardKind::kColumns, {256, 128});
+  check("model.layers.0.mlp.down_proj.weight", ShardKind::kColumns, {256, 512});
+  check("model.embed_tokens.weight", ShardKind::kRows, {500, 256});
+  check("model.norm.weight", ShardKind::kWhole, {256});
+
+  m.tensors.push_back(T("model.layers.0.self_attn.k_proj.weight", {3, 256}));
+  EXPECT_EQ(MakeLoadPlan(m, 2, options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+class HalfSizeTransform : public TransformProvider {
+ public:
+  std::optional<TransformedTensor> Plan(const store::ManifestTensor& t) override {
+    if (t.shape.size() != 2) return std::nullopt;
+    return TransformedTensor{DType::kU8, {static_cast<int64_t>(t.size / 2)}, t.size / 2, "half"};
+  }
+  absl::StatusOr<std::unique_ptr<TensorTransform>> Begin(const store::ManifestTensor&,
+                                                         const TransformedTensor&) override {
+    return absl::UnimplementedError("plan only");
+  }
+};
+
+TEST(LoadPlanTest, TransformChangesOutputSize) {
+  store::Manifest m = Llama(1);
+  HalfSizeTransform half;
+  PlanOptions options;
+  options.transform = &half;
+  auto plan = MakeLoadPlan(m, 1, options);
+  ASSERT_TRUE(plan.ok());
+  for (size_t i = 0; i < m.tensors.size(); ++i) {
+    const PlannedTensor& t = plan->tensors[i];
+    if (m.tensors[i].shape.size() == 2) {
+      EXPECT_TRUE(t.transformed);
+      EXPECT_EQ(t.size, m.tensors[i].size / 2);
+      EXPECT_EQ(t.dtype, DType::kU8);
+      EXPECT_EQ(t.transform_info, "half");
+    } else {
+      EXPECT_FALSE(t.transformed);
+      EXPECT_EQ(t.size, m.tensors[i].size);
+    }
+  }
+  options.placement = Placement::kTensorParallel;
+  EXPECT_EQ(MakeLoadPlan(m, 2, options).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace loadstar::loader

@@ -1,0 +1,104 @@
+// Helpers for the loader tests: a small transformer-shaped checkpoint saved into a
+// temporary store, and an Env whose files have no OS descriptor.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/env.h"
+#include "gtest/gtest.h"
+#include "loader/model_source.h"
+#include "store/store.h"
+#include "tests/util/checkpoint_builder.h"
+#include "tests/util/test_util.h"
+
+namespace loadstar::loader::testing {
+
+// A checkpoint shaped like a small Llama: embeddings, `layers` blocks, final norm and
+// lm_head. `hidden` is the model width.
+inline loadstar::testing::CheckpointBuilder TinyLlama(int layers = 4, int64_t hidden = 64,
+                                                      int64_t vocab = 128, uint64_t seed = 1) {
+  loadstar::testing::CheckpointBuilder b(seed);
+  b.Add("model.embed_tokens.weight", DType::kF16, {vocab, hidden});
+  for (int i = 0; i < layers; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    b.Add(p + "input_layernorm.weight", DType::kF32, {hidden})
+        .Add(p + "self_attn.q_proj.weight", DType::kF16, {hidden, hidden})
+        .Add(p + "self_attn.k_proj.weight", DType::kF16, {hidden, hidden})
+        .Add(p + "self_attn.v_proj.weight", DType::kF16, {hidden, hidden})
+        .Add(p + "self_attn.o_proj.weight", DType::kF16, {hidden, hidden})
+        .Add(p + "mlp.up_proj.weight", DType::kBF16, {2 * hidden, hidden})
+        .Add(p + "mlp.down_proj.weight", DType::kBF16, {hidden, 2 * hidden});
+  }
+  b.Add("model.norm.weight", DType::kF32, {hidden})
+      .Add("lm_head.weight", DType::kF16, {vocab, hidden});
+  return b;
+}
+
+// A store in a temp dir holding checkpoints saved from builders.
+class TestStore {
+ public:
+  TestStore() {
+    store::Store::Options options;
+    options.root = dir_.Join("store");
+    auto s = store::Store::Open(options);
+    EXPECT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+  }
+
+  // Writes the checkpoint, saves it as `name` and returns its source.
+  ModelSource Save(const loadstar::testing::CheckpointBuilder& builder,
+                   const std::string& name) {
+    std::string src = dir_.Join("src-" + std::to_string(saved_++));
+    absl::Status written = builder.Write(src);
+    EXPECT_TRUE(written.ok()) << written;
+    auto manifest = store_->Save(src, name);
+    EXPECT_TRUE(manifest.ok()) << manifest.status();
+    auto source = ModelSourceFromStore(*store_, name);
+    EXPECT_TRUE(source.ok()) << source.status();
+    return *std::move(source);
+  }
+
+  store::Store& store() { return *store_; }
+  const loadstar::testing::TempDir& dir() const { return dir_; }
+
+ private:
+  loadstar::testing::TempDir dir_;
+  std::unique_ptr<store::Store> store_;
+  int saved_ = 0;
+};
+
+// Files opened through this Env report fd() == -1, as a wrapped or in-memory file does:
+// I/O engines must read them through RandomAccessFile::Read.
+class NoFdEnv : public EnvWrapper {
+ public:
+  explicit NoFdEnv(Env* target) : EnvWrapper(target) {}
+
+  absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path, const OpenOptions& options) override {
+    auto file = target()->NewRandomAccessFile(path, options);
+    if (!file.ok()) return file.status();
+    ++opened_;
+    return std::unique_ptr<RandomAccessFile>(new File(*std::move(file)));
+  }
+  int opened() const { return opened_; }
+
+ private:
+  class File : public RandomAccessFile {
+   public:
+    explicit File(std::unique_ptr<RandomAccessFile> base)
+        : RandomAccessFile(base->path()), base_(std::move(base)) {}
+    absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* dst) const override {
+      return base_->Read(offset, n, dst);
+    }
+    uint64_t Size() const override { return base_->Size(); }
+    bool direct() const override { return base_->direct(); }
+
+   private:
+    std::unique_ptr<RandomAccessFile> base_;
+  };
+  std::atomic<int> opened_{0};
+};
+
+}  // namespace loadstar::loader::testing
