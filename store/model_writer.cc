@@ -165,7 +165,8 @@ absl::StatusOr<Manifest> WriteModelDir(Env* env, const std::string& dir,
   RETURN_IF_ERROR(
       WriteFileDurably(env, JoinPath(dir, "manifest.json"), SerializeManifest(manifest)));
   RETURN_IF_ERROR(env->SyncDir(dir));
-  if (progress) progress(done, total, "");
+  // Zero-byte models report nothing in the loop; still tell the caller they are done.
+  if (progress && total == 0) progress(0, 0, "");
   return manifest;
 }
 
