@@ -1,0 +1,115 @@
+// `loadstar store ...` end to end through the built binary ($LOADSTAR_BIN, set by ctest).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/util/checkpoint_builder.h"
+#include "tests/util/test_util.h"
+
+namespace loadstar::store {
+namespace {
+
+using ::loadstar::testing::CheckpointBuilder;
+using ::loadstar::testing::TempDir;
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+Result RunCli(const std::string& args) {
+  std::string command = loadstar::testing::LoadstarBinary() + " " + args + " 2>&1";
+  Result result{-1, ""};
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, n);
+  int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+class CliStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access(loadstar::testing::LoadstarBinary().c_str(), X_OK) != 0) {
+      GTEST_SKIP() << "loadstar binary not found (run through ctest, which sets LOADSTAR_BIN)";
+    }
+    CheckpointBuilder builder;
+    builder.Add("model.embed.weight", DType::kF16, {32, 8}).Add("model.norm", DType::kF32, {8});
+    ASSERT_TRUE(builder.Write(dir_.Join("src")).ok());
+    flags_ = " --store " + dir_.Join("store");
+  }
+
+  TempDir dir_;
+  std::string flags_;
+};
+
+TEST_F(CliStoreTest, SaveListInspectVerifyRemove) {
+  Result saved = RunCli("store save " + dir_.Join("src") + " --name org/m" + flags_);
+  ASSERT_EQ(saved.exit_code, 0) << saved.output;
+  EXPECT_THAT(saved.output, HasSubstr("saved org/m: 2 tensors"));
+
+  Result listed = RunCli("store ls -o json" + flags_);
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  nlohmann::json models = nlohmann::json::parse(listed.output);
+  ASSERT_EQ(models.size(), 1u);
+  EXPECT_EQ(models[0]["name"], "org/m");
+  EXPECT_EQ(models[0]["bytes"], 544);
+
+  Result inspected = RunCli("store inspect org/m -o json" + flags_);
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
+  nlohmann::json manifest = nlohmann::json::parse(inspected.output);
+  EXPECT_EQ(manifest["tensors"][0]["name"], "model.embed.weight");
+  EXPECT_EQ(manifest["tensors"][0]["shape"], nlohmann::json({32, 8}));
+  Result text = RunCli("store inspect org/m" + flags_);
+  EXPECT_THAT(text.output, HasSubstr("model.norm"));
+
+  Result verified = RunCli("store verify org/m" + flags_);
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
+  EXPECT_THAT(verified.output, HasSubstr("org/m: OK"));
+
+  Result removed = RunCli("store rm org/m" + flags_);
+  EXPECT_EQ(removed.exit_code, 0) << removed.output;
+  EXPECT_EQ(RunCli("store inspect org/m" + flags_).exit_code, 1);
+}
+
+TEST_F(CliStoreTest, ErrorsAreOneLineAndNonZero) {
+  Result bad_name = RunCli("store save " + dir_.Join("src") + " --name ../evil" + flags_);
+  EXPECT_EQ(bad_name.exit_code, 2);
+  EXPECT_EQ(bad_name.output.find('\n'), bad_name.output.size() - 1) << bad_name.output;
+  EXPECT_THAT(bad_name.output, HasSubstr("loadstar: invalid model name \"../evil\""));
+
+  Result missing = RunCli("store verify nope" + flags_);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.output, HasSubstr("loadstar: model nope not found"));
+
+  Result not_hf = RunCli("store save " + dir_.Join("nowhere") + " --name x" + flags_);
+  EXPECT_NE(not_hf.exit_code, 0);
+  EXPECT_THAT(not_hf.output, HasSubstr("not a directory"));
+}
+
+TEST_F(CliStoreTest, VerifyFailsOnCorruption) {
+  ASSERT_EQ(RunCli("store save " + dir_.Join("src") + " --name m" + flags_).exit_code, 0);
+  std::string data = dir_.Join("store/m/data-00000.bin");
+  FILE* file = std::fopen(data.c_str(), "r+b");
+  ASSERT_NE(file, nullptr);
+  std::fseek(file, 5, SEEK_SET);
+  int c = std::fgetc(file);
+  std::fseek(file, 5, SEEK_SET);
+  std::fputc(c ^ 0xFF, file);
+  std::fclose(file);
+  Result verified = RunCli("store verify m" + flags_);
+  EXPECT_EQ(verified.exit_code, 1);
+  EXPECT_THAT(verified.output, HasSubstr("checksum mismatch"));
+}
+
+}  // namespace
+}  // namespace loadstar::store
