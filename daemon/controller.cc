@@ -40,6 +40,12 @@ Controller::~Controller() {
   tasks_.JoinAll();
 }
 
+void Controller::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+  changed_.SignalAll();
+}
+
 void Controller::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {

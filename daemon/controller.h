@@ -81,6 +81,9 @@ class Controller {
 
   // One reconcile pass: lost workers, expired leases, autoscaling and placement.
   void Tick();
+  // Makes waiting Acquire and WatchDeployment calls return UNAVAILABLE and stops placing;
+  // call before shutting the server down so its handlers finish.
+  void Stop();
 
  private:
   struct Instance {

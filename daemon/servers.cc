@@ -67,8 +67,9 @@ ControllerServer::~ControllerServer() { Shutdown(); }
 
 void ControllerServer::Shutdown() {
   if (server_ == nullptr) return;
-  // Streams (WatchDeployment) and waiting Acquires end when the controller stops, so the
-  // grace period is short.
+  // Streams (WatchDeployment) and waiting Acquires end once the controller stops, so the
+  // grace period can be short.
+  controller_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   server_->Wait();
   server_.reset();

@@ -1,0 +1,86 @@
+#include "daemon/cluster_config.h"
+
+#include <fmt/format.h>
+
+#include "base/status_macros.h"
+#include "daemon/yaml_fields.h"
+
+namespace loadstar::daemon {
+
+absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(std::string(yaml)));
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(root, ""));
+  ControllerConfig c;
+  RETURN_IF_ERROR(m.GetString("address", &c.address));
+  RETURN_IF_ERROR(m.GetString("state", &c.state));
+  RETURN_IF_ERROR(m.GetDouble("heartbeat_interval", &c.heartbeat_interval));
+  RETURN_IF_ERROR(m.GetDouble("heartbeat_timeout", &c.heartbeat_timeout));
+  RETURN_IF_ERROR(m.GetDouble("lease_ttl", &c.lease_ttl));
+  RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
+  {
+    ASSIGN_OR_RETURN(YamlMap tls, YamlMap::Open(m.Node("tls"), "tls"));
+    std::string cert, key, ca;
+    RETURN_IF_ERROR(tls.GetString("cert", &cert));
+    RETURN_IF_ERROR(tls.GetString("key", &key));
+    RETURN_IF_ERROR(tls.GetString("ca", &ca));
+    RETURN_IF_ERROR(tls.Finish());
+    if (!cert.empty() || !key.empty() || !ca.empty()) {
+      return absl::UnimplementedError(
+          "tls: TLS is not supported by this build yet; use a token_file on a private network");
+    }
+  }
+  RETURN_IF_ERROR(m.Finish());
+  if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
+    return absl::InvalidArgumentError(
+        fmt::format("state: '{}' is not memory or sqlite:PATH", c.state));
+  }
+  if (!(c.heartbeat_interval > 0)) {
+    return absl::InvalidArgumentError("heartbeat_interval: must be greater than 0");
+  }
+  if (!(c.heartbeat_timeout > c.heartbeat_interval)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "heartbeat_timeout: {} must be greater than heartbeat_interval {}", c.heartbeat_timeout,
+        c.heartbeat_interval));
+  }
+  if (!(c.lease_ttl > 0)) return absl::InvalidArgumentError("lease_ttl: must be greater than 0");
+  return c;
+}
+
+absl::StatusOr<WorkerConfig> ParseWorkerConfig(std::string_view yaml) {
+  ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(std::string(yaml)));
+  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(root, ""));
+  WorkerConfig c;
+  RETURN_IF_ERROR(m.GetString("worker_id", &c.worker_id));
+  RETURN_IF_ERROR(m.GetString("address", &c.address));
+  RETURN_IF_ERROR(m.GetString("controller", &c.controller));
+  RETURN_IF_ERROR(m.GetString("store", &c.store));
+  RETURN_IF_ERROR(m.GetString("devices", &c.devices));
+  RETURN_IF_ERROR(m.GetBytes("device_memory", &c.device_memory));
+  RETURN_IF_ERROR(m.GetBytes("host_cache", &c.host_cache_bytes));
+  RETURN_IF_ERROR(m.GetString("io_engine", &c.io_engine));
+  RETURN_IF_ERROR(m.GetUint("threads", &c.threads));
+  RETURN_IF_ERROR(m.GetBytes("chunk_size", &c.chunk_bytes));
+  RETURN_IF_ERROR(m.GetUint("queue_depth", &c.queue_depth));
+  bool direct = true;
+  if (m.Has("direct_io")) {
+    RETURN_IF_ERROR(m.GetBool("direct_io", &direct));
+    c.direct_io = direct ? "on" : "off";
+  }
+  RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
+  RETURN_IF_ERROR(m.Finish());
+  if (c.io_engine != "io_uring" && c.io_engine != "pread") {
+    return absl::InvalidArgumentError(
+        fmt::format("io_engine: '{}' is not io_uring or pread", c.io_engine));
+  }
+  if (c.chunk_bytes == 0 || c.chunk_bytes % 4096 != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("chunk_size: {} is not a positive multiple of 4 KiB", c.chunk_bytes));
+  }
+  if (c.devices != "auto" && c.devices != "cuda" && c.devices.rfind("host", 0) != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("devices: '{}' is not auto, cuda or host:N", c.devices));
+  }
+  return c;
+}
+
+}  // namespace loadstar::daemon
