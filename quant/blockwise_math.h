@@ -163,15 +163,14 @@ LOADSTAR_HOST_DEVICE uint8_t QuantizeDynamic(const float* code, float x) {
   float upper = 1.0f;
   float val = code[pivot];
   for (int i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lower_pivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upper_pivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
+    // Written with selects rather than if/else (same result) so the host compiler can
+    // use conditional moves: the branch is unpredictable.
+    const bool gt = x > val;
+    lower_pivot = gt ? pivot : lower_pivot;
+    lower = gt ? val : lower;
+    upper_pivot = gt ? upper_pivot : pivot;
+    upper = gt ? upper : val;
+    pivot = gt ? pivot + i : pivot - i;
     val = code[pivot];
   }
   if (upper_pivot == 255) upper = code[upper_pivot];
