@@ -1,7 +1,124 @@
+// `loadstar load NAME` (SPEC §3.1): loads a stored model onto devices once, prints how
+// many bytes in how long, and frees it. The quick way to check a store and measure the
+// loader on a machine (bench/bench_load.cc does the same with baselines).
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/status_macros.h"
 #include "deploy/cli_common.h"
+#include "loader/device.h"
+#include "loader/load_pipeline.h"
+#include "loader/model_source.h"
+#include "nlohmann/json.hpp"
+#include "store/store.h"
 
 namespace loadstar::cli {
+namespace {
 
-void RegisterLoadCommand(CLI::App& app) {}
+struct LoadFlags {
+  std::string name;
+  std::string store;
+  std::string devices = "auto";
+  std::string variant;
+  std::string placement;  // default: auto with several devices, else single
+  std::string io_engine = "io_uring";
+  int threads = 0;
+  uint64_t chunk_mib = 4;
+  uint64_t device_memory_gib = 64;
+  bool cold = false;
+  std::string output = "text";
+  // QUANTIZE: the quant engineer adds `--quantization nf4|fp4|int8` here: load the stored
+  // variant when there is one, else plug the quantizer in as PlanOptions::transform.
+};
+
+absl::Status RunLoad(const LoadFlags& flags) {
+  ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
+                   store::Store::Open({.root = ResolveStoreDir(flags.store)}));
+  ASSIGN_OR_RETURN(loader::ModelSource source,
+                   loader::ModelSourceFromStore(*store, flags.name, flags.variant));
+  ASSIGN_OR_RETURN(std::vector<std::unique_ptr<loader::Device>> owned,
+                   loader::CreateDevices(flags.devices, flags.device_memory_gib << 30));
+  std::vector<loader::Device*> devices;
+  for (auto& d : owned) devices.push_back(d.get());
+
+  loader::PlanOptions plan;
+  if (flags.placement.empty()) {
+    plan.placement = devices.size() > 1 ? loader::Placement::kAuto : loader::Placement::kSingle;
+  } else {
+    ASSIGN_OR_RETURN(plan.placement, loader::ParsePlacement(flags.placement));
+  }
+
+  loader::LoadPipeline::Options options;
+  options.threads = flags.threads;
+  options.io.kind = flags.io_engine;
+  options.chunk_bytes = flags.chunk_mib << 20;
+  if (flags.cold) {
+    // Cold: nothing of the model in the page cache, and O_DIRECT so the load does not
+    // put it back.
+    RETURN_IF_ERROR(loader::DropFromPageCache(source));
+    options.io_mode = loader::IoMode::kDirect;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadPipeline> pipeline,
+                   loader::LoadPipeline::Create(options));
+
+  const bool json = flags.output == "json";
+  loader::LoadStats stats;
+  {
+    Progress progress(fmt::format("loading {}", source.key), /*quiet=*/json);
+    auto on_progress = [&](const loader::LoadProgress& p) {
+      progress.Update(p.bytes, p.total_bytes, fmt::format("{:.2f} GB/s", p.gbps));
+    };
+    ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadedModel> model,
+                     pipeline->Load(source, devices, plan, nullptr, on_progress, &stats));
+    progress.Finish();
+    RETURN_IF_ERROR(model->Free());
+  }
+
+  std::vector<std::string> names;
+  for (loader::Device* d : devices) names.push_back(d->name());
+  if (json) {
+    nlohmann::json out = {{"model", source.key},  {"bytes", stats.bytes},
+                          {"seconds", stats.seconds}, {"gbps", stats.gbps},
+                          {"tensors", stats.tensors}, {"devices", names},
+                          {"io", stats.io},           {"threads", pipeline->threads()},
+                          {"cold", flags.cold}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("loaded %s: %d tensors, %s in %.3f s (%.2f GB/s) on %s via %s\n",
+                source.key.c_str(), stats.tensors, FormatBytes(stats.bytes).c_str(),
+                stats.seconds, stats.gbps, fmt::format("{}", fmt::join(names, ",")).c_str(),
+                stats.io.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterLoadCommand(CLI::App& app) {
+  auto flags = std::make_shared<LoadFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "load", "load a stored model onto devices once; print bytes, seconds, GB/s");
+  cmd->add_option("name", flags->name, "store name of the model")->required();
+  cmd->add_option("--store", flags->store,
+                  "store directory (default $LOADSTAR_STORE or ~/.loadstar/store)");
+  cmd->add_option("--devices", flags->devices, "auto | cuda | host:N")->default_val("auto");
+  cmd->add_option("--variant", flags->variant, "load a stored variant (e.g. nf4-bs64-dq)");
+  cmd->add_option("--placement", flags->placement, "single | auto | tensor_parallel");
+  cmd->add_option("--io-engine", flags->io_engine, "io_uring | pread")->default_val("io_uring");
+  cmd->add_option("--threads", flags->threads, "loader threads (0: one per core)")
+      ->default_val(0);
+  cmd->add_option("--chunk-mib", flags->chunk_mib, "read size in MiB")->default_val(4);
+  cmd->add_option("--device-memory-gib", flags->device_memory_gib,
+                  "memory of each host device")
+      ->default_val(64);
+  cmd->add_flag("--cold", flags->cold,
+                "drop the model from the page cache first and read with O_DIRECT");
+  AddOutputFlag(cmd, &flags->output);
+  cmd->callback([flags] { Run([&] { return RunLoad(*flags); }); });
+}
 
 }  // namespace loadstar::cli

@@ -1,0 +1,361 @@
+// bench_load: the loader against the limits of this machine, measured in one run
+// (SPEC §8, "load, warm" and "load, cold").
+//
+//   (a) memcpy bandwidth with the loader's thread count (pre-faulted buffers), and the
+//       bandwidth of filling fresh host-device memory (shm pages the kernel must map);
+//   (b) O_DIRECT sequential read of the model's data files (fio when installed, else the
+//       loader's io_uring engine reading into a reused buffer);
+//   (c) warm load (files in the page cache) onto one host device;
+//   (d) cold load (page cache dropped) onto one host device;
+// each with its ratio to (a)/(b) and the target.
+//
+// The checkpoint (a >= 4 GiB fp16 Llama-shaped safetensors file) and its store copy are
+// made once under --data (default bench/data, gitignored) and reused.
+//
+//   build-loader/bench/bench_load [--data DIR] [--gib 4] [--runs 3] [--threads N]
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/env.h"
+#include "loader/host_device.h"
+#include "loader/io_engine.h"
+#include "loader/load_pipeline.h"
+#include "loader/model_source.h"
+#include "nlohmann/json.hpp"
+#include "store/safetensors_writer.h"
+#include "store/store.h"
+
+namespace loadstar {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+[[noreturn]] void Die(const absl::Status& s) {
+  std::fprintf(stderr, "bench_load: %s\n", s.ToString().c_str());
+  std::exit(1);
+}
+
+// Finite fp16 values from a xorshift stream: exponent kept below 0x1f (no inf/NaN).
+absl::Status FillFp16(uint64_t seed, uint64_t offset, char* dst, size_t n) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + offset + 1;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    uint64_t v = x & 0xBBFFBBFFBBFFBBFFull;  // clears the top exponent bit of each half
+    std::memcpy(dst + i, &v, 8);
+  }
+  for (; i < n; ++i) dst[i] = 0;
+  return absl::OkStatus();
+}
+
+// A Llama-shaped fp16 checkpoint of about `gib` GiB: hidden 4096, ffn 11008, vocab 32000.
+absl::Status MakeCheckpoint(const std::string& dir, double gib) {
+  const int64_t h = 4096, ffn = 11008, vocab = 32000;
+  const uint64_t per_layer = (4 * h * h + 3 * h * ffn + 2 * h) * 2;
+  const uint64_t fixed = (2 * vocab * h + h) * 2;
+  const uint64_t target = static_cast<uint64_t>(gib * (1ull << 30));
+  int layers = static_cast<int>((target - std::min(target, fixed) + per_layer - 1) / per_layer);
+  layers = std::max(layers, 1);
+  std::vector<store::TensorInput> tensors;
+  uint64_t seed = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    uint64_t s = ++seed;
+    tensors.push_back(store::TensorInput{
+        store::TensorSpec{std::move(name), DType::kF16, std::move(shape)},
+        [s](uint64_t offset, char* dst, size_t n) { return FillFp16(s, offset, dst, n); }});
+  };
+  add("model.embed_tokens.weight", {vocab, h});
+  for (int i = 0; i < layers; ++i) {
+    std::string p = fmt::format("model.layers.{}.", i);
+    add(p + "input_layernorm.weight", {h});
+    add(p + "self_attn.q_proj.weight", {h, h});
+    add(p + "self_attn.k_proj.weight", {h, h});
+    add(p + "self_attn.v_proj.weight", {h, h});
+    add(p + "self_attn.o_proj.weight", {h, h});
+    add(p + "post_attention_layernorm.weight", {h});
+    add(p + "mlp.gate_proj.weight", {ffn, h});
+    add(p + "mlp.up_proj.weight", {ffn, h});
+    add(p + "mlp.down_proj.weight", {h, ffn});
+  }
+  add("model.norm.weight", {h});
+  add("lm_head.weight", {vocab, h});
+  Env* env = Env::Default();
+  absl::Status s = env->CreateDirs(dir);
+  if (!s.ok()) return s;
+  s = WriteFileAtomically(
+      env, JoinPath(dir, "config.json"),
+      fmt::format("{{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], "
+                  "\"hidden_size\": {}, \"intermediate_size\": {}, \"num_hidden_layers\": {}, "
+                  "\"num_attention_heads\": 32, \"vocab_size\": {}, "
+                  "\"torch_dtype\": \"float16\"}}\n",
+                  h, ffn, layers, vocab));
+  if (!s.ok()) return s;
+  return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
+                                 {{"format", "pt"}});
+}
+
+// (a) memcpy with `threads` threads between pre-faulted buffers.
+double MemcpyGbps(int threads, uint64_t bytes) {
+  char* src = static_cast<char*>(std::aligned_alloc(4096, bytes));
+  char* dst = static_cast<char*>(std::aligned_alloc(4096, bytes));
+  std::memset(src, 1, bytes);
+  std::memset(dst, 2, bytes);
+  std::vector<double> runs;
+  for (int r = 0; r < 3; ++r) {
+    double t0 = Now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        uint64_t per = bytes / threads, begin = t * per;
+        for (uint64_t o = 0; o < per; o += 4 << 20) {
+          std::memcpy(dst + begin + o, src + begin + o, std::min<uint64_t>(4 << 20, per - o));
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    runs.push_back(static_cast<double>(bytes) / (Now() - t0) / 1e9);
+  }
+  std::free(src);
+  std::free(dst);
+  return Median(runs);
+}
+
+// (a') memcpy with `threads` threads into a fresh host-device allocation: what filling
+// shared memory costs when the kernel has to allocate and map every page.
+double FreshDeviceFillGbps(int threads, uint64_t bytes) {
+  char* src = static_cast<char*>(std::aligned_alloc(4096, 64 << 20));
+  std::memset(src, 1, 64 << 20);
+  loader::HostDevice device(0, bytes + (1 << 20));
+  std::vector<double> runs;
+  for (int r = 0; r < 2; ++r) {
+    auto a = device.Allocate(bytes);
+    if (!a.ok()) Die(a.status());
+    double t0 = Now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (uint64_t o = static_cast<uint64_t>(t) * (4 << 20); o < bytes;
+             o += static_cast<uint64_t>(threads) * (4 << 20)) {
+          uint64_t n = std::min<uint64_t>(4 << 20, bytes - o);
+          (void)device.CopyToDeviceAsync(*a, o, src + (o % (60 << 20)), n);
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    runs.push_back(static_cast<double>(bytes) / (Now() - t0) / 1e9);
+    (void)device.Free(*a);
+  }
+  std::free(src);
+  return Median(runs);
+}
+
+void DropCaches(const loader::ModelSource& source) {
+  absl::Status s = loader::DropFromPageCache(source);
+  if (!s.ok()) Die(s);
+  if (::geteuid() == 0) {
+    ::sync();
+    int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd >= 0) {
+      (void)!::write(fd, "1", 1);
+      ::close(fd);
+    }
+  }
+}
+
+// (b) O_DIRECT sequential read: fio if available (as the spec names it), else ours.
+double DirectReadGbps(const loader::ModelSource& source, std::string* how) {
+  uint64_t total = 0;
+  double seconds = 0;
+  bool fio_ok = std::system("command -v fio >/dev/null 2>&1") == 0;
+  for (const std::string& path : source.file_paths) {
+    DropCaches(source);
+    if (fio_ok) {
+      std::string cmd = fmt::format(
+          "fio --name=seqread --filename='{}' --readonly --rw=read --direct=1 --bs=4M "
+          "--iodepth=32 --ioengine=io_uring --output-format=json 2>/dev/null",
+          path);
+      FILE* p = ::popen(cmd.c_str(), "r");
+      std::string out;
+      char buf[4096];
+      size_t n;
+      while (p && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+      if (p && ::pclose(p) == 0) {
+        auto j = nlohmann::json::parse(out, nullptr, false);
+        if (!j.is_discarded()) {
+          const auto& read = j["jobs"][0]["read"];
+          uint64_t bytes = read["io_bytes"].get<uint64_t>();
+          double runtime = read["runtime"].get<double>() / 1e3;  // ms
+          total += bytes;
+          seconds += runtime;
+          *how = "fio io_uring O_DIRECT bs=4M iodepth=32";
+          continue;
+        }
+      }
+      fio_ok = false;
+    }
+    // Our engine: QD 32 of 4 MiB into a 128 MiB buffer reused round-robin.
+    auto engine = loader::CreateUringIoEngine(32);
+    if (!engine.ok()) Die(engine.status());
+    auto file = Env::Default()->NewRandomAccessFile(path, OpenOptions{true});
+    if (!file.ok()) Die(file.status());
+    const uint64_t chunk = 4 << 20, ring = 32 * chunk;
+    char* buf = static_cast<char*>(std::aligned_alloc(4096, ring));
+    double t0 = Now();
+    for (uint64_t o = 0; o < (*file)->Size(); o += chunk) {
+      (*engine)->Submit(loader::ReadRequest{file->get(), o, chunk, buf + (o % ring)},
+                        [](absl::StatusOr<size_t>) {});
+    }
+    engine->reset();
+    seconds += Now() - t0;
+    total += (*file)->Size();
+    std::free(buf);
+    *how = "loader io_uring engine O_DIRECT 4 MiB x 32";
+  }
+  return static_cast<double>(total) / seconds / 1e9;
+}
+
+struct Flags {
+  std::string data = "bench/data";
+  double gib = 4.25;
+  int runs = 3;
+  int threads = 0;
+};
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) Die(absl::InvalidArgumentError(a + " needs a value"));
+      return argv[++i];
+    };
+    if (a == "--data") f.data = next();
+    else if (a == "--gib") f.gib = std::stod(next());
+    else if (a == "--runs") f.runs = std::stoi(next());
+    else if (a == "--threads") f.threads = std::stoi(next());
+    else Die(absl::InvalidArgumentError("unknown flag " + a));
+  }
+  return f;
+}
+
+void PrintRow(const char* what, double gbps, double ratio, double target, const char* vs) {
+  std::printf("%-34s %7.2f GB/s   %5.2f x %-14s (target >= %.2f) %s\n", what, gbps, ratio, vs,
+              target, ratio >= target ? "MET" : "MISSED");
+}
+
+int Main(int argc, char** argv) {
+  Flags flags = ParseFlags(argc, argv);
+  Env* env = Env::Default();
+  const std::string ckpt = JoinPath(flags.data, "ckpt");
+  const std::string name = "bench-llama";
+  if (!env->FileExists(JoinPath(ckpt, "model.safetensors"))) {
+    std::printf("writing a %.2f GiB fp16 checkpoint to %s ...\n", flags.gib, ckpt.c_str());
+    absl::Status s = MakeCheckpoint(ckpt, flags.gib);
+    if (!s.ok()) Die(s);
+  }
+  auto store = store::Store::Open({.root = JoinPath(flags.data, "store")});
+  if (!store.ok()) Die(store.status());
+  if (!(*store)->GetManifest(name).ok()) {
+    std::printf("saving it into the bench store ...\n");
+    auto saved = (*store)->Save(ckpt, name);
+    if (!saved.ok()) Die(saved.status());
+  }
+  auto source = loader::ModelSourceFromStore(**store, name);
+  if (!source.ok()) Die(source.status());
+  const uint64_t bytes = source->manifest.TotalBytes();
+
+  loader::LoadPipeline::Options options;
+  options.threads = flags.threads;
+  auto warm_pipeline = loader::LoadPipeline::Create(options);
+  if (!warm_pipeline.ok()) Die(warm_pipeline.status());
+  options.io_mode = loader::IoMode::kDirect;
+  auto cold_pipeline = loader::LoadPipeline::Create(options);
+  if (!cold_pipeline.ok()) Die(cold_pipeline.status());
+  const int threads = (*warm_pipeline)->threads();
+  std::printf("model %s: %zu tensors, %.2f GiB in %zu file(s); loader threads %d, engine %s\n",
+              name.c_str(), source->manifest.tensors.size(),
+              static_cast<double>(bytes) / (1ull << 30), source->file_paths.size(), threads,
+              (*cold_pipeline)->direct_engine().name().c_str());
+
+  // (a)
+  const double memcpy_gbps = MemcpyGbps(threads, 1ull << 30);
+  const double fill_gbps = FreshDeviceFillGbps(threads, bytes);
+  // (b)
+  std::string direct_how;
+  const double direct_gbps = DirectReadGbps(*source, &direct_how);
+
+  loader::HostDevice device(0, bytes + (64ull << 20) * source->manifest.tensors.size());
+  auto load = [&](loader::LoadPipeline& pipeline, bool cold, std::string* io) {
+    if (cold) DropCaches(*source);
+    loader::LoadStats stats;
+    auto model = pipeline.Load(*source, {&device}, loader::PlanOptions{}, nullptr, {}, &stats);
+    if (!model.ok()) Die(model.status());
+    *io = stats.io;
+    return stats.gbps;
+  };
+  // Warm the page cache with one buffered pass (a load in buffered mode does that).
+  {
+    std::string io;
+    auto p = loader::LoadPipeline::Create(
+        [&] { auto o = options; o.io_mode = loader::IoMode::kBuffered; return o; }());
+    if (!p.ok()) Die(p.status());
+    load(**p, false, &io);
+  }
+  std::vector<double> warm, cold;
+  std::string warm_io, cold_io;
+  for (int r = 0; r < flags.runs; ++r) warm.push_back(load(**warm_pipeline, false, &warm_io));
+  for (int r = 0; r < flags.runs; ++r) cold.push_back(load(**cold_pipeline, true, &cold_io));
+  const double warm_gbps = Median(warm), cold_gbps = Median(cold);
+
+  std::printf("\n(a) memcpy, %d threads, pre-faulted     %7.2f GB/s\n", threads, memcpy_gbps);
+  std::printf("(a') memcpy into fresh host-device shm   %7.2f GB/s  (page allocation + "
+              "mapping)\n",
+              fill_gbps);
+  std::printf("(b) O_DIRECT sequential read            %7.2f GB/s  (%s)\n", direct_gbps,
+              direct_how.c_str());
+  std::printf("(c) warm load, median of %d [%s]\n", flags.runs, warm_io.c_str());
+  PrintRow("    vs memcpy", warm_gbps, warm_gbps / memcpy_gbps, 0.85, "memcpy");
+  PrintRow("    vs fresh-shm fill", warm_gbps, warm_gbps / fill_gbps, 0.85, "shm fill");
+  std::printf("(d) cold load, median of %d [%s]\n", flags.runs, cold_io.c_str());
+  PrintRow("    vs O_DIRECT read", cold_gbps, cold_gbps / direct_gbps, 0.90, "O_DIRECT");
+  nlohmann::json out = {{"bytes", bytes},
+                        {"threads", threads},
+                        {"memcpy_gbps", memcpy_gbps},
+                        {"shm_fill_gbps", fill_gbps},
+                        {"direct_read_gbps", direct_gbps},
+                        {"warm_gbps", warm},
+                        {"cold_gbps", cold},
+                        {"warm_ratio_memcpy", warm_gbps / memcpy_gbps},
+                        {"warm_ratio_shm_fill", warm_gbps / fill_gbps},
+                        {"cold_ratio_direct", cold_gbps / direct_gbps}};
+  std::printf("\njson: %s\n", out.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace loadstar
+
+int main(int argc, char** argv) { return loadstar::Main(argc, argv); }
