@@ -282,9 +282,20 @@ def case_4bit(name, x64, shape, dtype, qt, bs, nested=False):
                       "nested_absmax": save(f"{name}.nested_absmax.bin", nabs),
                       "absmax_rebuilt": save(f"{name}.absmax_rebuilt.bin", rebuilt)})
         absmax_for_deq = rebuilt
+        state = F.QuantState(absmax=torch.tensor(qcodes), shape=torch.Size(shape),
+                             code=F.get_4bit_type(qt, device="cpu"), blocksize=bs,
+                             quant_type=qt, dtype=TORCH_DT[dtype],
+                             offset=torch.tensor(offset),
+                             state2=F.QuantState(absmax=torch.tensor(nabs), code=torch.tensor(DYN),
+                                                 blocksize=256, dtype=torch.float32))
+        serialized(entry, name, state)
     else:
         entry["absmax"] = save(f"{name}.absmax.bin", absmax)
         absmax_for_deq = absmax
+        state = F.QuantState(absmax=torch.tensor(absmax), shape=torch.Size(shape),
+                             code=F.get_4bit_type(qt, device="cpu"), blocksize=bs,
+                             quant_type=qt, dtype=TORCH_DT[dtype])
+        serialized(entry, name, state)
 
     deq32 = cuda_dequantize_4bit(packed, absmax_for_deq, n, bs, qt)
     # bnb-CPU dequant (its code table) agrees except for FP4 code 8 (+0 vs CUDA's -0).
@@ -300,6 +311,16 @@ def case_4bit(name, x64, shape, dtype, qt, bs, nested=False):
     entry["dequant_dtype"] = out_dt
     entry["dequant"] = save(f"{name}.dequant.bin", deq_raw)
     manifest["cases"].append(entry)
+
+
+def serialized(entry, name, state):
+    """bitsandbytes' own packed state dict (QuantState.as_dict(packed=True)): the tensor
+    names/dtypes/shapes, and the quant_state JSON bytes."""
+    d = state.as_dict(packed=True)
+    entry["state_dict"] = {k: {"dtype": str(v.dtype).replace("torch.", ""),
+                               "shape": list(v.shape)} for k, v in d.items()}
+    key = [k for k in d if k.startswith("quant_state.")][0]
+    entry["quant_state_json"] = save(f"{name}.quant_state.bin", d[key].numpy().astype(np.uint8))
 
 
 def case_int8(name, x64, shape, dtype):

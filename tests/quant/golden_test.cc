@@ -14,6 +14,7 @@
 #include "quant/double_quant.h"
 #include "quant/float16.h"
 #include "quant/int8.h"
+#include "quant/quant_state.h"
 
 namespace loadstar::quant {
 namespace {
@@ -149,6 +150,26 @@ TEST_P(Golden4bitTest, QuantizeAndDequantizeBitExact) {
       EXPECT_TRUE(SameBits(q_flat->absmax, absmax));
     } else {
       EXPECT_TRUE(SameBits(q->absmax, Read<float>(c["absmax"])));
+    }
+    if (impl == 0) {
+      // Serialized exactly as bitsandbytes' QuantState.as_dict(packed=True).
+      const std::vector<NamedTensor> tensors = Serialize4bit("m.weight", *q);
+      const auto& want = c["state_dict"];
+      EXPECT_EQ(tensors.size(), want.size() + 1);  // + the packed weight itself
+      EXPECT_EQ(tensors[0].name, "m.weight");
+      EXPECT_EQ(tensors[0].shape, (std::vector<int64_t>{(q->num_elements() + 1) / 2, 1}));
+      for (size_t i = 1; i < tensors.size(); ++i) {
+        const std::string key = tensors[i].name.substr(std::string("m.weight.").size());
+        ASSERT_TRUE(want.contains(key)) << key;
+        EXPECT_EQ(tensors[i].shape, want[key]["shape"].get<std::vector<int64_t>>()) << key;
+        const std::string torch_dtype = want[key]["dtype"];
+        EXPECT_EQ(tensors[i].dtype, torch_dtype == "uint8" ? DType::kU8 : DType::kF32) << key;
+        if (key.rfind("quant_state.", 0) == 0) {
+          const std::vector<uint8_t> json = ReadBytes(c["quant_state_json"]);
+          EXPECT_EQ(std::string(tensors[i].data.begin(), tensors[i].data.end()),
+                    std::string(json.begin(), json.end()));
+        }
+      }
     }
     const DType out_dtype = ParseDt(c["dequant_dtype"]);
     std::vector<uint8_t> out(q->num_elements() * DTypeSize(out_dtype));
