@@ -12,7 +12,8 @@
 // The checkpoint (a >= 4 GiB fp16 Llama-shaped safetensors file) and its store copy are
 // made once under --data (default bench/data, gitignored) and reused.
 //
-//   build-loader/bench/bench_load [--data DIR] [--gib 4] [--runs 3] [--threads N]
+//   build-loader/bench/bench_load [--data DIR] [--gib 4.25] [--runs 3] [--threads N]
+//                                 [--chunk-kib 4096]
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -242,6 +243,7 @@ struct Flags {
   double gib = 4.25;
   int runs = 3;
   int threads = 0;
+  uint64_t chunk_kib = 4096;
 };
 
 Flags ParseFlags(int argc, char** argv) {
@@ -256,6 +258,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (a == "--gib") f.gib = std::stod(next());
     else if (a == "--runs") f.runs = std::stoi(next());
     else if (a == "--threads") f.threads = std::stoi(next());
+    else if (a == "--chunk-kib") f.chunk_kib = std::stoull(next());
     else Die(absl::InvalidArgumentError("unknown flag " + a));
   }
   return f;
@@ -289,6 +292,7 @@ int Main(int argc, char** argv) {
 
   loader::LoadPipeline::Options options;
   options.threads = flags.threads;
+  options.chunk_bytes = flags.chunk_kib << 10;
   auto warm_pipeline = loader::LoadPipeline::Create(options);
   if (!warm_pipeline.ok()) Die(warm_pipeline.status());
   options.io_mode = loader::IoMode::kDirect;

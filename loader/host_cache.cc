@@ -196,7 +196,8 @@ absl::Status HostCache::Prefetch(const ModelSource& source, LoadPipeline& pipeli
   entry->memory = std::make_unique<CacheMemory>(
       options_.allocator != nullptr ? options_.allocator : DefaultHostAllocator());
   absl::StatusOr<std::unique_ptr<LoadedModel>> model = pipeline.LoadImpl(
-      source, {entry->memory.get()}, plan, nullptr, nullptr, {}, nullptr, /*use_cache=*/false);
+      source, {entry->memory.get()}, plan, nullptr, nullptr, {}, nullptr, /*use_cache=*/false,
+      /*in_place=*/true);
   absl::MutexLock lock(&mu_);
   if (!model.ok()) {
     used_ -= bytes;

@@ -50,6 +50,7 @@ int HostDevice::live_allocations() const {
 
 void HostDevice::Unmap(const Region& region) {
   ::munmap(region.ptr, region.mapped_size);
+  ::close(region.fd);
   ::shm_unlink(region.shm_name.c_str());
 }
 
@@ -96,7 +97,7 @@ absl::StatusOr<Allocation> HostDevice::Allocate(uint64_t bytes) {
   if (rc != 0 && rc != EOPNOTSUPP) return fail("fallocate", rc);
   void* ptr = ::mmap(nullptr, region.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (ptr == MAP_FAILED) return fail("mmap", errno);
-  ::close(fd);  // the mapping keeps the object alive
+  region.fd = fd;
   region.ptr = ptr;
 
   absl::MutexLock lock(&mu_);
@@ -122,8 +123,8 @@ absl::Status HostDevice::Free(const Allocation& allocation) {
   return absl::OkStatus();
 }
 
-absl::Status HostDevice::CheckRange(const Allocation& a, uint64_t offset,
-                                    uint64_t bytes) const {
+absl::StatusOr<int> HostDevice::CheckRange(const Allocation& a, uint64_t offset,
+                                           uint64_t bytes) const {
   absl::MutexLock lock(&mu_);
   auto it = regions_.find(a.id);
   if (it == regions_.end() || it->second.ptr != a.ptr) {
@@ -135,15 +136,29 @@ absl::Status HostDevice::CheckRange(const Allocation& a, uint64_t offset,
                                               ") is outside allocation ", a.id, " of ",
                                               it->second.size, " bytes"));
   }
-  return absl::OkStatus();
+  return it->second.fd;
 }
 
 absl::StatusOr<CopyTicket> HostDevice::CopyToDeviceAsync(const Allocation& dst,
                                                          uint64_t offset, const void* src,
                                                          uint64_t bytes) {
-  absl::Status status = CheckRange(dst, offset, bytes);
-  if (!status.ok()) return status;
-  if (bytes != 0) std::memcpy(static_cast<char*>(dst.ptr) + offset, src, bytes);
+  absl::StatusOr<int> fd = CheckRange(dst, offset, bytes);
+  if (!fd.ok()) return fd.status();
+  const char* p = static_cast<const char*>(src);
+  while (bytes > 0) {
+    ssize_t n = ::pwrite(*fd, p, bytes, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      std::string msg = absl::StrCat(name(), ": write to allocation ", dst.id, ": ",
+                                     std::strerror(err));
+      if (err == ENOSPC || err == ENOMEM) return absl::ResourceExhaustedError(msg);
+      return absl::InternalError(msg);
+    }
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    bytes -= static_cast<uint64_t>(n);
+  }
   // The copy is already complete; 0 is the ticket of every completed copy.
   return CopyTicket{0};
 }
@@ -152,8 +167,8 @@ absl::Status HostDevice::Wait(CopyTicket ticket) { return absl::OkStatus(); }
 
 absl::Status HostDevice::CopyToHost(void* dst, const Allocation& src, uint64_t offset,
                                     uint64_t bytes) {
-  absl::Status status = CheckRange(src, offset, bytes);
-  if (!status.ok()) return status;
+  absl::StatusOr<int> fd = CheckRange(src, offset, bytes);
+  if (!fd.ok()) return fd.status();
   if (bytes != 0) std::memcpy(dst, static_cast<const char*>(src.ptr) + offset, bytes);
   return absl::OkStatus();
 }

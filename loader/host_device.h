@@ -5,8 +5,12 @@
 //
 // Allocate reserves the pages up front (fallocate on the shm object), so running out of
 // /dev/shm is a ResourceExhausted error at allocation time rather than a SIGBUS during a
-// copy. Copies are plain memcpy on the calling thread: CopyToDeviceAsync returns an
-// already completed ticket, and callers get parallelism by copying from many threads.
+// copy. Copies run on the calling thread and CopyToDeviceAsync returns an already
+// completed ticket. They write through the shm object's descriptor (pwrite), not through
+// our mapping: filling fresh shared memory through a mapping costs a page fault per 4 KiB
+// page (about 1 GB/s here), while pwrite fills the pages in the kernel without mapping
+// them in this process (several times faster). The mapping (`Allocation::ptr`) is still
+// there for readers; it sees the written bytes (same pages).
 //
 // Thread safety: every method is thread-safe (Device contract 3).
 #pragma once
@@ -49,13 +53,14 @@ class HostDevice final : public Device {
  private:
   struct Region {
     std::string shm_name;
+    int fd = -1;  // kept open for pwrite/pread copies
     void* ptr = nullptr;
     uint64_t size = 0;         // as requested
     uint64_t mapped_size = 0;  // rounded up to whole pages, at least one
   };
 
-  // Checks that [offset, offset+bytes) lies inside a live allocation `a`.
-  absl::Status CheckRange(const Allocation& a, uint64_t offset, uint64_t bytes) const;
+  // Checks that [offset, offset+bytes) lies inside a live allocation `a`; returns its fd.
+  absl::StatusOr<int> CheckRange(const Allocation& a, uint64_t offset, uint64_t bytes) const;
   static void Unmap(const Region& region);
 
   const int index_;

@@ -64,8 +64,8 @@ class LoadPipeline::Run {
  public:
   Run(LoadPipeline* pipeline, const ModelSource& source, const std::vector<Device*>& devices,
       const LoadPlan& plan, TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, const HostCache::Handle* cached)
-      : p_(*pipeline), source_(source), manifest_(source.manifest), devices_(devices),
+      const LoadProgressCallback& progress, const HostCache::Handle* cached, bool in_place)
+      : p_(*pipeline), in_place_(in_place), source_(source), manifest_(source.manifest), devices_(devices),
         plan_(plan), transform_(transform), cancel_(cancel), progress_(progress),
         cached_(cached) {}
 
@@ -86,11 +86,22 @@ class LoadPipeline::Run {
     uint64_t first_piece = 0;
     uint64_t end_piece = 0;
   };
+  // A job a worker has claimed: its position and its streaming state.
+  struct ActiveJob {
+    const Job* job = nullptr;
+    uint64_t next = 0;  // next source byte to submit
+    uint64_t end = 0;
+    XXH3_state_t hash;
+    std::unique_ptr<TensorTransform> transform;
+    std::unique_ptr<DeviceOutputWriter> writer;
+  };
   struct Chunk {
+    ActiveJob* job = nullptr;
     uint64_t pos = 0;     // byte offset in the source tensor
     uint64_t length = 0;  // source bytes
     uint64_t piece = 0;
     bool ends_piece = false;
+    bool ends_job = false;
     char* data = nullptr;
     std::optional<PinnedRing::Slot> slot;
     bool done = false;  // guarded by the worker's mutex
@@ -100,7 +111,11 @@ class LoadPipeline::Run {
   absl::Status Allocate();
   absl::Status OpenFiles();
   void Worker();
-  absl::Status ProcessJob(const Job& job);
+  absl::Status Stream();
+  // The next job, or nullptr when there are none left.
+  absl::StatusOr<std::unique_ptr<ActiveJob>> Claim();
+  absl::Status FinishChunk(Chunk& chunk);
+  absl::Status FinishJob(ActiveJob& job);
   absl::Status Deliver(int source, const Chunk& chunk);
   absl::Status CopyOut(const PlannedTensor& out, uint64_t out_offset, const char* src,
                        uint64_t bytes, std::vector<std::pair<Device*, CopyTicket>>* tickets);
@@ -111,6 +126,7 @@ class LoadPipeline::Run {
   void Report(uint64_t bytes, bool tensor_done, bool final);
 
   LoadPipeline& p_;
+  const bool in_place_;
   const ModelSource& source_;
   const store::Manifest& manifest_;
   const std::vector<Device*>& devices_;
@@ -123,6 +139,7 @@ class LoadPipeline::Run {
 
   std::vector<Allocation> allocations_;
   std::vector<std::unique_ptr<RandomAccessFile>> files_;
+  bool any_direct_ = false;
   std::vector<SourceTensor> tensors_;
   std::vector<Job> jobs_;
   std::atomic<size_t> next_job_{0};
@@ -187,6 +204,7 @@ absl::Status LoadPipeline::Run::OpenFiles() {
     ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
                      env->NewRandomAccessFile(path, OpenOptions{want_direct}));
     if (file->direct()) ++direct;
+    any_direct_ = any_direct_ || file->direct();
     files_.push_back(std::move(file));
   }
   io_ = direct == 0 ? "pread+buffered"
@@ -226,7 +244,7 @@ absl::Status LoadPipeline::Run::Execute() {
     if (st.outputs.empty()) continue;  // a plan may leave a tensor out
     const PlannedTensor& first = plan_.tensors[st.outputs[0]];
     st.transformed = first.transformed;
-    st.in_place = cached_ == nullptr && !p_.options_.always_use_ring && !st.transformed &&
+    st.in_place = in_place_ && cached_ == nullptr && !st.transformed &&
                   st.outputs.size() == 1 && first.shard_kind == ShardKind::kWhole &&
                   devices_[first.device]->kind() == DeviceKind::kHost &&
                   first.offset % kDirectIoAlignment == 0 &&
@@ -261,16 +279,189 @@ absl::Status LoadPipeline::Run::Execute() {
 }
 
 void LoadPipeline::Run::Worker() {
-  for (;;) {
-    if (Stopped()) return;
-    size_t j = next_job_.fetch_add(1, std::memory_order_relaxed);
-    if (j >= jobs_.size()) return;
-    absl::Status status = ProcessJob(jobs_[j]);
-    if (!status.ok()) {
-      Fail(std::move(status));
-      return;
+  absl::Status status = Stream();
+  if (!status.ok()) Fail(std::move(status));
+}
+
+absl::StatusOr<std::unique_ptr<LoadPipeline::Run::ActiveJob>> LoadPipeline::Run::Claim() {
+  size_t j = next_job_.fetch_add(1, std::memory_order_relaxed);
+  if (j >= jobs_.size()) return std::unique_ptr<ActiveJob>();
+  auto aj = std::make_unique<ActiveJob>();
+  aj->job = &jobs_[j];
+  const store::ManifestTensor& mt = manifest_.tensors[aj->job->source];
+  const SourceTensor& st = tensors_[aj->job->source];
+  const PlannedTensor& first = plan_.tensors[st.outputs[0]];
+  const uint64_t piece = store::kChecksumChunkBytes;
+  aj->next = aj->job->first_piece * piece;
+  aj->end = std::min(mt.size, aj->job->end_piece * piece);
+  XXH3_64bits_reset(&aj->hash);
+  if (cached_ == nullptr) {
+    const RandomAccessFile* file = files_[mt.file].get();
+    if (mt.offset > file->Size() || mt.size > file->Size() - mt.offset) {
+      return absl::DataLossError(absl::StrCat("tensor ", mt.name, " extends past the end of ",
+                                              file->path(), " (", file->Size(),
+                                              " bytes); file truncated?"));
     }
   }
+  if (st.transformed) {
+    TransformedTensor shape{first.dtype, first.shape, first.size, first.transform_info};
+    ASSIGN_OR_RETURN(aj->transform, transform_->Begin(mt, shape));
+    aj->writer = std::make_unique<DeviceOutputWriter>(
+        devices_[first.device], allocations_[first.device], first.offset, first.size, mt.name);
+  }
+  return aj;
+}
+
+absl::Status LoadPipeline::Run::FinishJob(ActiveJob& aj) {
+  const store::ManifestTensor& mt = manifest_.tensors[aj.job->source];
+  SourceTensor& st = tensors_[aj.job->source];
+  if (mt.size == 0 && cached_ == nullptr && p_.options_.verify_checksums &&
+      XXH3_64bits(nullptr, 0) != mt.checksums[0]) {
+    return absl::DataLossError(absl::StrCat("checksum mismatch in empty tensor ", mt.name,
+                                            " of ", files_[mt.file]->path()));
+  }
+  if (aj.transform) RETURN_IF_ERROR(aj.transform->Finish(*aj.writer));
+  const uint64_t pieces = aj.job->end_piece - aj.job->first_piece;
+  Report(0, st.pieces_left.fetch_sub(pieces) == pieces, false);
+  return absl::OkStatus();
+}
+
+// Verifies a completed chunk and hands it on (to the device, the shards or the transform).
+absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
+  ActiveJob& aj = *c.job;
+  const store::ManifestTensor& mt = manifest_.tensors[aj.job->source];
+  const RandomAccessFile* file = cached_ == nullptr ? files_[mt.file].get() : nullptr;
+  if (!c.result.ok()) return c.result.status();
+  if (*c.result < c.length) {
+    return absl::DataLossError(absl::StrCat(
+        "tensor ", mt.name, " in ", file->path(), ": short read at offset ",
+        mt.offset + c.pos, " (", *c.result, " of ", c.length, " bytes); file truncated?"));
+  }
+  if (file != nullptr && p_.options_.verify_checksums) {
+    XXH3_64bits_update(&aj.hash, c.data, c.length);
+    if (c.ends_piece) {
+      uint64_t got = XXH3_64bits_digest(&aj.hash);
+      XXH3_64bits_reset(&aj.hash);
+      if (got != mt.checksums[c.piece]) {
+        return absl::DataLossError(absl::StrCat(
+            "checksum mismatch in tensor ", mt.name, " (chunk ", c.piece, ") of ",
+            file->path(), ": expected ", absl::Hex(mt.checksums[c.piece], absl::kZeroPad16),
+            ", read ", absl::Hex(got, absl::kZeroPad16)));
+      }
+    }
+  }
+  if (aj.transform) {
+    RETURN_IF_ERROR(aj.transform->Consume(c.data, c.length, *aj.writer));
+  } else if (!tensors_[aj.job->source].in_place) {
+    RETURN_IF_ERROR(Deliver(aj.job->source, c));
+  }
+  Report(c.length, false, false);
+  return absl::OkStatus();
+}
+
+// One worker: claims jobs in file order and keeps up to `depth` chunk reads in flight
+// across job boundaries (so the queue never drains between tensors), finishing chunks in
+// submission order — which is what checksums and transforms need.
+absl::Status LoadPipeline::Run::Stream() {
+  const uint64_t piece = store::kChecksumChunkBytes;
+  const int depth = any_direct_ ? std::max(2, p_.options_.io.queue_depth / p_.threads_) : 1;
+  absl::Mutex mu;  // guards Chunk::done/result, which engine callbacks set
+  std::deque<std::unique_ptr<ActiveJob>> jobs;   // claimed, oldest first
+  std::deque<std::unique_ptr<Chunk>> in_flight;  // submitted, oldest first
+  bool exhausted = false;
+  absl::Status status;
+
+  // Submits the next chunk; false when nothing more can be submitted right now.
+  auto submit_one = [&]() -> absl::StatusOr<bool> {
+    if (jobs.empty() || jobs.back()->next >= jobs.back()->end) {
+      if (exhausted) return false;
+      ASSIGN_OR_RETURN(std::unique_ptr<ActiveJob> aj, Claim());
+      if (aj == nullptr) {
+        exhausted = true;
+        return false;
+      }
+      if (aj->next >= aj->end) {  // an empty tensor: nothing to read
+        RETURN_IF_ERROR(FinishJob(*aj));
+        return true;
+      }
+      jobs.push_back(std::move(aj));
+    }
+    ActiveJob& aj = *jobs.back();
+    const store::ManifestTensor& mt = manifest_.tensors[aj.job->source];
+    const SourceTensor& st = tensors_[aj.job->source];
+    auto chunk = std::make_unique<Chunk>();
+    chunk->job = &aj;
+    chunk->pos = aj.next;
+    chunk->piece = aj.next / piece;
+    const uint64_t piece_end = std::min(mt.size, (chunk->piece + 1) * piece);
+    chunk->length = std::min(p_.ring_->slot_bytes(), piece_end - aj.next);
+    chunk->ends_piece = aj.next + chunk->length == piece_end;
+    chunk->ends_job = aj.next + chunk->length == aj.end;
+    if (cached_ != nullptr) {
+      chunk->data = const_cast<char*>(cached_->TensorData(aj.job->source)) + aj.next;
+      chunk->done = true;
+      chunk->result = chunk->length;
+    } else {
+      if (st.in_place) {
+        const PlannedTensor& out = plan_.tensors[st.outputs[0]];
+        chunk->data = static_cast<char*>(allocations_[out.device].ptr) + out.offset + aj.next;
+      } else {
+        // Block for a slot only with nothing in flight; otherwise finish older chunks
+        // first (they free slots), so workers sharing the ring cannot deadlock.
+        chunk->slot = in_flight.empty() ? std::optional(p_.ring_->Acquire())
+                                        : p_.ring_->TryAcquire();
+        if (!chunk->slot) return false;
+        chunk->data = chunk->slot->data;
+      }
+      const RandomAccessFile* file = files_[mt.file].get();
+      const bool direct = file->direct();
+      // O_DIRECT reads whole aligned blocks: a tensor's last chunk is rounded up (into
+      // alignment padding of the slot or the allocation; a short read at EOF is fine).
+      const uint64_t length = direct ? AlignUp(chunk->length, kDirectIoAlignment) : chunk->length;
+      Chunk* raw = chunk.get();
+      IoEngine& engine = direct ? *p_.direct_engine_ : *p_.inline_engine_;
+      engine.Submit(ReadRequest{file, mt.offset + aj.next, length, raw->data},
+                    [&mu, raw](absl::StatusOr<size_t> r) {
+                      absl::MutexLock lock(&mu);
+                      raw->result = std::move(r);
+                      raw->done = true;
+                    });
+    }
+    aj.next += chunk->length;
+    in_flight.push_back(std::move(chunk));
+    return true;
+  };
+
+  while (status.ok()) {
+    while (static_cast<int>(in_flight.size()) < depth && !Stopped()) {
+      absl::StatusOr<bool> more = submit_one();
+      if (!more.ok()) status = more.status();
+      if (!more.ok() || !*more) break;
+    }
+    if (!status.ok() || in_flight.empty()) break;
+    std::unique_ptr<Chunk> c = std::move(in_flight.front());
+    in_flight.pop_front();
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&c->done));
+    }
+    status = FinishChunk(*c);
+    if (c->slot) p_.ring_->Release(*c->slot);
+    if (status.ok() && c->ends_job) {
+      status = FinishJob(*jobs.front());
+      jobs.pop_front();
+    }
+    if (Stopped()) break;  // cancelled, or another worker failed
+  }
+  // Wait out reads still in flight before their buffers go away.
+  for (auto& c : in_flight) {
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&c->done));
+    }
+    if (c->slot) p_.ring_->Release(*c->slot);
+  }
+  return status;
 }
 
 absl::Status LoadPipeline::Run::CopyOut(const PlannedTensor& out, uint64_t out_offset,
@@ -329,147 +520,6 @@ absl::Status LoadPipeline::Run::Deliver(int source, const Chunk& chunk) {
   return absl::OkStatus();
 }
 
-absl::Status LoadPipeline::Run::ProcessJob(const Job& job) {
-  const store::ManifestTensor& mt = manifest_.tensors[job.source];
-  SourceTensor& st = tensors_[job.source];
-  const PlannedTensor& first = plan_.tensors[st.outputs[0]];
-  const uint64_t piece = store::kChecksumChunkBytes;
-  const uint64_t begin = job.first_piece * piece;
-  const uint64_t end = std::min(mt.size, job.end_piece * piece);
-  const bool from_disk = cached_ == nullptr;
-  const RandomAccessFile* file = from_disk ? files_[mt.file].get() : nullptr;
-  const bool direct = file != nullptr && file->direct();
-  IoEngine& engine = direct ? *p_.direct_engine_ : *p_.inline_engine_;
-  const int depth = direct ? std::max(2, p_.options_.io.queue_depth / p_.threads_) : 1;
-  const bool verify = from_disk && p_.options_.verify_checksums;
-  char* in_place_base =
-      st.in_place ? static_cast<char*>(allocations_[first.device].ptr) + first.offset : nullptr;
-
-  std::unique_ptr<TensorTransform> transform;
-  std::unique_ptr<DeviceOutputWriter> writer;
-  if (st.transformed) {
-    TransformedTensor shape{first.dtype, first.shape, first.size, first.transform_info};
-    ASSIGN_OR_RETURN(transform, transform_->Begin(mt, shape));
-    writer = std::make_unique<DeviceOutputWriter>(devices_[first.device],
-                                                  allocations_[first.device], first.offset,
-                                                  first.size, mt.name);
-  }
-
-  // Chunks in flight, oldest first. `mu` guards Chunk::done/result, which engine
-  // callbacks set.
-  absl::Mutex mu;
-  std::deque<std::unique_ptr<Chunk>> in_flight;
-  XXH3_state_t hash;
-  XXH3_64bits_reset(&hash);
-  uint64_t next = begin;
-  absl::Status status;
-
-  auto submit_more = [&]() {
-    while (next < end && static_cast<int>(in_flight.size()) < depth && !Stopped()) {
-      auto chunk = std::make_unique<Chunk>();
-      chunk->pos = next;
-      chunk->piece = next / piece;
-      uint64_t piece_end = std::min(mt.size, (chunk->piece + 1) * piece);
-      chunk->length = std::min(p_.ring_->slot_bytes(), piece_end - next);
-      chunk->ends_piece = next + chunk->length == piece_end;
-      if (!from_disk) {
-        chunk->data = const_cast<char*>(cached_->TensorData(job.source)) + next;
-        chunk->done = true;
-        chunk->result = chunk->length;
-      } else {
-        if (in_place_base != nullptr) {
-          chunk->data = in_place_base + next;
-        } else {
-          // Block for a slot only with nothing in flight; otherwise finish older chunks
-          // first (they free slots), so workers sharing the ring cannot deadlock.
-          chunk->slot = in_flight.empty() ? std::optional(p_.ring_->Acquire())
-                                          : p_.ring_->TryAcquire();
-          if (!chunk->slot) return;
-          chunk->data = chunk->slot->data;
-        }
-        uint64_t length = direct ? AlignUp(chunk->length, kDirectIoAlignment) : chunk->length;
-        Chunk* raw = chunk.get();
-        engine.Submit(ReadRequest{file, mt.offset + next, length, raw->data},
-                      [&mu, raw](absl::StatusOr<size_t> r) {
-                        absl::MutexLock lock(&mu);
-                        raw->result = std::move(r);
-                        raw->done = true;
-                      });
-      }
-      next += chunk->length;
-      in_flight.push_back(std::move(chunk));
-    }
-  };
-
-  auto finish_chunk = [&](Chunk& c) -> absl::Status {
-    if (!c.result.ok()) return c.result.status();
-    if (*c.result < c.length) {
-      return absl::DataLossError(absl::StrCat(
-          "tensor ", mt.name, " in ", file->path(), ": short read at offset ",
-          mt.offset + c.pos, " (", *c.result, " of ", c.length, " bytes); file truncated?"));
-    }
-    if (verify) {
-      XXH3_64bits_update(&hash, c.data, c.length);
-      if (c.ends_piece) {
-        uint64_t got = XXH3_64bits_digest(&hash);
-        XXH3_64bits_reset(&hash);
-        if (got != mt.checksums[c.piece]) {
-          return absl::DataLossError(absl::StrCat(
-              "checksum mismatch in tensor ", mt.name, " (chunk ", c.piece, ") of ",
-              file->path(), ": expected ", absl::Hex(mt.checksums[c.piece], absl::kZeroPad16),
-              ", read ", absl::Hex(got, absl::kZeroPad16)));
-        }
-      }
-    }
-    if (transform) {
-      RETURN_IF_ERROR(transform->Consume(c.data, c.length, *writer));
-    } else if (in_place_base == nullptr) {
-      RETURN_IF_ERROR(Deliver(job.source, c));
-    }
-    return absl::OkStatus();
-  };
-
-  if (mt.size == 0 && verify && XXH3_64bits(nullptr, 0) != mt.checksums[0]) {
-    status = absl::DataLossError(absl::StrCat("checksum mismatch in empty tensor ", mt.name,
-                                              " of ", file->path()));
-  }
-  while (status.ok()) {
-    submit_more();
-    if (in_flight.empty()) break;
-    Chunk& c = *in_flight.front();
-    {
-      absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(&c.done));
-    }
-    status = finish_chunk(c);
-    if (c.slot) p_.ring_->Release(*c.slot);
-    uint64_t bytes = c.length;
-    in_flight.pop_front();
-    if (status.ok()) {
-      bool tensor_done = c.ends_piece && st.pieces_left.fetch_sub(1) == 1 && !transform;
-      Report(bytes, tensor_done, false);
-    }
-    if (Stopped() && status.ok() && next < end) break;  // cancelled or another job failed
-  }
-  // Wait out reads still in flight before their buffers go away.
-  for (auto& c : in_flight) {
-    {
-      absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(&c->done));
-    }
-    if (c->slot) p_.ring_->Release(*c->slot);
-  }
-  if (!status.ok() || Stopped()) return status;
-  if (transform) {
-    RETURN_IF_ERROR(transform->Finish(*writer));
-    if (mt.size == 0) st.pieces_left.store(0);
-    Report(0, true, false);
-  } else if (mt.size == 0 && st.pieces_left.fetch_sub(1) == 1) {
-    Report(0, true, false);
-  }
-  return absl::OkStatus();
-}
-
 // ---------------------------------------------------------------------------------------
 
 LoadPipeline::LoadPipeline(const Options& options, int threads,
@@ -518,13 +568,13 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadWithPlan(
     TransformProvider* transform, const CancellationToken* cancel,
     const LoadProgressCallback& progress, LoadStats* stats) {
   return LoadImpl(source, devices, plan, transform, cancel, progress, stats,
-                  /*use_cache=*/true);
+                  /*use_cache=*/true, /*in_place=*/options_.in_place_reads);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
     TransformProvider* transform, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache) {
+    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place) {
   for (const PlannedTensor& t : plan.tensors) {
     if (t.transformed && transform == nullptr) {
       return absl::InvalidArgumentError(
@@ -535,7 +585,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
   if (use_cache && options_.cache != nullptr) cached = options_.cache->Lookup(source.key);
   const double start = NowSeconds();
   Run run(this, source, devices, plan, transform, cancel, progress,
-          cached ? &*cached : nullptr);
+          cached ? &*cached : nullptr, in_place);
   absl::Status status = run.Execute();
   std::vector<Allocation> allocations = run.TakeAllocations();
   if (!status.ok()) {

@@ -5,14 +5,15 @@
 // Work is split into jobs of one checksum piece (store::kChecksumChunkBytes) each, or one
 // whole tensor when it is transformed (the transform must see its chunks in order).
 // `threads` workers take jobs in file order; each keeps up to queue_depth/threads reads
-// in flight, verifies every chunk as it completes (hashing in order within a piece) and
-// copies it to its device. Buffers:
-//  - in place: on host devices an untransformed, unsharded tensor is read straight into
-//    its destination (its offset is 4 KiB-aligned by the plan), so the bytes are copied
-//    once — by the kernel — and hashed while still in cache;
-//  - ring: otherwise chunks land in a slot of the PinnedRing (bounded staging memory,
-//    reused, so the model may be any size), are verified there, then copied to the device
-//    (or fed to the transform, or scattered to tensor-parallel shards) and the slot freed;
+// in flight across job boundaries, verifies every chunk as it completes (hashing in order
+// within a piece) and copies it to its device. Buffers:
+//  - ring: chunks land in a slot of the PinnedRing (bounded staging memory, reused, so
+//    the model may be any size), are verified there while hot in cache, then copied to
+//    the device (or fed to the transform, or scattered to tensor-parallel shards) and the
+//    slot is released;
+//  - in place (Options::in_place_reads, and host-cache inserts): an untransformed,
+//    unsharded tensor on host-addressable memory is read straight into its destination
+//    (its offset is 4 KiB-aligned by the plan) and verified there;
 //  - cache: a model in the HostCache is copied from there; it was verified when inserted.
 //
 // I/O mode: kDirect opens data files with O_DIRECT (the kernel DMAs into our buffers; the
@@ -93,9 +94,12 @@ class LoadPipeline {
     uint64_t chunk_bytes = 4ull << 20;
     uint64_t ring_bytes = 256ull << 20;
     HostMemoryAllocator* ring_allocator = nullptr;  // nullptr: aligned_alloc
-    // Stage every chunk through the ring even where an in-place read would do (tests,
-    // and devices whose memory the kernel must not DMA into).
-    bool always_use_ring = false;
+    // Read untransformed, unsharded tensors straight into host-device memory instead of
+    // staging them in the ring. Off by default: fresh shared memory is mapped page by
+    // page when the kernel writes into it through our mapping (~1 GB/s here), while
+    // HostDevice's pwrite fills it several times faster. Host-cache inserts (anonymous
+    // huge-page memory) always read in place.
+    bool in_place_reads = false;
     bool verify_checksums = true;
     HostCache* cache = nullptr;  // consulted first when set
   };
@@ -131,7 +135,7 @@ class LoadPipeline {
   absl::StatusOr<std::unique_ptr<LoadedModel>> LoadImpl(
       const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
       TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache);
+      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place);
 
   const Options options_;
   const int threads_;

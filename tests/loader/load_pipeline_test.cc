@@ -43,7 +43,7 @@ void ExpectSameBytes(const LoadedModel& model, const CheckpointBuilder& builder)
 struct PipelineConfig {
   const char* name;
   IoMode mode;
-  bool ring;
+  bool in_place;
   const char* engine;
   uint64_t chunk;
 };
@@ -65,7 +65,7 @@ TEST_P(RoundTripTest, EveryTensorMatches) {
 
   LoadPipeline::Options options;
   options.io_mode = c.mode;
-  options.always_use_ring = c.ring;
+  options.in_place_reads = c.in_place;
   options.io.kind = c.engine;
   options.chunk_bytes = c.chunk;
   options.threads = 3;
@@ -89,12 +89,13 @@ TEST_P(RoundTripTest, EveryTensorMatches) {
 
 INSTANTIATE_TEST_SUITE_P(
     Modes, RoundTripTest,
-    ::testing::Values(PipelineConfig{"direct_uring", IoMode::kDirect, false, "io_uring", 4 << 20},
-                      PipelineConfig{"direct_uring_ring", IoMode::kDirect, true, "io_uring", 1 << 20},
-                      PipelineConfig{"direct_pread", IoMode::kDirect, false, "pread", 4 << 20},
-                      PipelineConfig{"buffered", IoMode::kBuffered, false, "io_uring", 4 << 20},
-                      PipelineConfig{"buffered_ring", IoMode::kBuffered, true, "io_uring", 256 << 10},
-                      PipelineConfig{"auto", IoMode::kAuto, false, "io_uring", 4 << 20}),
+    ::testing::Values(
+        PipelineConfig{"direct_uring", IoMode::kDirect, false, "io_uring", 4 << 20},
+        PipelineConfig{"direct_uring_in_place", IoMode::kDirect, true, "io_uring", 1 << 20},
+        PipelineConfig{"direct_pread", IoMode::kDirect, false, "pread", 4 << 20},
+        PipelineConfig{"buffered", IoMode::kBuffered, false, "io_uring", 256 << 10},
+        PipelineConfig{"buffered_in_place", IoMode::kBuffered, true, "io_uring", 4 << 20},
+        PipelineConfig{"auto", IoMode::kAuto, false, "io_uring", 4 << 20}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // A ring of two 16 KiB slots streams a model many times its size.
@@ -106,7 +107,6 @@ TEST(LoadPipelineTest, RingSmallerThanModel) {
   for (IoMode mode : {IoMode::kDirect, IoMode::kBuffered}) {
     LoadPipeline::Options options;
     options.io_mode = mode;
-    options.always_use_ring = true;
     options.chunk_bytes = 16 << 10;
     options.ring_bytes = 32 << 10;
     options.threads = 4;  // more workers than slots
@@ -170,11 +170,11 @@ TEST(LoadPipelineTest, ChecksumMismatchIsDataLossNamingTensorAndFile) {
   ::fsync(fd);
   ::close(fd);
 
-  for (bool ring : {false, true}) {
+  for (bool in_place : {false, true}) {
     for (IoMode mode : {IoMode::kDirect, IoMode::kBuffered}) {
       LoadPipeline::Options options;
       options.io_mode = mode;
-      options.always_use_ring = ring;
+      options.in_place_reads = in_place;
       auto pipeline = MakePipeline(options);
       HostDevice device(0, 1ull << 30);
       auto model = pipeline->Load(source, {&device}, PlanOptions{});
