@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_status.h"
+#include "loader/cuda_devices.h"
 
 namespace loadstar::kernels {
 namespace {

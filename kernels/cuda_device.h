@@ -82,18 +82,10 @@ class CudaDevice : public loader::Device {
   std::map<loader::CopyTicket, cudaEvent_t> pending_ ABSL_GUARDED_BY(mu_);
 };
 
-// One CudaDevice per visible GPU, as loader::CreateDevices("cuda") returns them.
+// One CudaDevice per visible GPU, as loader::CreateDevices("cuda") returns them (through
+// the seam of loader/cuda_devices.h, defined in cuda_device.cc).
 // FailedPrecondition "no usable GPU: ..." without a driver or device; never crashes.
 absl::StatusOr<std::vector<std::unique_ptr<loader::Device>>> CreateCudaDevices(
     int copy_lanes = 4);
 
 }  // namespace loadstar::kernels
-
-// The loader's seam (loader/cuda_devices.h declares the same functions; loader/ never
-// includes CUDA headers). Defined in cuda_device.cc.
-namespace loadstar::loader {
-// True when at least one GPU is usable; else false with `reason` ("no usable GPU: ...").
-bool CudaUsable(std::string* reason);
-// kernels::CreateCudaDevices() with the default copy lanes.
-absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateCudaDevices();
-}  // namespace loadstar::loader

@@ -111,6 +111,12 @@ __global__ void DequantizeNestedKernel(const uint8_t* q, const float* nested_abs
   }
 }
 
+// LLM.int8 works on fp16: other inputs are cast to fp16 first (RNE), as quant/int8.cc does.
+template <typename T>
+__device__ __forceinline__ float AsHalfValue(T x) {
+  return ToFloat(FromFloat<Half>(ToFloat(x)));
+}
+
 template <typename T>
 __global__ void QuantizeInt8RowsKernel(const T* in, int64_t rows, int64_t cols, float threshold,
                                        int8_t* q, float* row_scale) {
@@ -120,7 +126,7 @@ __global__ void QuantizeInt8RowsKernel(const T* in, int64_t rows, int64_t cols, 
     const T* row = in + r * cols;
     float m = 0.0f;
     for (int64_t c = t; c < cols; c += kThreads) {
-      const float a = fabsf(ToFloat(row[c]));
+      const float a = fabsf(AsHalfValue(row[c]));
       if (!(threshold > 0.0f && a >= threshold)) m = fmaxf(m, a);
     }
     smax[t] = m;
@@ -130,7 +136,7 @@ __global__ void QuantizeInt8RowsKernel(const T* in, int64_t rows, int64_t cols, 
     if (t == 0) row_scale[r] = scb;
     const float scale = quant::Int8RowScale(scb);
     for (int64_t c = t; c < cols; c += kThreads) {
-      const float x = ToFloat(row[c]);
+      const float x = AsHalfValue(row[c]);
       const bool outlier = threshold > 0.0f && fabsf(x) >= threshold;
       q[r * cols + c] = outlier ? int8_t{0} : quant::Int8Quantize(x, scale);
     }
@@ -252,6 +258,10 @@ cudaError_t LaunchQuantizeInt8Rows(GpuElement element, const void* in, int64_t r
       QuantizeInt8RowsKernel<Half><<<grid, kThreads, 0, stream>>>(
           static_cast<const Half*>(in), rows, cols, threshold, q, row_scale);
       break;
+    case GpuElement::kBF16:
+      QuantizeInt8RowsKernel<BFloat16><<<grid, kThreads, 0, stream>>>(
+          static_cast<const BFloat16*>(in), rows, cols, threshold, q, row_scale);
+      break;
     default:
       return cudaErrorInvalidValue;
   }
@@ -271,6 +281,10 @@ cudaError_t LaunchDequantizeInt8Rows(const int8_t* q, const float* row_scale, in
     case GpuElement::kF16:
       DequantizeInt8RowsKernel<Half><<<grid, kThreads, 0, stream>>>(
           q, row_scale, rows, cols, static_cast<Half*>(out));
+      break;
+    case GpuElement::kBF16:
+      DequantizeInt8RowsKernel<BFloat16><<<grid, kThreads, 0, stream>>>(
+          q, row_scale, rows, cols, static_cast<BFloat16*>(out));
       break;
     default:
       return cudaErrorInvalidValue;

@@ -48,9 +48,10 @@ cudaError_t LaunchDequantizeNestedAbsmax(const uint8_t* q, const float* nested_a
                                          int64_t n, float offset, const float* code,
                                          float* absmax, cudaStream_t stream);
 
-// Row-wise int8 (kInt8VectorQuant): per row, scale[r] = max |x| over the elements with
-// |x| < threshold (all of them when threshold == 0), q = round-half-even(x * 127/scale),
-// and elements with |x| >= threshold (threshold > 0) get q = 0. fp16 or fp32 input.
+// Row-wise int8 (kInt8VectorQuant): values are cast to fp16 first (as quant/int8.cc);
+// per row, scale[r] = max |x| over the elements with |x| < threshold (all of them when
+// threshold == 0; 0 for none), q = round-half-even(x * 127/scale), and elements with
+// |x| >= threshold (threshold > 0) get q = 0. Any GpuElement input.
 cudaError_t LaunchQuantizeInt8Rows(GpuElement element, const void* in, int64_t rows,
                                    int64_t cols, float threshold, int8_t* q, float* row_scale,
                                    cudaStream_t stream);
