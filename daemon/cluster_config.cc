@@ -66,6 +66,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerConfig(std::string_view yaml) {
     RETURN_IF_ERROR(m.GetBool("direct_io", &direct));
     c.direct_io = direct ? "on" : "off";
   }
+  RETURN_IF_ERROR(m.GetBytes("max_read_bandwidth", &c.max_read_bandwidth));
   RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
   RETURN_IF_ERROR(m.Finish());
   if (c.io_engine != "io_uring" && c.io_engine != "pread") {

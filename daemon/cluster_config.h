@@ -32,6 +32,7 @@ struct WorkerConfig {
   uint64_t chunk_bytes = 4ull << 20;
   uint32_t queue_depth = 0;              // 0: the engine's default
   std::string direct_io = "auto";        // auto | on | off
+  uint64_t max_read_bandwidth = 0;       // bytes/s; 0: unlimited
   std::string token_file;
 };
 

@@ -8,6 +8,7 @@
 
 #include "base/status_macros.h"
 #include "daemon/yaml_fields.h"
+#include "store/names.h"
 
 namespace loadstar::daemon {
 namespace {
@@ -184,10 +185,10 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
   ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(root, ""));
   DeploymentConfig c;
   RETURN_IF_ERROR(m.GetString("model", &c.model));
-  static const std::regex kName(R"(^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$)");
   if (c.model.empty()) return Invalid("model", "is required");
-  if (!std::regex_match(c.model, kName) || c.model == "." || c.model == "..") {
-    return Invalid("model", fmt::format("'{}' is not a valid store name", c.model));
+  if (absl::Status s = store::ValidateModelName(c.model); !s.ok()) {
+    return Invalid("model", fmt::format("'{}' is not a valid store name ({})", c.model,
+                                        std::string(s.message())));
   }
   RETURN_IF_ERROR(m.GetUint("num_gpus", &c.num_gpus));
   if (c.num_gpus == 0) return Invalid("num_gpus", "0 must be at least 1");

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "base/status_macros.h"
+#include "daemon/rate_limited_env.h"
 #include "loader/model_source.h"
 #include "nlohmann/json.hpp"
 
@@ -121,16 +122,27 @@ class PipelineLoadedInstance : public LoadedInstance {
 absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::Create(
     PipelineInstanceLoaderOptions options) {
   std::unique_ptr<PipelineInstanceLoader> l(new PipelineInstanceLoader());
-  l->options_ = options;
   ASSIGN_OR_RETURN(l->store_, store::Store::Open({options.store_dir, Env::Default()}));
   ASSIGN_OR_RETURN(l->devices_, loader::CreateDevices(options.devices, options.host_device_bytes));
+  if (options.max_read_bandwidth > 0) {
+    l->env_ = std::make_unique<RateLimitedEnv>(
+        options.pipeline.env != nullptr ? options.pipeline.env : Env::Default(),
+        options.max_read_bandwidth);
+    options.pipeline.env = l->env_.get();
+    // Every read must go through the limited Env, including page-cache hits.
+    options.pipeline.io_mode = loader::IoMode::kBuffered;
+  }
   if (options.host_cache_bytes > 0) {
     l->cache_ = std::make_unique<loader::HostCache>(
         loader::HostCache::Options{options.host_cache_bytes, options.pipeline.ring_allocator});
     options.pipeline.cache = l->cache_.get();
   }
   ASSIGN_OR_RETURN(l->pipeline_, loader::LoadPipeline::Create(options.pipeline));
+  l->options_ = options;
   if (options.measure_bandwidth) l->MeasureBandwidth();
+  if (options.max_read_bandwidth > 0) {
+    l->disk_bandwidth_ = std::min(l->disk_bandwidth_, options.max_read_bandwidth);
+  }
   return l;
 }
 

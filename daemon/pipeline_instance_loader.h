@@ -28,6 +28,8 @@ struct PipelineInstanceLoaderOptions {
   loader::LoadPipeline::Options pipeline;
   // Measure disk and copy bandwidth at start (a few hundred ms); off: report defaults.
   bool measure_bandwidth = true;
+  // Cap on store read bandwidth in bytes/s (RateLimitedEnv); 0: none.
+  double max_read_bandwidth = 0;
 };
 
 class PipelineInstanceLoader : public InstanceLoader {
@@ -56,6 +58,7 @@ class PipelineInstanceLoader : public InstanceLoader {
   void MeasureBandwidth();
 
   PipelineInstanceLoaderOptions options_;
+  std::unique_ptr<Env> env_;  // RateLimitedEnv when reads are capped
   std::unique_ptr<store::Store> store_;
   std::vector<std::unique_ptr<loader::Device>> devices_;
   std::unique_ptr<loader::HostCache> cache_;

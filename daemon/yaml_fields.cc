@@ -28,12 +28,13 @@ absl::StatusOr<YAML::Node> LoadYaml(const std::string& text) {
 }
 
 absl::StatusOr<YamlMap> YamlMap::Open(const YAML::Node& node, std::string path) {
-  if (!node.IsMap() && !node.IsNull()) {
+  if (node.IsDefined() && !node.IsMap() && !node.IsNull()) {
     return absl::InvalidArgumentError(
         fmt::format("{}: expected a mapping", path.empty() ? "document" : path));
   }
   YamlMap map;
-  map.node_ = node;
+  // A missing key yields an invalid node, which yaml-cpp refuses to assign: keep null.
+  if (node.IsDefined()) map.node_ = node;
   map.path_ = std::move(path);
   return map;
 }
@@ -43,13 +44,15 @@ std::string YamlMap::PathOf(const std::string& key) const {
 }
 
 bool YamlMap::Has(const std::string& key) const {
-  return node_.IsMap() && node_[key] && !node_[key].IsNull();
+  const YAML::Node& n = node_;  // const: lookups must not insert keys
+  return n.IsMap() && n[key] && !n[key].IsNull();
 }
 
 YAML::Node YamlMap::Node(const std::string& key) {
   known_.insert(key);
-  if (!node_.IsMap()) return YAML::Node();
-  return node_[key];
+  const YAML::Node& n = node_;
+  if (!n.IsDefined() || !n.IsMap()) return YAML::Node();
+  return n[key];
 }
 
 absl::Status YamlMap::GetString(const std::string& key, std::string* out) {
@@ -122,7 +125,7 @@ absl::Status YamlMap::GetBytes(const std::string& key, uint64_t* out) {
 }
 
 absl::Status YamlMap::Finish() const {
-  if (!node_.IsMap()) return absl::OkStatus();
+  if (!node_.IsDefined() || !node_.IsMap()) return absl::OkStatus();
   for (const auto& entry : node_) {
     std::string key = entry.first.IsScalar() ? entry.first.Scalar() : "?";
     if (!known_.contains(key)) {

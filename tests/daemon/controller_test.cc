@@ -1,0 +1,282 @@
+// Controller over in-process fake workers and a ManualClock: cold/warm acquire,
+// keep-alive scale to zero, lease expiry, lost workers, restart recovery, delete during a
+// load, and the errors clients see.
+#include "daemon/controller.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/daemon/fake_worker_client.h"
+#include "tests/util/test_util.h"
+
+namespace loadstar::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FakeWorkers;
+
+constexpr uint64_t MiB = 1ull << 20;
+
+// Polls `pred` for up to 5 s of real time (loads and unloads run on controller threads).
+template <typename Pred>
+bool Eventually(Pred pred) {
+  for (int i = 0; i < 500; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+class ControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { state_ = NewMemoryStateStore(); }
+
+  std::unique_ptr<Controller> Make(StateStore* state = nullptr) {
+    ControllerOptions o;
+    o.state = state != nullptr ? state : state_.get();
+    o.workers = &workers_;
+    o.clock = &clock_;
+    o.tick_seconds = 0;  // the test drives Tick()
+    o.load_retry_backoff_seconds = 0;
+    auto c = Controller::Create(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return std::move(*c);
+  }
+
+  FakeWorkers::Node* AddWorker(Controller& c, const std::string& id, int devices = 2) {
+    FakeWorkers::Node* node = workers_.Add(id, devices, 100 * MiB);
+    node->loader->AddModel("m", 10 * MiB);
+    EXPECT_TRUE(c.RegisterWorker(node->manager->Info()).ok());
+    nodes_.push_back(node);
+    return node;
+  }
+
+  // Advances the clock in 1 s steps, with a heartbeat from every worker that is up (as
+  // their agents would send) and a Tick after each step.
+  void Pass(Controller& c, double seconds) {
+    for (double t = 0; t < seconds; t += 1) {
+      clock_.Advance(std::min(1.0, seconds - t));
+      for (FakeWorkers::Node* n : nodes_) {
+        if (!n->down) Heartbeat(c, n);
+      }
+      c.Tick();
+    }
+  }
+
+  void Heartbeat(Controller& c, FakeWorkers::Node* node) {
+    ASSERT_TRUE(c.Heartbeat(node->manager->Info()).ok());
+  }
+
+  int64_t Deadline() { return clock_.NowMillis() + 60'000; }
+
+  ManualClock clock_;
+  FakeWorkers workers_;
+  std::vector<FakeWorkers::Node*> nodes_;
+  std::unique_ptr<StateStore> state_;
+};
+
+TEST_F(ControllerTest, ColdThenWarmAcquireThenScaleToZero) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {target: 2, keep_alive: 10}\n").ok());
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 0);  // min 0: nothing loaded yet
+
+  auto first = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->cold_start());
+  EXPECT_EQ(first->instance().state(), "ready");
+  EXPECT_EQ(first->instance().worker_id(), "w1");
+  auto second = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(second->cold_start());
+  EXPECT_EQ(second->instance().instance_id(), first->instance().instance_id());
+  EXPECT_EQ(w->loader->live_instances(), 1);
+
+  ASSERT_TRUE(c->Release(first->lease_id()).ok());
+  ASSERT_TRUE(c->Release(second->lease_id()).ok());
+  Pass(*c, 5);
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 1);  // idle, but within keep_alive
+  Pass(*c, 6);
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 0);
+  EXPECT_TRUE(Eventually([&] { return w->loader->live_instances() == 0; }));
+  EXPECT_EQ(w->loader->used(0) + w->loader->used(1), 0u);
+}
+
+TEST_F(ControllerTest, ScalesOutPastTargetUpToMax) {
+  auto c = Make();
+  AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {target: 1, max_instances: 2}\n").ok());
+  auto a = c->Acquire("m", 30, Deadline());
+  auto b = c->Acquire("m", 30, Deadline());
+  auto d = c->Acquire("m", 30, Deadline());  // at max: shares the least-leased instance
+  ASSERT_TRUE(a.ok() && b.ok() && d.ok());
+  EXPECT_NE(a->instance().instance_id(), b->instance().instance_id());
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 2);
+  // The two instances went to different devices.
+  EXPECT_NE(a->instance().devices(0), b->instance().devices(0));
+}
+
+TEST_F(ControllerTest, ExpiredLeaseIsReclaimed) {
+  auto c = Make();
+  AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {keep_alive: 0}\n").ok());
+  auto lease = c->Acquire("m", 5, Deadline());
+  ASSERT_TRUE(lease.ok());
+  Pass(*c, 3);
+  ASSERT_TRUE(c->RenewLease(lease->lease_id()).ok());
+  Pass(*c, 3);
+  EXPECT_EQ(c->GetDeployment("m")->instances(0).leases(), 1u);  // renewed: still held
+  Pass(*c, 3);  // expires the lease; the instance is now idle past keep_alive 0
+  EXPECT_EQ(c->RenewLease(lease->lease_id()).status().code(), absl::StatusCode::kNotFound);
+  c->Tick();
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 0);
+}
+
+TEST_F(ControllerTest, LostWorkerInstancesAreRescheduled) {
+  auto c = Make();
+  FakeWorkers::Node* w1 = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nplacement_config: {memory_pool: [w1, w2]}\n"
+                        "auto_scaling_config: {min_instances: 1}\n").ok());
+  ASSERT_TRUE(Eventually([&] {
+    auto d = c->GetDeployment("m");
+    return d->instances_size() == 1 && d->instances(0).state() == "ready";
+  }));
+  FakeWorkers::Node* w2 = AddWorker(*c, "w2");
+  w1->down = true;
+  Pass(*c, 4);
+  EXPECT_EQ(c->ListWorkers()[0].state(), "lost");
+  ASSERT_TRUE(Eventually([&] {
+    auto d = c->GetDeployment("m");
+    return d->instances_size() == 1 && d->instances(0).worker_id() == "w2" &&
+           d->instances(0).state() == "ready";
+  }));
+}
+
+TEST_F(ControllerTest, RestartRecoversDeploymentsInstancesAndLeases) {
+  loadstar::testing::TempDir dir;
+  auto state = OpenSqliteStateStore(dir.Join("state.db"));
+  ASSERT_TRUE(state.ok());
+  std::string lease_id, instance_id;
+  FakeWorkers::Node* w;
+  {
+    auto c = Make(state->get());
+    w = AddWorker(*c, "w1");
+    ASSERT_TRUE(c->Deploy("model: m\n").ok());
+    auto lease = c->Acquire("m", 60, Deadline());
+    ASSERT_TRUE(lease.ok());
+    lease_id = lease->lease_id();
+    instance_id = lease->instance().instance_id();
+  }
+  state->reset();
+  auto reopened = OpenSqliteStateStore(dir.Join("state.db"));
+  auto c = Make(reopened->get());
+  auto d = c->GetDeployment("m");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->instances_size(), 1);
+  EXPECT_EQ(d->instances(0).instance_id(), instance_id);
+  EXPECT_EQ(d->instances(0).leases(), 1u);
+  ASSERT_TRUE(c->RenewLease(lease_id).ok());
+  // The worker still holds it: the first heartbeat confirms the instance.
+  Heartbeat(*c, w);
+  EXPECT_EQ(c->GetDeployment("m")->instances(0).state(), "ready");
+  auto warm = c->Acquire("m", 60, Deadline());
+  ASSERT_TRUE(warm.ok());
+  EXPECT_FALSE(warm->cold_start());
+}
+
+TEST_F(ControllerTest, RecoveredInstanceMissingOnWorkerIsDropped) {
+  loadstar::testing::TempDir dir;
+  auto state = OpenSqliteStateStore(dir.Join("state.db"));
+  FakeWorkers::Node* w;
+  {
+    auto c = Make(state->get());
+    w = AddWorker(*c, "w1");
+    ASSERT_TRUE(c->Deploy("model: m\n").ok());
+    ASSERT_TRUE(c->Acquire("m", 60, Deadline()).ok());
+  }
+  // The worker restarted meanwhile and lost its memory.
+  for (const auto& r : w->manager->Instances()) ASSERT_TRUE(w->manager->Unload(r.instance_id()).ok());
+  auto c = Make(state->get());
+  Heartbeat(*c, w);
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 0);
+}
+
+TEST_F(ControllerTest, DeleteDuringLoadCancelsItAndFreesMemory) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  w->loader->set_load_seconds(3);
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {min_instances: 1}\n").ok());
+  ASSERT_TRUE(Eventually([&] { return w->loader->used(0) + w->loader->used(1) > 0; }));
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c->Delete("m").ok());
+  EXPECT_TRUE(Eventually([&] {
+    return w->manager->Instances().empty() && w->loader->used(0) + w->loader->used(1) == 0;
+  }));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(w->loader->live_instances(), 0);
+  EXPECT_EQ(c->GetDeployment("m").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ControllerTest, ClearErrors) {
+  auto c = Make();
+  AddWorker(*c, "w1");
+  auto bad = c->Deploy("model: m\nnum_gpus: 0\n");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("num_gpus"));
+  auto unknown = c->Deploy("model: nope\n");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("'nope'"));
+  auto too_many = c->Deploy("model: m\nnum_gpus: 4\n");
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(c->Acquire("ghost", 1, Deadline()).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  EXPECT_TRUE(c->Deploy("model: m\n").ok());  // same config: idempotent
+  EXPECT_EQ(c->Deploy("model: m\nnum_gpus: 2\n").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(c->Release("lease-nope").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->Delete("ghost").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ControllerTest, FailedLoadIsReportedToTheWaitingAcquire) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  // The model disappears from the worker's store after deploy.
+  w->loader = nullptr;  // keep the node's manager pointing at a loader without "m"
+  auto fresh = std::make_unique<testing::FakeInstanceLoader>(2, 100 * MiB);
+  auto manager = std::make_unique<WorkerManager>("w1", "w1:1", fresh.get());
+  w->manager.swap(manager);
+  w->loader = std::move(fresh);
+  auto lease = c->Acquire("m", 1, Deadline());
+  EXPECT_EQ(lease.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(lease.status().message()), HasSubstr("loading 'm' on worker w1"));
+}
+
+TEST_F(ControllerTest, WatchStreamsProgressUntilDeleted) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  w->loader->set_load_seconds(0.2);
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {min_instances: 1}\n").ok());
+  std::vector<std::string> states;
+  std::thread deleter([&] {
+    Eventually([&] {
+      auto d = c->GetDeployment("m");
+      return d.ok() && d->instances_size() == 1 && d->instances(0).state() == "ready";
+    });
+    c->Delete("m").IgnoreError();
+  });
+  absl::Status s = c->WatchDeployment("m", [&](const loadstar::v1::DeploymentEvent& e) {
+    if (e.state() != "watching") states.push_back(e.state());
+    return true;
+  });
+  deleter.join();
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_THAT(states, ::testing::Contains("ready"));
+  EXPECT_EQ(states.back(), "deleted");
+}
+
+}  // namespace
+}  // namespace loadstar::daemon

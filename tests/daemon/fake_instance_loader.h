@@ -1,0 +1,147 @@
+// An in-memory InstanceLoader for tests: models are names with sizes, a load takes
+// `load_seconds` (reporting progress, honouring cancellation) and holds the bytes in
+// plain memory accounted against fake devices. Tests only.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "daemon/instance_loader.h"
+
+namespace loadstar::daemon::testing {
+
+class FakeInstanceLoader : public InstanceLoader {
+ public:
+  FakeInstanceLoader(int devices, uint64_t device_bytes) : device_bytes_(device_bytes) {
+    used_.assign(devices, 0);
+  }
+
+  void AddModel(const std::string& name, uint64_t bytes) {
+    absl::MutexLock lock(&mu_);
+    models_[name] = bytes;
+  }
+  void set_load_seconds(double s) {
+    absl::MutexLock lock(&mu_);
+    load_seconds_ = s;
+  }
+  int live_instances() const {
+    absl::MutexLock lock(&mu_);
+    return live_;
+  }
+  uint64_t used(int device) const {
+    absl::MutexLock lock(&mu_);
+    return used_[device];
+  }
+
+  std::vector<loadstar::v1::DeviceInfo> Devices() const override {
+    absl::MutexLock lock(&mu_);
+    std::vector<loadstar::v1::DeviceInfo> out;
+    for (size_t i = 0; i < used_.size(); ++i) {
+      auto& d = out.emplace_back();
+      d.set_name("host:" + std::to_string(i));
+      d.set_kind("host");
+      d.set_total_bytes(device_bytes_);
+      d.set_free_bytes(device_bytes_ - used_[i]);
+    }
+    return out;
+  }
+  absl::StatusOr<std::vector<loadstar::v1::StoredModel>> ListModels() const override {
+    absl::MutexLock lock(&mu_);
+    std::vector<loadstar::v1::StoredModel> out;
+    for (const auto& [name, bytes] : models_) {
+      auto& m = out.emplace_back();
+      m.set_name(name);
+      m.set_bytes(bytes);
+    }
+    return out;
+  }
+  uint64_t host_cache_bytes() const override { return 0; }
+  uint64_t host_cache_used() const override { return 0; }
+  double disk_bandwidth() const override { return 1e9; }
+  double copy_bandwidth() const override { return 1e10; }
+
+  absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
+      const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
+      const loader::CancellationToken& cancelled) override {
+    uint64_t bytes;
+    double seconds;
+    uint32_t device = request.devices.empty() ? 0 : request.devices[0];
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = models_.find(request.spec.model());
+      if (it == models_.end()) {
+        return absl::NotFoundError("model '" + request.spec.model() + "' is not in the store");
+      }
+      bytes = it->second;
+      seconds = load_seconds_;
+      if (used_[device] + bytes > device_bytes_) {
+        return absl::ResourceExhaustedError("device full");
+      }
+      used_[device] += bytes;
+    }
+    auto instance = std::make_unique<Instance>(this, device, bytes);
+    constexpr int kSteps = 10;
+    for (int i = 1; i <= kSteps; ++i) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds / kSteps));
+      if (cancelled.cancelled()) return absl::CancelledError("load cancelled");
+      progress({bytes * i / kSteps, bytes, static_cast<uint32_t>(i), kSteps});
+    }
+    return instance;
+  }
+
+  absl::Status Prefetch(const std::string&) override { return absl::OkStatus(); }
+  absl::Status Evict(const std::string&) override { return absl::OkStatus(); }
+  absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const LoadedInstance&, const std::string&,
+                                                    uint32_t) override {
+    return absl::UnimplementedError("fake");
+  }
+
+ private:
+  class Instance : public LoadedInstance {
+   public:
+    Instance(FakeInstanceLoader* owner, uint32_t device, uint64_t bytes)
+        : owner_(owner), device_(device), data_(bytes, '\x5a') {
+      absl::MutexLock lock(&owner_->mu_);
+      ++owner_->live_;
+    }
+    ~Instance() override {
+      absl::MutexLock lock(&owner_->mu_);
+      --owner_->live_;
+      owner_->used_[device_] -= data_.size();
+    }
+    loadstar::v1::InstanceHandle Handle() const override {
+      loadstar::v1::InstanceHandle h;
+      auto* d = h.add_devices();
+      d->set_name("host:" + std::to_string(device_));
+      auto* t = h.add_tensors();
+      t->set_name("weight");
+      t->set_dtype("U8");
+      t->add_shape(static_cast<int64_t>(data_.size()));
+      t->set_size(data_.size());
+      h.set_bytes(data_.size());
+      return h;
+    }
+    absl::Status ReadTensor(const std::string&, uint64_t offset, uint64_t n,
+                            char* dst) const override {
+      std::copy_n(data_.data() + offset, n, dst);
+      return absl::OkStatus();
+    }
+
+   private:
+    FakeInstanceLoader* owner_;
+    uint32_t device_;
+    std::string data_;
+  };
+
+  const uint64_t device_bytes_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, uint64_t> models_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> used_ ABSL_GUARDED_BY(mu_);
+  double load_seconds_ ABSL_GUARDED_BY(mu_) = 0;
+  int live_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace loadstar::daemon::testing

@@ -1,0 +1,91 @@
+#include "daemon/worker_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/daemon/fake_instance_loader.h"
+
+namespace loadstar::daemon {
+namespace {
+
+loadstar::v1::LoadInstanceRequest Request(const std::string& id, const std::string& model) {
+  loadstar::v1::LoadInstanceRequest r;
+  r.set_instance_id(id);
+  r.mutable_spec()->set_model(model);
+  r.add_devices(0);
+  return r;
+}
+
+TEST(WorkerManagerTest, LoadServeUnload) {
+  testing::FakeInstanceLoader loader(1, 1 << 30);
+  loader.AddModel("m", 3 << 20);
+  WorkerManager w("w", "addr", &loader);
+  int progress_calls = 0;
+  auto report = w.Load(Request("i1", "m"), [&](const LoadProgressInfo&) {
+    ++progress_calls;
+    return true;
+  });
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->state(), "ready");
+  EXPECT_GT(progress_calls, 0);
+  EXPECT_EQ(w.Load(Request("i1", "m"), [](auto&) { return true; }).status().code(),
+            absl::StatusCode::kAlreadyExists);
+
+  auto handle = w.GetInstance("i1");
+  ASSERT_TRUE(handle.ok());
+  EXPECT_EQ(handle->instance_id(), "i1");
+  EXPECT_EQ(handle->tensors(0).size(), 3u << 20);
+
+  loadstar::v1::ReadTensorRequest read;
+  read.set_instance_id("i1");
+  read.set_tensor("weight");
+  read.set_offset(10);
+  uint64_t total = 0;
+  ASSERT_TRUE(w.ReadTensor(read, [&](uint64_t off, std::string_view data) {
+                 EXPECT_EQ(off, total);
+                 total += data.size();
+                 return data.find_first_not_of('\x5a') == std::string_view::npos;
+               }).ok());
+  EXPECT_EQ(total, (3u << 20) - 10);
+  read.set_tensor("missing");
+  EXPECT_EQ(w.ReadTensor(read, [](auto, auto) { return true; }).code(),
+            absl::StatusCode::kNotFound);
+
+  EXPECT_EQ(w.Info().instances_size(), 1);
+  ASSERT_TRUE(w.Unload("i1").ok());
+  EXPECT_EQ(loader.live_instances(), 0);
+  EXPECT_EQ(w.Unload("i1").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(w.GetInstance("i1").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WorkerManagerTest, UnloadDuringLoadCancelsAndFrees) {
+  testing::FakeInstanceLoader loader(1, 1 << 30);
+  loader.AddModel("m", 1 << 20);
+  loader.set_load_seconds(5);
+  WorkerManager w("w", "addr", &loader);
+  absl::Status result;
+  std::thread t([&] { result = w.Load(Request("i1", "m"), [](auto&) { return true; }).status(); });
+  while (w.Instances().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(w.GetInstance("i1").status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(w.Unload("i1").ok());
+  t.join();
+  EXPECT_EQ(result.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(w.Instances().empty());
+  EXPECT_EQ(loader.used(0), 0u);
+}
+
+TEST(WorkerManagerTest, ClientGoneCancels) {
+  testing::FakeInstanceLoader loader(1, 1 << 30);
+  loader.AddModel("m", 1 << 20);
+  loader.set_load_seconds(0.5);
+  WorkerManager w("w", "addr", &loader);
+  auto r = w.Load(Request("i1", "m"), [](auto&) { return false; });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(loader.used(0), 0u);
+  EXPECT_EQ(w.Load(Request("i2", "nope"), [](auto&) { return true; }).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace loadstar::daemon
