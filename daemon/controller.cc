@@ -202,18 +202,21 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
     }
     if (stopping_) return absl::UnavailableError("controller is shutting down");
     Deployment& d = it->second;
-    // The least-leased ready instance, if it is under the concurrency target or the
-    // deployment cannot grow.
+    // The least-leased ready instance, if it is under the concurrency target, or if the
+    // deployment is at max_instances with nothing still loading (no better one is coming).
     Instance* best = nullptr;
-    uint32_t alive = 0;
+    uint32_t alive = 0, loading = 0;
     for (auto& [id, inst] : instances_) {
       if (inst.deployment != name || inst.state == "unloading") continue;
       ++alive;
-      if (inst.state != "ready") continue;
+      if (inst.state != "ready") {
+        ++loading;
+        continue;
+      }
       if (best == nullptr || inst.leases < best->leases) best = &inst;
     }
-    if (best != nullptr &&
-        (best->leases < d.config.auto_scaling.target || alive >= d.config.auto_scaling.max_instances)) {
+    bool saturated = loading == 0 && alive >= d.config.auto_scaling.max_instances;
+    if (best != nullptr && (best->leases < d.config.auto_scaling.target || saturated)) {
       LeaseRecord lease =
           leases_.Create(name, best->id, ttl_seconds, options_.clock->NowMillis());
       ++best->leases;
