@@ -126,11 +126,20 @@ LOADSTAR_AVX2 void QuantizeBlocks(const T* in, int64_t num_blocks, int blocksize
     ft.lvl1 = _mm256_setr_ps(s[0], s[2], s[4], s[6], s[6], s[6], s[6], s[6]);
     ft.rank_to_code = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kFp4RankToCode));
   }
+  // Blocks go in groups of 16: all absmax first, then the reciprocals, then the codes, so
+  // the long per-block chain (reduce -> divide -> encode) of one block does not serialize
+  // the next; small blocksizes (32, 64) are latency-bound otherwise.
+  constexpr int kGroup = 16;
+  float inv_group[kGroup];
   for (int64_t b = 0; b < num_blocks; ++b) {
+    const int64_t g = b % kGroup;
+    if (g == 0) {
+      const int64_t group_end = b + kGroup < num_blocks ? b + kGroup : num_blocks;
+      for (int64_t j = b; j < group_end; ++j) absmax[j] = AbsmaxAvx2(in + j * blocksize, blocksize);
+      for (int64_t j = b; j < group_end; ++j) inv_group[j - b] = 1.0f / absmax[j];
+    }
     const T* x = in + b * blocksize;
-    const float am = AbsmaxAvx2(x, blocksize);
-    absmax[b] = am;
-    const __m256 inv = _mm256_set1_ps(1.0f / am);
+    const __m256 inv = _mm256_set1_ps(inv_group[g]);
     uint8_t* out = packed + b * (blocksize / 2);
     for (int i = 0; i < blocksize; i += 32) {
       __m256i c[4];

@@ -91,11 +91,20 @@ LOADSTAR_AVX512 void QuantizeBlocks(const T* in, int64_t num_blocks, int blocksi
                                     float* absmax, uint8_t* packed) {
   const __m512 thr = _mm512_loadu_ps(kKind == Fp4Kind::kNf4 ? kNf4Thresholds : kFp4Thresholds);
   const __m512i rank_to_code = _mm512_loadu_si512(kFp4RankToCode);
+  // Blocks go in groups of 16: all absmax first, then the reciprocals, then the codes, so
+  // the long per-block chain (reduce -> divide -> encode) of one block does not serialize
+  // the next; small blocksizes (32, 64) are latency-bound otherwise.
+  constexpr int kGroup = 16;
+  float inv_group[kGroup];
   for (int64_t b = 0; b < num_blocks; ++b) {
+    const int64_t g = b % kGroup;
+    if (g == 0) {
+      const int64_t group_end = b + kGroup < num_blocks ? b + kGroup : num_blocks;
+      for (int64_t j = b; j < group_end; ++j) absmax[j] = Absmax16(in + j * blocksize, blocksize);
+      for (int64_t j = b; j < group_end; ++j) inv_group[j - b] = 1.0f / absmax[j];
+    }
     const T* x = in + b * blocksize;
-    const float am = Absmax16(x, blocksize);
-    absmax[b] = am;
-    const __m512 inv = _mm512_set1_ps(1.0f / am);
+    const __m512 inv = _mm512_set1_ps(inv_group[g]);
     uint8_t* out = packed + b * (blocksize / 2);
     for (int i = 0; i < blocksize; i += 32) {
       const __m512 x0 = _mm512_mul_ps(Load16(x + i), inv);
