@@ -9,6 +9,15 @@
 //                          O_DIRECT reads land straight in their destination
 //   variants/<key>/        quantized artifacts: the same layout (manifest.json + data
 //                          files) holding the quantized tensors and their quant state
+//
+// manifest.json (SerializeManifest) looks like:
+//   {"version": 1, "name": "org/model", "variant": "", "quantization_json": "",
+//    "files": ["data-00000.bin"], "extra_files": ["config.json"],
+//    "tensors": [{"name": "w", "dtype": "F16", "shape": [2, 3], "file": 0,
+//                 "offset": 0, "size": 12, "checksums": ["0123456789abcdef"]}]}
+// Checksums are 16 lowercase hex digits; quantization_json is a string holding JSON.
+// To read tensor bytes use store::Store::GetManifest + Store::DataFilePath (store.h);
+// to check a chunk, store::Checksum (checksum.h).
 #pragma once
 
 #include <cstdint>

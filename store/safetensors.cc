@@ -139,8 +139,11 @@ absl::StatusOr<SafetensorsFile> ParseSafetensorsHeader(std::string_view header,
     return Invalid(source, fmt::format("header must be a JSON object, not {}",
                                        JsonTypeName(root)));
   }
+  // The reference reader requires the object to start at the first byte.
+  if (header.front() != '{') return Invalid(source, "header must start with '{'");
   for (const auto& [key, value] : root.items()) {
     if (key == "__metadata__") {
+      if (value.is_null()) continue;  // serde reads null as "no metadata"
       if (!value.is_object()) return Invalid(source, "__metadata__ must be an object");
       for (const auto& [meta_key, meta_value] : value.items()) {
         if (!meta_value.is_string()) {

@@ -261,16 +261,7 @@ absl::StatusOr<std::vector<ModelInfo>> Store::List() {
     info.name = name;
     info.bytes = manifest.TotalBytes();
     info.tensors = manifest.tensors.size();
-    std::string variants_dir = JoinPath(JoinPath(options_.root, name), kVariantsDirName);
-    if (env->IsDirectory(variants_dir)) {
-      ASSIGN_OR_RETURN(std::vector<std::string> keys, env->GetChildren(variants_dir));
-      for (const std::string& key : keys) {
-        if (IsPlainFileName(key) &&
-            env->FileExists(JoinPath(JoinPath(variants_dir, key), kManifestName))) {
-          info.variants.push_back(key);
-        }
-      }
-    }
+    ASSIGN_OR_RETURN(info.variants, VariantKeys(name));
     models.push_back(std::move(info));
     return absl::OkStatus();
   };
@@ -293,6 +284,23 @@ absl::StatusOr<std::vector<ModelInfo>> Store::List() {
   std::sort(models.begin(), models.end(),
             [](const ModelInfo& a, const ModelInfo& b) { return a.name < b.name; });
   return models;
+}
+
+absl::StatusOr<std::vector<std::string>> Store::VariantKeys(const std::string& name) {
+  Env* env = options_.env;
+  ASSIGN_OR_RETURN(std::string dir, ModelDir(name));
+  std::string variants_dir = JoinPath(dir, kVariantsDirName);
+  std::vector<std::string> keys;
+  if (!env->IsDirectory(variants_dir)) return keys;
+  ASSIGN_OR_RETURN(std::vector<std::string> entries, env->GetChildren(variants_dir));
+  for (const std::string& key : entries) {
+    // Skips anything that is not a finished variant.
+    if (IsPlainFileName(key) &&
+        env->FileExists(JoinPath(JoinPath(variants_dir, key), kManifestName))) {
+      keys.push_back(key);
+    }
+  }
+  return keys;
 }
 
 absl::Status Store::VerifyDir(const std::string& name, const std::string& variant,
@@ -339,16 +347,11 @@ absl::Status Store::VerifyDir(const std::string& name, const std::string& varian
 
 absl::Status Store::Verify(const std::string& name, const ProgressCallback& progress) {
   ASSIGN_OR_RETURN(Manifest manifest, GetManifest(name));
-  std::vector<std::string> variants;
   uint64_t total = manifest.TotalBytes();
-  ASSIGN_OR_RETURN(std::vector<ModelInfo> models, List());
-  for (const ModelInfo& info : models) {
-    if (info.name != name) continue;
-    variants = info.variants;
-    for (const std::string& key : variants) {
-      ASSIGN_OR_RETURN(Manifest variant, GetManifest(name, key));
-      total += variant.TotalBytes();
-    }
+  ASSIGN_OR_RETURN(std::vector<std::string> variants, VariantKeys(name));
+  for (const std::string& key : variants) {
+    ASSIGN_OR_RETURN(Manifest variant, GetManifest(name, key));
+    total += variant.TotalBytes();
   }
   uint64_t done = 0;
   RETURN_IF_ERROR(VerifyDir(name, "", progress, &done, total));

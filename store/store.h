@@ -105,6 +105,7 @@ class Store {
   absl::Status Verify(const std::string& name, const ProgressCallback& progress = {});
 
   // Removes the model with its variants (atomically: renamed away, then deleted).
+  // Readers that already opened its data files keep reading them (POSIX semantics).
   // NotFound for an unknown model.
   absl::Status Remove(const std::string& name);
 
@@ -120,6 +121,8 @@ class Store {
   // `overwrite`; AlreadyExists otherwise.
   absl::Status Publish(const std::string& tmp, const std::string& final_dir,
                        bool overwrite, std::string_view what);
+  // Keys of the variants of `name` that have a manifest, sorted.
+  absl::StatusOr<std::vector<std::string>> VariantKeys(const std::string& name);
   absl::Status VerifyDir(const std::string& name, const std::string& variant,
                          const ProgressCallback& progress, uint64_t* done, uint64_t total);
 

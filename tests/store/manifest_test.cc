@@ -101,6 +101,11 @@ TEST(ManifestTest, RejectsBadName) {
               HasSubstr("\"name\" must be a string"));
 }
 
+TEST(ManifestTest, RejectsBadVariantKey) {
+  EXPECT_THAT(ParseError([](nlohmann::json& j) { j["variant"] = "a/b"; }),
+              HasSubstr("variant: invalid variant key \"a/b\""));
+}
+
 TEST(ManifestTest, RejectsFileNamesThatLeaveTheDirectory) {
   EXPECT_THAT(ParseError([](nlohmann::json& j) { j["files"][0] = "../x.bin"; }),
               HasSubstr("invalid file name \"../x.bin\""));

@@ -94,6 +94,16 @@ TEST(SafetensorsTest, HeaderNotAnObject) {
   EXPECT_THAT(Error(File("[1,2]")), HasSubstr("header must be a JSON object, not array"));
 }
 
+TEST(SafetensorsTest, HeaderWithLeadingWhitespace) {
+  EXPECT_THAT(Error(File(" {}")), HasSubstr("header must start with '{'"));
+}
+
+TEST(SafetensorsTest, NullMetadataIsNoMetadata) {
+  absl::StatusOr<SafetensorsFile> file = ParseSafetensors(File(R"({"__metadata__":null})"), "f");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_TRUE(file->metadata.empty());
+}
+
 TEST(SafetensorsTest, EntryNotAnObject) {
   EXPECT_THAT(Error(File(R"({"t":5})")), HasSubstr("tensor \"t\": entry must be an object"));
 }

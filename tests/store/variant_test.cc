@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -127,6 +128,29 @@ TEST_F(VariantTest, Errors) {
                 .code(),
             absl::StatusCode::kCancelled);
   EXPECT_TRUE(Env::Default()->GetChildren(dir_.Join("store/.tmp")).value().empty());
+}
+
+TEST_F(VariantTest, TensorsLargerThanAChunkGetOneChecksumPerChunk) {
+  const int64_t size = static_cast<int64_t>(kChecksumChunkBytes) + 100;
+  std::vector<TensorInput> tensors;
+  tensors.push_back(Streamed("big", size));
+  ASSERT_TRUE(store_->WriteVariant({.model = "org/m", .key = "big"}, std::move(tensors)).ok());
+  Manifest manifest = store_->GetManifest("org/m", "big").value();
+  const ManifestTensor& big = manifest.tensors[0];
+  ASSERT_EQ(big.checksums.size(), 2u);
+  std::string bytes = ReadStoredTensor(*store_, manifest, "big");
+  EXPECT_EQ(big.checksums, ChunkChecksums(bytes));
+  EXPECT_EQ(big.checksums[1], Checksum(std::string_view(bytes).substr(kChecksumChunkBytes)));
+
+  // Corrupt a byte of the second chunk: Verify names chunk 1.
+  std::string path = store_->DataFilePath(manifest, 0).value();
+  FILE* file = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(file, nullptr);
+  std::fseek(file, static_cast<long>(big.offset + kChecksumChunkBytes + 50), SEEK_SET);
+  std::fputc(bytes[kChecksumChunkBytes + 50] ^ 1, file);
+  std::fclose(file);
+  EXPECT_THAT(std::string(store_->Verify("org/m").message()),
+              HasSubstr("checksum mismatch in chunk 1"));
 }
 
 TEST(GroupBySizeTest, SplitsWithoutSplittingTensors) {
