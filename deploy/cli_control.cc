@@ -19,6 +19,7 @@
 #include "deploy/cli_daemons.h"
 #include "google/protobuf/util/json_util.h"
 #include "loadstar/v1/controller.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
 namespace loadstar::cli {
@@ -289,8 +290,11 @@ void RegisterControlCommands(CLI::App& app) {
       if (st->first.output == "json") {
         v1::ListDeploymentsResponse out;
         for (const v1::Deployment& d : deployments) *out.add_deployments() = d;
-        std::printf("{\"deployments\": %s,\n \"workers\": %s}\n",
-                    ToJson(out).c_str(), ToJson(workers).c_str());
+        // {"deployments": [...], "workers": [...]}, empty lists included.
+        nlohmann::json j;
+        j["deployments"] = nlohmann::json::parse(ToJson(out)).value("deployments", nlohmann::json::array());
+        j["workers"] = nlohmann::json::parse(ToJson(workers)).value("workers", nlohmann::json::array());
+        std::printf("%s\n", j.dump(2).c_str());
         return absl::OkStatus();
       }
       PrintDeployments(deployments);

@@ -1,0 +1,343 @@
+// End to end on loopback: the built `loadstar` binary as controller and worker
+// processes, driven by the CLI and by gRPC, including kill -9 of workers and the
+// controller. Every wait is bounded.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "daemon/rpc_util.h"
+#include "loadstar/v1/controller.grpc.pb.h"
+#include "loadstar/v1/worker.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "store/store.h"
+#include "tests/deploy/process.h"
+#include "tests/util/checkpoint_builder.h"
+
+namespace loadstar {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::CliResult;
+using testing::Daemon;
+using testing::RunCli;
+namespace v1 = loadstar::v1;
+
+// Polls `pred` every 50 ms for up to `seconds`.
+bool Eventually(const std::function<bool()>& pred, double seconds = 10) {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+class ControlPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_dir_ = dir_.Join("store");
+    // A small model: 4 tensors, 3 MiB.
+    builder_.Add("model.embed_tokens.weight", DType::kF16, {256, 1024})
+        .Add("model.layers.0.mlp.up_proj.weight", DType::kF16, {512, 1024})
+        .Add("model.layers.0.mlp.down_proj.weight", DType::kF16, {512, 1024})
+        .Add("model.norm.weight", DType::kF32, {1024});
+    ASSERT_TRUE(builder_.Write(dir_.Join("hf")).ok());
+    auto store = store::Store::Open({store_dir_});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Save(dir_.Join("hf"), "org/tiny").ok());
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::ifstream log(dir_.Join("daemons.log"));
+      std::string text((std::istreambuf_iterator<char>(log)), {});
+      std::fprintf(stderr, "---- daemon logs ----\n%s\n", text.c_str());
+    }
+  }
+
+  std::unique_ptr<Daemon> StartController(const std::string& addr, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--log-level", "info", "controller", "--addr", addr,
+                                     "--state", "sqlite:" + dir_.Join("state.db"),
+                                     "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto d = std::make_unique<Daemon>(args, dir_.Join("daemons.log"));
+    EXPECT_TRUE(d->ok()) << "controller did not start";
+    return d;
+  }
+
+  std::unique_ptr<Daemon> StartWorker(const std::string& controller, const std::string& id,
+                                      std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--log-level", "info", "worker", "--controller", controller,
+                                     "--store", store_dir_, "--devices", "host:2",
+                                     "--device-memory", "256MiB", "--id", id};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto d = std::make_unique<Daemon>(args, dir_.Join("daemons.log"));
+    EXPECT_TRUE(d->ok()) << "worker did not start";
+    return d;
+  }
+
+  CliResult Cli(const std::string& addr, std::vector<std::string> args) {
+    args.push_back("--addr");
+    args.push_back(addr);
+    return RunCli(args);
+  }
+
+  nlohmann::json Status(const std::string& addr) {
+    CliResult r = Cli(addr, {"status", "-o", "json"});
+    if (r.exit_code != 0) return nlohmann::json::object();
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  // The instances of the first deployment in `status -o json`.
+  nlohmann::json Instances(const std::string& addr) {
+    nlohmann::json s = Status(addr);
+    if (!s.contains("deployments") || s["deployments"].empty() ||
+        !s["deployments"][0].contains("instances")) {
+      return nlohmann::json::array();
+    }
+    return s["deployments"][0]["instances"];
+  }
+
+  bool WorkersRegistered(const std::string& addr, size_t n) {
+    nlohmann::json s = Status(addr);
+    return s.contains("workers") && s["workers"].size() == n;
+  }
+
+  loadstar::testing::TempDir dir_;
+  std::string store_dir_;
+  loadstar::testing::CheckpointBuilder builder_;
+};
+
+TEST_F(ControlPlaneTest, ColdWarmAcquireThenScaleToZero) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1");
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+
+  CliResult deploy = Cli(addr, {"deploy", "--model", "org/tiny", "--keep-alive", "1",
+                                "--target", "2"});
+  ASSERT_EQ(deploy.exit_code, 0) << deploy.err;
+  EXPECT_EQ(Instances(addr).size(), 0u);  // serverless: nothing loaded until asked
+
+  CliResult first = Cli(addr, {"acquire", "org/tiny", "-o", "json"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  nlohmann::json cold = nlohmann::json::parse(first.out);
+  EXPECT_EQ(cold.value("cold_start", false), true);
+  CliResult second = Cli(addr, {"acquire", "org/tiny", "-o", "json"});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  nlohmann::json warm = nlohmann::json::parse(second.out);
+  EXPECT_EQ(warm.value("cold_start", false), false);
+  EXPECT_EQ(warm["instance"]["instance_id"], cold["instance"]["instance_id"]);
+
+  // The instance handle from the worker: tensor table + shared-memory handles; the bytes
+  // read back equal the checkpoint's.
+  std::string worker_addr = cold["instance"]["worker_address"];
+  auto stub = v1::Worker::NewStub(daemon::MakeChannel(worker_addr));
+  grpc::ClientContext ctx;
+  v1::InstanceRequest ireq;
+  ireq.set_instance_id(cold["instance"]["instance_id"]);
+  v1::InstanceHandle handle;
+  ASSERT_TRUE(stub->GetInstance(&ctx, ireq, &handle).ok());
+  EXPECT_EQ(handle.tensors_size(), 4);
+  ASSERT_GE(handle.allocations_size(), 1);
+  EXPECT_EQ(handle.allocations(0).kind(), "host");
+  EXPECT_FALSE(handle.allocations(0).shm_name().empty());
+  grpc::ClientContext rctx;
+  v1::ReadTensorRequest rreq;
+  rreq.set_instance_id(ireq.instance_id());
+  rreq.set_tensor("model.layers.0.mlp.up_proj.weight");
+  auto reader = stub->ReadTensor(&rctx, rreq);
+  std::string bytes;
+  v1::TensorChunk chunk;
+  while (reader->Read(&chunk)) bytes += chunk.data();
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(bytes == builder_.Bytes("model.layers.0.mlp.up_proj.weight"));
+
+  ASSERT_EQ(Cli(addr, {"release", cold["lease_id"]}).exit_code, 0);
+  ASSERT_EQ(Cli(addr, {"release", warm["lease_id"]}).exit_code, 0);
+  // Idle past keep_alive (1 s): scaled to zero.
+  EXPECT_TRUE(Eventually([&] { return Instances(addr).empty(); }, 8));
+  CliResult status = Cli(addr, {"status"});
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_THAT(status.out, HasSubstr("org/tiny"));
+  EXPECT_THAT(status.out, HasSubstr("w1"));
+}
+
+TEST_F(ControlPlaneTest, WorkerKilledDuringLoadIsRescheduled) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  // Reads capped at 1.5 MB/s: the 3 MiB model takes about 2 s to load.
+  auto w1 = StartWorker(addr, "w1", {"--max-read-bandwidth", "1500000"});
+  auto w2 = StartWorker(addr, "w2", {"--max-read-bandwidth", "1500000"});
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 2); }));
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--min-instances", "1", "--no-wait"})
+                .exit_code, 0);
+  std::string victim;
+  ASSERT_TRUE(Eventually([&] {
+    nlohmann::json inst = Instances(addr);
+    if (inst.size() != 1 || inst[0].value("state", "") != "loading") return false;
+    victim = inst[0].value("worker_id", "");
+    return true;
+  }));
+  (victim == "w1" ? w1 : w2)->Stop(SIGKILL);
+  std::string survivor = victim == "w1" ? "w2" : "w1";
+  EXPECT_TRUE(Eventually([&] {
+    nlohmann::json inst = Instances(addr);
+    return inst.size() == 1 && inst[0].value("worker_id", "") == survivor &&
+           inst[0].value("state", "") == "ready";
+  }, 15)) << Instances(addr).dump();
+}
+
+TEST_F(ControlPlaneTest, ControllerKilledAndRestartedKeepsDeploymentsAndLeases) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1");
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny"}).exit_code, 0);
+  CliResult acquired = Cli(addr, {"acquire", "org/tiny", "-o", "json", "--ttl", "120"});
+  ASSERT_EQ(acquired.exit_code, 0) << acquired.err;
+  nlohmann::json lease = nlohmann::json::parse(acquired.out);
+
+  controller->Stop(SIGKILL);
+  controller = StartController(addr);
+  nlohmann::json inst = Instances(addr);
+  ASSERT_EQ(inst.size(), 1u);
+  EXPECT_EQ(inst[0]["instance_id"], lease["instance"]["instance_id"]);
+  // The worker reconnects and confirms the instance: a warm acquire, no reload.
+  CliResult again = Cli(addr, {"acquire", "org/tiny", "-o", "json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["instance"]["instance_id"],
+            lease["instance"]["instance_id"]);
+  CliResult released = Cli(addr, {"release", lease["lease_id"]});
+  EXPECT_EQ(released.exit_code, 0) << released.err;  // the lease survived the restart
+}
+
+TEST_F(ControlPlaneTest, LeaseOfAVanishedClientExpires) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1");
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--keep-alive", "60"}).exit_code, 0);
+  // The CLI process takes a 1 s lease and exits without releasing or renewing it.
+  CliResult acquired = Cli(addr, {"acquire", "org/tiny", "--ttl", "1", "-o", "json"});
+  ASSERT_EQ(acquired.exit_code, 0) << acquired.err;
+  std::string lease_id = nlohmann::json::parse(acquired.out)["lease_id"];
+  EXPECT_TRUE(Eventually([&] {
+    nlohmann::json inst = Instances(addr);
+    return inst.size() == 1 && inst[0].value("leases", 0) == 0;
+  }, 5));
+  CliResult release = Cli(addr, {"release", lease_id});
+  EXPECT_NE(release.exit_code, 0);
+  EXPECT_THAT(release.err, HasSubstr("unknown or expired"));
+}
+
+TEST_F(ControlPlaneTest, DeleteDuringLoadCancelsItAndFreesMemory) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1", {"--max-read-bandwidth", "1000000"});
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--min-instances", "1", "--no-wait"})
+                .exit_code, 0);
+  ASSERT_TRUE(Eventually([&] {
+    nlohmann::json inst = Instances(addr);
+    return inst.size() == 1 && inst[0].value("state", "") == "loading";
+  }));
+  std::string shm_prefix = "loadstar-" + std::to_string(worker->pid()) + "-";
+  auto shm_count = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+      n += e.path().filename().string().rfind(shm_prefix, 0) == 0;
+    }
+    return n;
+  };
+  EXPECT_GT(shm_count(), 0);  // the load has allocated its device memory
+  CliResult del = Cli(addr, {"delete", "org/tiny"});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_TRUE(Eventually([&] { return shm_count() == 0; }, 3));
+  // The worker reports all its device memory free again.
+  EXPECT_TRUE(Eventually([&] {
+    nlohmann::json w = Status(addr)["workers"][0]["info"];
+    for (const auto& d : w["devices"]) {
+      if (d.value("free_bytes", "0") != d.value("total_bytes", "1")) return false;
+    }
+    return true;
+  }, 3));
+}
+
+TEST_F(ControlPlaneTest, BadConfigsAndUnknownModelsAreClearErrors) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1");
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  std::ofstream(dir_.Join("bad.yaml")) << "model: org/tiny\nbackend_config:\n"
+                                          "  quantization_config:\n    load_in_4bit: true\n"
+                                          "    bnb_4bit_blocksize: 48\n";
+  CliResult bad = Cli(addr, {"deploy", "--config", dir_.Join("bad.yaml")});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.err,
+            "loadstar: backend_config.quantization_config.bnb_4bit_blocksize: 48 is not a "
+            "power of two in 32..4096\n");
+  CliResult unknown = Cli(addr, {"deploy", "--model", "org/nope"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("model 'org/nope' is not in the store"));
+  CliResult too_big = Cli(addr, {"deploy", "--model", "org/tiny", "--num-gpus", "8"});
+  EXPECT_EQ(too_big.exit_code, 1);
+  EXPECT_THAT(too_big.err, HasSubstr("needs 8 devices"));
+  CliResult ghost = Cli(addr, {"acquire", "ghost"});
+  EXPECT_EQ(ghost.exit_code, 1);
+  EXPECT_THAT(ghost.err, HasSubstr("deployment 'ghost' does not exist"));
+  CliResult down = Cli("127.0.0.1:" + std::to_string(testing::FreePort()), {"status"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_THAT(down.err, HasSubstr("unreachable"));
+}
+
+TEST_F(ControlPlaneTest, WrongTokenIsUnauthenticated) {
+  std::ofstream(dir_.Join("token")) << "s3cret\n";
+  std::ofstream(dir_.Join("wrong")) << "guess\n";
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr, {"--token-file", dir_.Join("token")});
+  auto worker = StartWorker(addr, "w1", {"--token-file", dir_.Join("token")});
+  CliResult none = Cli(addr, {"status"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_THAT(none.err, HasSubstr("missing bearer token"));
+  CliResult wrong = Cli(addr, {"status", "--token-file", dir_.Join("wrong")});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_THAT(wrong.err, HasSubstr("wrong bearer token"));
+  // With the token the worker registered and everything works, end to end.
+  ASSERT_TRUE(Eventually([&] {
+    CliResult r = Cli(addr, {"status", "-o", "json", "--token-file", dir_.Join("token")});
+    return r.exit_code == 0 && r.out.find("\"w1\"") != std::string::npos;
+  }));
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--token-file", dir_.Join("token")})
+                .exit_code, 0);
+  CliResult ok = Cli(addr, {"acquire", "org/tiny", "--token-file", dir_.Join("token")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  // The worker's own API checks the token too.
+  auto stub = v1::Worker::NewStub(daemon::MakeChannel(worker->address()));
+  grpc::ClientContext ctx;
+  v1::ListModelsResponse models;
+  EXPECT_EQ(stub->ListModels(&ctx, {}, &models).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ControlPlaneTest, UpRunsALocalClusterAndStopsOnSigterm) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  Daemon up({"up", "--workers", "2", "--devices", "host:2", "--device-memory", "256MiB",
+             "--store", store_dir_, "--addr", addr, "--state",
+             "sqlite:" + dir_.Join("up.db")},
+            dir_.Join("daemons.log"));
+  ASSERT_TRUE(up.ok());
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 2); }));
+  CliResult deploy = Cli(addr, {"deploy", "--model", "org/tiny", "--min-instances", "1"});
+  ASSERT_EQ(deploy.exit_code, 0) << deploy.err;
+  EXPECT_EQ(Instances(addr)[0].value("state", ""), "ready");
+  int status = up.Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+}  // namespace
+}  // namespace loadstar
