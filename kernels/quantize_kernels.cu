@@ -16,8 +16,11 @@ namespace {
 using quant::Fp4Kind;
 
 constexpr int kThreads = 256;
-// Elements one pass of a thread block covers: two per thread (one packed byte).
-constexpr int kPairTile = 2 * kThreads;
+// 4-bit quantize: each thread holds 8 consecutive elements (one 16-byte load of fp16,
+// one 4-byte store of packed codes), so a thread block covers 2048 elements per pass.
+constexpr int kPerThread = 8;
+constexpr int kTile = kThreads * kPerThread;
+constexpr int kMaxPasses = 4096 / kTile;  // blocksize 4096 = two passes
 constexpr int kNestedBlock = 256;
 constexpr int64_t kMaxGrid = 1 << 20;
 
@@ -34,38 +37,94 @@ __device__ void GroupMax(float* smax, int group) {
   }
 }
 
-// One thread block handles a tile of max(blocksize, 512) elements: for blocksize < 512
-// that is 512 / blocksize quant blocks, each owned by blocksize / 2 threads; for larger
-// blocksizes one quant block, swept in blocksize / 512 passes.
+// Eight consecutive elements as floats from a 16-byte-aligned address (little-endian:
+// element 2j is the low half of 32-bit word j).
+__device__ __forceinline__ void Load8(const Half* p, float* v) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = ToFloat(Half{static_cast<uint16_t>(w[j] & 0xFFFFu)});
+    v[2 * j + 1] = ToFloat(Half{static_cast<uint16_t>(w[j] >> 16)});
+  }
+}
+__device__ __forceinline__ void Load8(const BFloat16* p, float* v) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = ToFloat(BFloat16{static_cast<uint16_t>(w[j] & 0xFFFFu)});
+    v[2 * j + 1] = ToFloat(BFloat16{static_cast<uint16_t>(w[j] >> 16)});
+  }
+}
+__device__ __forceinline__ void Load8(const float* p, float* v) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+
+// One thread block handles a tile of max(blocksize, 2048) elements: for blocksize < 2048
+// that is 2048 / blocksize quant blocks, each owned by blocksize / 8 threads; for 4096
+// one quant block in two passes. Values stay in registers between the absmax reduction
+// and the encoding. `vector_io`: `in` is 16-byte and `packed` 4-byte aligned, so whole
+// groups of 8 use vector loads and stores (uniform per launch).
 template <Fp4Kind kKind, typename T>
-__global__ void Quantize4bitKernel(const T* in, int64_t n, int blocksize, float* absmax,
-                                   uint8_t* packed) {
+__global__ void Quantize4bitKernel(const T* in, int64_t n, int blocksize, bool vector_io,
+                                   float* absmax, uint8_t* packed) {
   __shared__ float smax[kThreads];
   const int t = threadIdx.x;
-  const int64_t tile = blocksize > kPairTile ? blocksize : kPairTile;
-  const int passes = static_cast<int>(tile / kPairTile);
-  const int group = blocksize >= kPairTile ? kThreads : blocksize / 2;
+  const int64_t tile = blocksize > kTile ? blocksize : kTile;
+  const int passes = static_cast<int>(tile / kTile);
+  const int group = blocksize >= kTile ? kThreads : blocksize / kPerThread;
   for (int64_t base = blockIdx.x * tile; base < n; base += static_cast<int64_t>(gridDim.x) * tile) {
+    float v[kMaxPasses][kPerThread];
     float m = quant::kMinusFltMax;
-    for (int p = 0; p < passes; ++p) {
-      const int64_t e = base + 2 * (t + static_cast<int64_t>(p) * kThreads);
-      if (e < n) m = fmaxf(m, fabsf(ToFloat(in[e])));
-      if (e + 1 < n) m = fmaxf(m, fabsf(ToFloat(in[e + 1])));
+#pragma unroll
+    for (int p = 0; p < kMaxPasses; ++p) {
+      if (p >= passes) break;
+      const int64_t e = base + (t + static_cast<int64_t>(p) * kThreads) * kPerThread;
+      if (vector_io && e + kPerThread <= n) {
+        Load8(in + e, v[p]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPerThread; ++j) v[p][j] = e + j < n ? ToFloat(in[e + j]) : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < kPerThread; ++j) {
+        if (e + j < n) m = fmaxf(m, fabsf(v[p][j]));
+      }
     }
     smax[t] = m;
     __syncthreads();
     GroupMax(smax, group);
     const float block_absmax = smax[t & ~(group - 1)];
-    const int64_t first = base + 2 * static_cast<int64_t>(t);
+    const int64_t first = base + static_cast<int64_t>(t) * kPerThread;
     if ((t & (group - 1)) == 0 && first < n) absmax[first / blocksize] = block_absmax;
     const float inv = 1.0f / block_absmax;
-    for (int p = 0; p < passes; ++p) {
-      const int64_t e = base + 2 * (t + static_cast<int64_t>(p) * kThreads);
+#pragma unroll
+    for (int p = 0; p < kMaxPasses; ++p) {
+      if (p >= passes) break;
+      const int64_t e = base + (t + static_cast<int64_t>(p) * kThreads) * kPerThread;
       if (e >= n) break;
-      const uint8_t hi = quant::Encode4bit<kKind>(ToFloat(in[e]) * inv);
-      const float next = e + 1 < n ? ToFloat(in[e + 1]) : 0.0f;  // tail pads with 0
-      const uint8_t lo = quant::Encode4bit<kKind>(next * inv);
-      packed[e / 2] = static_cast<uint8_t>((hi << 4) | lo);
+      // Elements past n are 0 in v: the odd tail's pad is encoded as 0 * inv, as the CPU.
+      uint8_t bytes[kPerThread / 2];
+#pragma unroll
+      for (int j = 0; j < kPerThread / 2; ++j) {
+        const uint8_t hi = quant::Encode4bit<kKind>(v[p][2 * j] * inv);
+        const uint8_t lo = quant::Encode4bit<kKind>(v[p][2 * j + 1] * inv);
+        bytes[j] = static_cast<uint8_t>((hi << 4) | lo);
+      }
+      if (vector_io && e + kPerThread <= n) {
+        *reinterpret_cast<uint32_t*>(packed + e / 2) =
+            static_cast<uint32_t>(bytes[0]) | (static_cast<uint32_t>(bytes[1]) << 8) |
+            (static_cast<uint32_t>(bytes[2]) << 16) | (static_cast<uint32_t>(bytes[3]) << 24);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kPerThread / 2; ++j) {
+          if (e + 2 * j < n) packed[e / 2 + j] = bytes[j];
+        }
+      }
     }
     __syncthreads();  // smax is reused by the next tile
   }
@@ -157,20 +216,22 @@ __global__ void DequantizeInt8RowsKernel(const int8_t* q, const float* row_scale
 template <Fp4Kind kKind>
 cudaError_t Quantize4bitAs(GpuElement element, const void* in, int64_t n, int blocksize,
                            float* absmax, uint8_t* packed, cudaStream_t stream) {
-  const int64_t tile = std::max(blocksize, kPairTile);
+  const int64_t tile = std::max(blocksize, kTile);
   const int grid = GridFor((n + tile - 1) / tile);
+  const bool vector_io = reinterpret_cast<uintptr_t>(in) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(packed) % 4 == 0;
   switch (element) {
     case GpuElement::kF32:
       Quantize4bitKernel<kKind, float><<<grid, kThreads, 0, stream>>>(
-          static_cast<const float*>(in), n, blocksize, absmax, packed);
+          static_cast<const float*>(in), n, blocksize, vector_io, absmax, packed);
       break;
     case GpuElement::kF16:
       Quantize4bitKernel<kKind, Half><<<grid, kThreads, 0, stream>>>(
-          static_cast<const Half*>(in), n, blocksize, absmax, packed);
+          static_cast<const Half*>(in), n, blocksize, vector_io, absmax, packed);
       break;
     case GpuElement::kBF16:
       Quantize4bitKernel<kKind, BFloat16><<<grid, kThreads, 0, stream>>>(
-          static_cast<const BFloat16*>(in), n, blocksize, absmax, packed);
+          static_cast<const BFloat16*>(in), n, blocksize, vector_io, absmax, packed);
       break;
     default:
       return cudaErrorInvalidValue;

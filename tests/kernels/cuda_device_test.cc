@@ -32,7 +32,9 @@ TEST(CudaHostAllocatorTest, AllocatesAlignedMemoryPinnedOrNot) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 4096, 0u);
   std::memset(p, 0xab, 1 << 20);  // writable
   EXPECT_EQ(allocator->pinned_count() + allocator->fallback_count(), 1);
-  if (!UsableGpuCount().ok()) EXPECT_EQ(allocator->fallback_count(), 1);
+  if (!UsableGpuCount().ok()) {
+    EXPECT_EQ(allocator->fallback_count(), 1);
+  }
   allocator->Free(p);
   EXPECT_EQ(allocator->pinned_count() + allocator->fallback_count(), 0);
   allocator->Free(nullptr);
