@@ -22,6 +22,7 @@
 #include "quant/cpu_kernels.h"
 #include "quant/float16.h"
 #include "quant/int8.h"
+#include "quant/policy.h"
 
 namespace {
 
@@ -125,6 +126,20 @@ int main(int argc, char** argv) {
       q8 = QuantizeInt8(DType::kF16, w.data(), {rows, cols}, opt);
     });
     report("int8 quantize (row-wise)", threads, s8);
+  }
+  // torch_dtype cast of the tensors that are not quantized (bytes = fp16 side).
+  {
+    std::vector<float> f32(n);
+    std::vector<Half> f16(n);
+    const Timing s = Measure(reps, [&] {
+      (void)CastFloatTensor(DType::kF32, f32.data(), n, DType::kF16, f16.data());
+    });
+    report("cast f32 -> f16", 0, s);
+    std::vector<BFloat16> bf16(n);
+    const Timing s2 = Measure(reps, [&] {
+      (void)CastFloatTensor(DType::kBF16, bf16.data(), n, DType::kF16, f16.data());
+    });
+    report("cast bf16 -> f16", 0, s2);
   }
   // Scalar reference and generic kernels, for scale.
   {

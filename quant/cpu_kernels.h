@@ -32,6 +32,8 @@ struct CpuKernels {
   void (*int8_row)(const Half* row, int64_t cols, float scale, int8_t* out);
   // max |x| of an fp16 row (as fp32).
   float (*half_row_absmax)(const Half* row, int64_t cols);
+  // Casts n elements between F32/F16/BF16 with one RNE rounding (torch_dtype cast).
+  void (*cast)(DType from, const void* in, int64_t n, DType to, void* out);
 };
 
 // True if this CPU and build can run `isa`.
@@ -42,6 +44,9 @@ const CpuKernels& KernelsFor(Isa isa);
 // in the environment caps it (for benchmarks and debugging).
 Isa BestIsa();
 const CpuKernels& BestKernels();
+
+// The scalar cast (also the SIMD sets' tail handler).
+void GenericCast(DType from, const void* in, int64_t n, DType to, void* out);
 
 // Provided by cpu_kernels_generic.cc / cpu_kernels_avx2.cc / cpu_kernels_avx512.cc.
 const CpuKernels& GenericKernels();

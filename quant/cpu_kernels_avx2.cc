@@ -18,6 +18,13 @@ namespace quant {
 namespace internal {
 namespace {
 
+inline DType DTypeOf(const float*) { return DType::kF32; }
+inline DType DTypeOf(const Half*) { return DType::kF16; }
+inline DType DTypeOf(const BFloat16*) { return DType::kBF16; }
+inline DType DTypeOf(float*) { return DType::kF32; }
+inline DType DTypeOf(Half*) { return DType::kF16; }
+inline DType DTypeOf(BFloat16*) { return DType::kBF16; }
+
 // Sorted decision thresholds of the NF4 tree (t[k] splits code k from k+1), padded.
 constexpr float kNf4Thresholds[16] = {
     -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,
@@ -278,11 +285,41 @@ LOADSTAR_AVX2 void Avx2Int8Row(const Half* row, int64_t cols, float scale, int8_
   for (; i < cols; ++i) out[i] = Int8Quantize(ToFloat(row[i]), scale);
 }
 
+template <typename From, typename To>
+LOADSTAR_AVX2 void CastTyped(const From* in, int64_t n, To* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) Store8(out + i, Load8(in + i));
+  GenericCast(DTypeOf(in), in + i, n - i, DTypeOf(out), out + i);
+}
+
+template <typename From>
+LOADSTAR_AVX2 void CastFrom(const From* in, int64_t n, DType to, void* out) {
+  switch (to) {
+    case DType::kF16:
+      return CastTyped(in, n, static_cast<Half*>(out));
+    case DType::kBF16:
+      return CastTyped(in, n, static_cast<BFloat16*>(out));
+    default:
+      return CastTyped(in, n, static_cast<float*>(out));
+  }
+}
+
+LOADSTAR_AVX2 void Avx2Cast(DType from, const void* in, int64_t n, DType to, void* out) {
+  switch (from) {
+    case DType::kF16:
+      return CastFrom(static_cast<const Half*>(in), n, to, out);
+    case DType::kBF16:
+      return CastFrom(static_cast<const BFloat16*>(in), n, to, out);
+    default:
+      return CastFrom(static_cast<const float*>(in), n, to, out);
+  }
+}
+
 }  // namespace
 
 const CpuKernels& Avx2Kernels() {
   static const CpuKernels k = {Avx2Quantize4bit, Avx2Dequantize4bit, Avx2Int8Row,
-                               Avx2HalfRowAbsmax};
+                               Avx2HalfRowAbsmax, Avx2Cast};
   return k;
 }
 

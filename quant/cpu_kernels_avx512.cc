@@ -17,6 +17,13 @@ namespace quant {
 namespace internal {
 namespace {
 
+inline DType DTypeOf(const float*) { return DType::kF32; }
+inline DType DTypeOf(const Half*) { return DType::kF16; }
+inline DType DTypeOf(const BFloat16*) { return DType::kBF16; }
+inline DType DTypeOf(float*) { return DType::kF32; }
+inline DType DTypeOf(Half*) { return DType::kF16; }
+inline DType DTypeOf(BFloat16*) { return DType::kBF16; }
+
 constexpr float kNf4Thresholds[16] = {
     -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,
     -0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
@@ -224,11 +231,41 @@ LOADSTAR_AVX512 void Avx512Int8Row(const Half* row, int64_t cols, float scale, i
   for (; i < cols; ++i) out[i] = Int8Quantize(ToFloat(row[i]), scale);
 }
 
+template <typename From, typename To>
+LOADSTAR_AVX512 void CastTyped(const From* in, int64_t n, To* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) Store16(out + i, Load16(in + i));
+  GenericCast(DTypeOf(in), in + i, n - i, DTypeOf(out), out + i);
+}
+
+template <typename From>
+LOADSTAR_AVX512 void CastFrom(const From* in, int64_t n, DType to, void* out) {
+  switch (to) {
+    case DType::kF16:
+      return CastTyped(in, n, static_cast<Half*>(out));
+    case DType::kBF16:
+      return CastTyped(in, n, static_cast<BFloat16*>(out));
+    default:
+      return CastTyped(in, n, static_cast<float*>(out));
+  }
+}
+
+LOADSTAR_AVX512 void Avx512Cast(DType from, const void* in, int64_t n, DType to, void* out) {
+  switch (from) {
+    case DType::kF16:
+      return CastFrom(static_cast<const Half*>(in), n, to, out);
+    case DType::kBF16:
+      return CastFrom(static_cast<const BFloat16*>(in), n, to, out);
+    default:
+      return CastFrom(static_cast<const float*>(in), n, to, out);
+  }
+}
+
 }  // namespace
 
 const CpuKernels& Avx512Kernels() {
   static const CpuKernels k = {Avx512Quantize4bit, Avx512Dequantize4bit, Avx512Int8Row,
-                               Avx512HalfRowAbsmax};
+                               Avx512HalfRowAbsmax, Avx512Cast};
   return k;
 }
 

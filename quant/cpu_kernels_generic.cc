@@ -86,11 +86,39 @@ void GenericInt8Row(const Half* row, int64_t cols, float scale, int8_t* out) {
 
 float GenericHalfRowAbsmax(const Half* row, int64_t cols) { return BlockAbsmax(row, cols); }
 
+template <typename From, typename To>
+void CastTyped(const From* in, int64_t n, To* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = FromFloat<To>(ToFloat(in[i]));
+}
+
+template <typename From>
+void CastFrom(const From* in, int64_t n, DType to, void* out) {
+  switch (to) {
+    case DType::kF16:
+      return CastTyped(in, n, static_cast<Half*>(out));
+    case DType::kBF16:
+      return CastTyped(in, n, static_cast<BFloat16*>(out));
+    default:
+      return CastTyped(in, n, static_cast<float*>(out));
+  }
+}
+
 }  // namespace
+
+void GenericCast(DType from, const void* in, int64_t n, DType to, void* out) {
+  switch (from) {
+    case DType::kF16:
+      return CastFrom(static_cast<const Half*>(in), n, to, out);
+    case DType::kBF16:
+      return CastFrom(static_cast<const BFloat16*>(in), n, to, out);
+    default:
+      return CastFrom(static_cast<const float*>(in), n, to, out);
+  }
+}
 
 const CpuKernels& GenericKernels() {
   static const CpuKernels k = {GenericQuantize4bit, GenericDequantize4bit, GenericInt8Row,
-                               GenericHalfRowAbsmax};
+                               GenericHalfRowAbsmax, GenericCast};
   return k;
 }
 

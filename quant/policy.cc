@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "quant/cpu_kernels.h"
 #include "quant/float16.h"
 
 namespace loadstar {
@@ -273,29 +274,15 @@ absl::Status CastFloatTensor(DType from, const void* in, int64_t n, DType to, vo
     return absl::InvalidArgumentError(fmt::format("cannot cast {} to {}: F32/F16/BF16 only",
                                                   DTypeName(from), DTypeName(to)));
   }
-  auto load = [&](int64_t i) -> float {
-    switch (from) {
-      case DType::kF16:
-        return ToFloat(static_cast<const Half*>(in)[i]);
-      case DType::kBF16:
-        return ToFloat(static_cast<const BFloat16*>(in)[i]);
-      default:
-        return static_cast<const float*>(in)[i];
-    }
-  };
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = load(i);
-    switch (to) {
-      case DType::kF16:
-        static_cast<Half*>(out)[i] = FromFloat<Half>(v);
-        break;
-      case DType::kBF16:
-        static_cast<BFloat16*>(out)[i] = FromFloat<BFloat16>(v);
-        break;
-      default:
-        static_cast<float*>(out)[i] = v;
-    }
-  }
+  if (n <= 0) return absl::OkStatus();
+  const internal::CpuKernels& k = internal::BestKernels();
+  const size_t in_size = DTypeSize(from), out_size = DTypeSize(to);
+  // Large tensors: split across threads (blocks of 64 Ki elements).
+  const int threads = n < (int64_t{1} << 20) ? 1 : 0;
+  internal::ParallelFor(n, int64_t{1} << 16, threads, [&](int64_t b, int64_t e) {
+    k.cast(from, static_cast<const uint8_t*>(in) + b * in_size, e - b, to,
+           static_cast<uint8_t*>(out) + b * out_size);
+  });
   return absl::OkStatus();
 }
 

@@ -71,8 +71,8 @@ absl::StatusOr<DType> ParseTorchDtype(std::string_view value,
 QuantType ShouldQuantize(const QuantConfig& config, std::string_view tensor_name,
                          const std::vector<int64_t>& shape);
 
-// Casts n floating elements (F32/F16/BF16) between dtypes with one RNE rounding.
-// InvalidArgument for other dtypes.
+// Casts n floating elements (F32/F16/BF16) between dtypes with one RNE rounding, as
+// torch's .to(dtype) (SIMD + threads for large tensors). InvalidArgument for other dtypes.
 absl::Status CastFloatTensor(DType from, const void* in, int64_t n, DType to, void* out);
 
 // Bytes a tensor occupies once loaded under `config`.

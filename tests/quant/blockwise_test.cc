@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -109,6 +110,32 @@ TEST(KernelsTest, EveryIsaInt8RowMatchesReference) {
       for (int64_t c = 0; c < cols; ++c) {
         ASSERT_EQ(got[c], Int8Quantize(ToFloat(row[c]), Int8RowScale(scb)))
             << internal::IsaName(isa) << " col " << c;
+      }
+    }
+  }
+}
+
+TEST(KernelsTest, EveryIsaCastMatchesScalar) {
+  const DType dtypes[] = {DType::kF16, DType::kBF16, DType::kF32};
+  for (Isa isa : SupportedIsas()) {
+    for (DType from : dtypes) {
+      const int64_t n = 1037;
+      auto in = RandomInput(from, n, 77);
+      // Specials: quiet NaN, infinities, overflow to fp16 inf, fp16 subnormals.
+      if (from == DType::kF32) {
+        float* f = reinterpret_cast<float*>(in.data());
+        f[0] = std::numeric_limits<float>::quiet_NaN();
+        f[1] = -std::numeric_limits<float>::infinity();
+        f[2] = 70000.0f;
+        f[3] = 3e-6f;
+        f[4] = 65520.0f;
+      }
+      for (DType to : dtypes) {
+        std::vector<uint8_t> want(n * DTypeSize(to)), got(n * DTypeSize(to));
+        internal::GenericCast(from, in.data(), n, to, want.data());
+        internal::KernelsFor(isa).cast(from, in.data(), n, to, got.data());
+        ASSERT_EQ(got, want) << internal::IsaName(isa) << " " << DTypeName(from) << "->"
+                             << DTypeName(to);
       }
     }
   }
