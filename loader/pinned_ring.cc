@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<PinnedRing>> PinnedRing::Create(const Options& op
 PinnedRing::PinnedRing(HostMemoryAllocator* allocator, char* base, int slot_count,
                        uint64_t slot_bytes)
     : allocator_(allocator), base_(base), slot_count_(slot_count), slot_bytes_(slot_bytes) {
-  for (int i = 0; i < slot_count; ++i) free_.push_back(i);
+  for (int i = slot_count - 1; i >= 0; --i) free_.push_back(i);
 }
 
 PinnedRing::~PinnedRing() { allocator_->Free(base_); }
@@ -77,16 +77,16 @@ PinnedRing::Slot PinnedRing::SlotAt(int index) const {
 PinnedRing::Slot PinnedRing::Acquire() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(this, &PinnedRing::HasFree));
-  int index = free_.front();
-  free_.pop_front();
+  int index = free_.back();
+  free_.pop_back();
   return SlotAt(index);
 }
 
 std::optional<PinnedRing::Slot> PinnedRing::TryAcquire() {
   absl::MutexLock lock(&mu_);
   if (free_.empty()) return std::nullopt;
-  int index = free_.front();
-  free_.pop_front();
+  int index = free_.back();
+  free_.pop_back();
   return SlotAt(index);
 }
 

@@ -10,7 +10,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <vector>
 #include <memory>
 #include <optional>
 
@@ -75,7 +75,9 @@ class PinnedRing {
   const int slot_count_;
   const uint64_t slot_bytes_;
   mutable absl::Mutex mu_;
-  std::deque<int> free_ ABSL_GUARDED_BY(mu_);  // FIFO, so slots are reused round-robin
+  // LIFO: the slot released last is handed out next, so a worker keeps reusing a buffer
+  // that is still in its cache (and already faulted in) instead of cycling through them all.
+  std::vector<int> free_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace loadstar::loader
