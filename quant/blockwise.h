@@ -16,6 +16,9 @@
 // chunk that ends the tensor. Double quant needs every absmax, so call NestAbsmax
 // (double_quant.h) once all chunks are done (Finish4bit does this).
 //
+// HF parity: transformers casts a weight to torch_dtype before bitsandbytes quantizes it,
+// so pass torch_dtype values (quant/prepare.h does the whole sequence per tensor).
+//
 // Thread-safety: all functions are thread-safe; distinct chunks of one tensor may be
 // quantized concurrently into the same buffers.
 #pragma once
