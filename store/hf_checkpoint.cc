@@ -30,7 +30,7 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(Env* env,
     // Shard names come from a file we do not trust: keep them inside the directory.
     if (!shard.is_string() || !IsPlainFileName(shard.get<std::string>())) {
       return absl::InvalidArgumentError(fmt::format(
-          "{}: tensor \"{}\": shard {} is not a plain file name", path, tensor, shard.dump()));
+          "{}: tensor \"{}\": shard {} is not a plain file name", path, tensor, JsonSnippet(shard)));
     }
     weight_map[tensor] = shard.get<std::string>();
   }

@@ -1,5 +1,6 @@
 #include "store/json_util.h"
 
+#include <algorithm>
 #include <set>
 #include <vector>
 
@@ -7,7 +8,41 @@
 
 namespace loadstar::store {
 
+namespace {
+
+// Deepest [ / { nesting in `text`, ignoring brackets inside strings. Stops counting once
+// past `limit`.
+int NestingDepth(std::string_view text, int limit) {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // skip the escaped character
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+}  // namespace
+
 absl::StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text, std::string_view source) {
+  if (NestingDepth(text, kMaxJsonDepth) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: JSON nested deeper than {} levels", source, kMaxJsonDepth));
+  }
   // One key set per open object; the callback sees keys in document order.
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
@@ -87,5 +122,13 @@ bool IsValidUtf8(std::string_view text) {
 }
 
 std::string JsonTypeName(const nlohmann::json& value) { return value.type_name(); }
+
+std::string JsonSnippet(const nlohmann::json& value) {
+  if (value.is_structured()) return JsonTypeName(value);
+  // Scalars are not recursive; replace (not throw on) bad UTF-8, which parsing excluded.
+  std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (text.size() > 80) text = text.substr(0, 77) + "...";
+  return text;
+}
 
 }  // namespace loadstar::store

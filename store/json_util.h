@@ -13,8 +13,14 @@
 
 namespace loadstar::store {
 
-// Parses `text` without exceptions. Invalid JSON, invalid UTF-8 in strings and duplicate
-// object keys (at any depth) give InvalidArgument naming `source`.
+// Nesting deeper than this is refused before parsing (serde_json, which the reference
+// safetensors reader uses, stops at 128): it keeps a hostile header from costing a deep
+// recursion or a tree of millions of nested nodes.
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses `text` without exceptions. Invalid JSON, invalid UTF-8 in strings, nesting
+// deeper than kMaxJsonDepth and duplicate object keys (at any depth) give InvalidArgument
+// naming `source`. Memory use is proportional to the text's length.
 absl::StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text, std::string_view source);
 
 // True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points
@@ -23,5 +29,9 @@ bool IsValidUtf8(std::string_view text);
 
 // The JSON type name of `value` ("object", "number", ...), for error messages.
 std::string JsonTypeName(const nlohmann::json& value);
+
+// `value` for an error message: scalars as JSON text cut to about 80 characters,
+// containers as their type name (never a recursive dump of untrusted input).
+std::string JsonSnippet(const nlohmann::json& value);
 
 }  // namespace loadstar::store

@@ -145,10 +145,10 @@ absl::Status ParseFileNames(const Checker& check, const json& array, std::string
   std::set<std::string> seen;
   for (const json& name : array) {
     if (!name.is_string() || !IsPlainFileName(name.get<std::string>())) {
-      return check.Error(key, fmt::format("invalid file name {}", name.dump()));
+      return check.Error(key, fmt::format("invalid file name {}", JsonSnippet(name)));
     }
     if (!seen.insert(name.get<std::string>()).second) {
-      return check.Error(key, fmt::format("duplicate file name {}", name.dump()));
+      return check.Error(key, fmt::format("duplicate file name {}", JsonSnippet(name)));
     }
     out->push_back(name.get<std::string>());
   }
@@ -206,7 +206,7 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view text, std::string_view s
   if (!version.is_number_integer() || version.get<int64_t>() != kManifestVersion) {
     return check.Error("version", fmt::format("unsupported manifest version {} (this build "
                                               "reads version {})",
-                                              version.dump(), kManifestVersion));
+                                              JsonSnippet(version), kManifestVersion));
   }
   RETURN_IF_ERROR(check.String(root, "name", "manifest", &manifest.name));
   if (absl::Status valid = ValidateModelName(manifest.name); !valid.ok()) {

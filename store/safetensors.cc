@@ -80,7 +80,7 @@ absl::StatusOr<SafetensorsTensor> ParseEntry(std::string_view source, const std:
     if (!dim.is_number_unsigned() || dim.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
       return InvalidTensor(source, name,
                            fmt::format("shape dimension {} is not a non-negative integer",
-                                       dim.dump()));
+                                       JsonSnippet(dim)));
     }
     tensor.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
   }
@@ -140,7 +140,9 @@ absl::StatusOr<SafetensorsFile> ParseSafetensorsHeader(std::string_view header,
                                        JsonTypeName(root)));
   }
   // The reference reader requires the object to start at the first byte.
-  if (header.front() != '{') return Invalid(source, "header must start with '{'");
+  if (header.empty() || header.front() != '{') {
+    return Invalid(source, "header must start with '{'");
+  }
   for (const auto& [key, value] : root.items()) {
     if (key == "__metadata__") {
       if (value.is_null()) continue;  // serde reads null as "no metadata"

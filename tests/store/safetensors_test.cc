@@ -90,6 +90,15 @@ TEST(SafetensorsTest, HeaderNotJson) {
   EXPECT_THAT(Error(File("")), HasSubstr("not valid JSON"));
 }
 
+TEST(SafetensorsTest, DeeplyNestedHeaderIsRefusedBeforeParsing) {
+  std::string deep = R"({"t":{"dtype":"U8","shape":)" + std::string(100000, '[') +
+                     std::string(100000, ']') + R"(,"data_offsets":[0,0]}})";
+  EXPECT_THAT(Error(File(deep)), HasSubstr("header: JSON nested deeper than 64 levels"));
+  // Brackets inside strings do not count.
+  std::string name(1000, '[');
+  ASSERT_TRUE(ParseSafetensors(File(R"({"__metadata__":{"k":")" + name + R"("}})"), "f").ok());
+}
+
 TEST(SafetensorsTest, HeaderNotAnObject) {
   EXPECT_THAT(Error(File("[1,2]")), HasSubstr("header must be a JSON object, not array"));
 }
@@ -144,6 +153,8 @@ TEST(SafetensorsTest, BadShape) {
               HasSubstr("shape dimension 1.5"));
   EXPECT_THAT(Error(File(R"({"t":{"dtype":"U8","shape":"1","data_offsets":[0,1]}})", "x")),
               HasSubstr("\"shape\" must be an array"));
+  EXPECT_THAT(Error(File(R"({"t":{"dtype":"U8","shape":[[1]],"data_offsets":[0,1]}})", "x")),
+              HasSubstr("shape dimension array is not"));
 }
 
 TEST(SafetensorsTest, BadDataOffsets) {
