@@ -14,6 +14,9 @@
 // rounds after each of them (e.g. double-quant dequant is `code*absmax` in a kernel, then
 // `+ offset` in torch). nvcc contracts by default, so device code uses the _rn intrinsics;
 // host code is built with -ffp-contract=off (quant/CMakeLists.txt).
+// Never compile these headers with --use_fast_math / -ffast-math: 1.0f / absmax must be
+// the IEEE quotient (nvcc's default -prec-div=true) and subnormals must not be flushed
+// (-ftz=false), or codes change.
 #if defined(__CUDA_ARCH__)
 #define LOADSTAR_FMUL_RN(a, b) __fmul_rn((a), (b))
 #define LOADSTAR_FADD_RN(a, b) __fadd_rn((a), (b))
