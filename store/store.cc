@@ -214,7 +214,7 @@ absl::StatusOr<Manifest> Store::WriteVariant(const VariantSpec& spec,
 }
 
 absl::StatusOr<Manifest> Store::GetManifest(const std::string& name,
-                                            const std::string& variant) {
+                                            const std::string& variant) const {
   Env* env = options_.env;
   ASSIGN_OR_RETURN(std::string dir, ModelDir(name, variant));
   std::string path = JoinPath(dir, kManifestName);
@@ -252,7 +252,7 @@ absl::StatusOr<Manifest> Store::GetManifest(const std::string& name,
   return manifest;
 }
 
-absl::StatusOr<std::vector<ModelInfo>> Store::List() {
+absl::StatusOr<std::vector<ModelInfo>> Store::List() const {
   Env* env = options_.env;
   std::vector<ModelInfo> models;
   auto add = [&](const std::string& name) -> absl::Status {
@@ -286,7 +286,7 @@ absl::StatusOr<std::vector<ModelInfo>> Store::List() {
   return models;
 }
 
-absl::StatusOr<std::vector<std::string>> Store::VariantKeys(const std::string& name) {
+absl::StatusOr<std::vector<std::string>> Store::VariantKeys(const std::string& name) const {
   Env* env = options_.env;
   ASSIGN_OR_RETURN(std::string dir, ModelDir(name));
   std::string variants_dir = JoinPath(dir, kVariantsDirName);
@@ -305,7 +305,7 @@ absl::StatusOr<std::vector<std::string>> Store::VariantKeys(const std::string& n
 
 absl::Status Store::VerifyDir(const std::string& name, const std::string& variant,
                               const ProgressCallback& progress, uint64_t* done,
-                              uint64_t total) {
+                              uint64_t total) const {
   Env* env = options_.env;
   ASSIGN_OR_RETURN(Manifest manifest, GetManifest(name, variant));
   std::string label = variant.empty() ? fmt::format("model {}", name)
@@ -345,7 +345,7 @@ absl::Status Store::VerifyDir(const std::string& name, const std::string& varian
   return absl::OkStatus();
 }
 
-absl::Status Store::Verify(const std::string& name, const ProgressCallback& progress) {
+absl::Status Store::Verify(const std::string& name, const ProgressCallback& progress) const {
   ASSIGN_OR_RETURN(Manifest manifest, GetManifest(name));
   uint64_t total = manifest.TotalBytes();
   ASSIGN_OR_RETURN(std::vector<std::string> variants, VariantKeys(name));

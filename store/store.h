@@ -84,13 +84,13 @@ class Store {
                                         const ProgressCallback& progress = {});
 
   // Every model, sorted by name.
-  absl::StatusOr<std::vector<ModelInfo>> List();
+  absl::StatusOr<std::vector<ModelInfo>> List() const;
 
   // The validated manifest of `name` (or of its variant `variant`); also checks that its
   // data files exist and are long enough for the extents. NotFound for an unknown model
   // or variant, InvalidArgument for a bad name or manifest, DataLoss for a short file.
   absl::StatusOr<Manifest> GetManifest(const std::string& name,
-                                       const std::string& variant = "");
+                                       const std::string& variant = "") const;
 
   // Directory of a model or variant (validates the names; does not check existence).
   absl::StatusOr<std::string> ModelDir(const std::string& name,
@@ -102,7 +102,7 @@ class Store {
 
   // Re-reads and re-hashes every tensor of the model and all its variants. DataLoss
   // naming the tensor, the file and the chunk on the first mismatch.
-  absl::Status Verify(const std::string& name, const ProgressCallback& progress = {});
+  absl::Status Verify(const std::string& name, const ProgressCallback& progress = {}) const;
 
   // Removes the model with its variants (atomically: renamed away, then deleted).
   // Readers that already opened its data files keep reading them (POSIX semantics).
@@ -122,9 +122,10 @@ class Store {
   absl::Status Publish(const std::string& tmp, const std::string& final_dir,
                        bool overwrite, std::string_view what);
   // Keys of the variants of `name` that have a manifest, sorted.
-  absl::StatusOr<std::vector<std::string>> VariantKeys(const std::string& name);
+  absl::StatusOr<std::vector<std::string>> VariantKeys(const std::string& name) const;
   absl::Status VerifyDir(const std::string& name, const std::string& variant,
-                         const ProgressCallback& progress, uint64_t* done, uint64_t total);
+                         const ProgressCallback& progress, uint64_t* done,
+                         uint64_t total) const;
 
   Options options_;
 };
