@@ -69,6 +69,22 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   return comm;
 }
 
+absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::CreateForDevices(
+    const std::vector<loader::Device*>& devices) {
+  std::vector<int> ordinals;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const auto* cuda = dynamic_cast<const CudaDevice*>(devices[i]);
+    if (cuda == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "NcclCommunicator needs CUDA devices; rank ", i, " is ",
+          devices[i] == nullptr ? std::string("null") : devices[i]->name()));
+    }
+    ordinals.push_back(cuda->ordinal());
+  }
+  if (ordinals.empty()) return absl::InvalidArgumentError("a communicator needs devices");
+  return Create(std::move(ordinals));
+}
+
 NcclCommunicator::NcclCommunicator(std::vector<int> ordinals, std::unique_ptr<Impl> impl)
     : ordinals_(std::move(ordinals)), impl_(std::move(impl)) {}
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "loader/communicator.h"
+#include "loader/device.h"
 
 namespace loadstar::kernels {
 
@@ -24,6 +25,9 @@ class NcclCommunicator : public loader::Communicator {
   // One rank per CUDA ordinal, in order. Empty `ordinals`: every visible GPU.
   // FailedPrecondition "no usable GPU: ..." without a GPU.
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(std::vector<int> ordinals = {});
+  // One rank per device, in order; each must be a CudaDevice (InvalidArgument otherwise).
+  static absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateForDevices(
+      const std::vector<loader::Device*>& devices);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;

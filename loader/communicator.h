@@ -26,11 +26,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "loader/device.h"
 
 namespace loadstar::loader {
 
@@ -67,6 +71,12 @@ class Communicator {
   virtual absl::Status Scatter(const DeviceSpan& src, std::span<const DeviceSpan> dsts,
                                uint64_t bytes_each) = 0;
 };
+
+// The communicator over `devices` (rank r = devices[r]): HostCommunicator for host
+// devices, NcclCommunicator for CUDA devices (when built with CUDA and NCCL; else
+// FailedPrecondition). Empty, null or mixed-kind device lists are InvalidArgument.
+absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(
+    const std::vector<Device*>& devices);
 
 // Argument checks shared by the implementations (contract rule 2 and 3); OK or
 // InvalidArgument naming the offending rank.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "loader/host_device.h"
 
 namespace loadstar::loader {
 namespace {
@@ -155,6 +156,50 @@ TEST(HostCommunicatorTest, ConcurrentCallsAreSerializedAndCorrect) {
   }
   for (auto& t : threads) t.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(src[t], dst[t]);
+}
+
+}  // namespace
+}  // namespace loadstar::loader
+
+namespace loadstar::loader {
+namespace {
+
+TEST(CreateCommunicatorTest, HostDevicesGetAHostCommunicatorThatMovesDeviceBytes) {
+  HostDevice d0(0, 64 << 20), d1(1, 64 << 20), d2(2, 64 << 20);
+  auto comm = CreateCommunicator({&d0, &d1, &d2});
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  EXPECT_EQ((*comm)->name(), "host");
+  ASSERT_EQ((*comm)->size(), 3);
+  constexpr uint64_t kBytes = (6 << 20) + 11;
+  std::vector<Allocation> a;
+  for (Device* d : std::vector<Device*>{&d0, &d1, &d2}) {
+    auto alloc = d->Allocate(kBytes);
+    ASSERT_TRUE(alloc.ok()) << alloc.status();
+    a.push_back(*alloc);
+  }
+  // Replica: read once into rank 0, broadcast to the others.
+  const std::vector<char> model = Pattern(kBytes, 5);
+  auto t = d0.CopyToDeviceAsync(a[0], 0, model.data(), kBytes);
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(d0.Wait(*t).ok());
+  std::vector<DeviceSpan> spans;
+  for (int r = 0; r < 3; ++r) spans.push_back({r, a[r].ptr, a[r].size});
+  ASSERT_TRUE((*comm)->Broadcast(0, spans, kBytes).ok());
+  std::vector<char> back(kBytes);
+  for (int r = 0; r < 3; ++r) {
+    Device* d = r == 0 ? static_cast<Device*>(&d0) : r == 1 ? &d1 : &d2;
+    ASSERT_TRUE(d->CopyToHost(back.data(), a[r], 0, kBytes).ok());
+    EXPECT_EQ(back, model) << "rank " << r;
+  }
+  EXPECT_TRUE(d0.Free(a[0]).ok());
+  EXPECT_TRUE(d1.Free(a[1]).ok());
+  EXPECT_TRUE(d2.Free(a[2]).ok());
+}
+
+TEST(CreateCommunicatorTest, EmptyOrNullDevicesAreInvalidArgument) {
+  EXPECT_TRUE(absl::IsInvalidArgument(CreateCommunicator({}).status()));
+  HostDevice d0(0, 1 << 20);
+  EXPECT_TRUE(absl::IsInvalidArgument(CreateCommunicator({&d0, nullptr}).status()));
 }
 
 }  // namespace
