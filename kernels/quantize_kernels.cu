@@ -213,6 +213,33 @@ __global__ void DequantizeInt8RowsKernel(const int8_t* q, const float* row_scale
   }
 }
 
+template <typename From, typename To>
+__global__ void CastKernel(const From* in, int64_t n, To* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = FromFloat<To>(ToFloat(in[i]));
+  }
+}
+
+template <typename From>
+cudaError_t CastFrom(const From* in, int64_t n, GpuElement to, void* out, cudaStream_t stream) {
+  const int grid = GridFor((n + kThreads - 1) / kThreads);
+  switch (to) {
+    case GpuElement::kF32:
+      CastKernel<<<grid, kThreads, 0, stream>>>(in, n, static_cast<float*>(out));
+      break;
+    case GpuElement::kF16:
+      CastKernel<<<grid, kThreads, 0, stream>>>(in, n, static_cast<Half*>(out));
+      break;
+    case GpuElement::kBF16:
+      CastKernel<<<grid, kThreads, 0, stream>>>(in, n, static_cast<BFloat16*>(out));
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 template <Fp4Kind kKind>
 cudaError_t Quantize4bitAs(GpuElement element, const void* in, int64_t n, int blocksize,
                            float* absmax, uint8_t* packed, cudaStream_t stream) {
@@ -303,6 +330,21 @@ cudaError_t LaunchDequantizeNestedAbsmax(const uint8_t* q, const float* nested_a
   DequantizeNestedKernel<<<GridFor((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
       q, nested_absmax, n, offset, code, absmax);
   return cudaGetLastError();
+}
+
+cudaError_t LaunchCast(GpuElement from, const void* in, int64_t n, GpuElement to, void* out,
+                       cudaStream_t stream) {
+  if (n < 1) return cudaErrorInvalidValue;
+  switch (from) {
+    case GpuElement::kF32:
+      return CastFrom(static_cast<const float*>(in), n, to, out, stream);
+    case GpuElement::kF16:
+      return CastFrom(static_cast<const Half*>(in), n, to, out, stream);
+    case GpuElement::kBF16:
+      return CastFrom(static_cast<const BFloat16*>(in), n, to, out, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
 }
 
 cudaError_t LaunchQuantizeInt8Rows(GpuElement element, const void* in, int64_t rows,

@@ -61,4 +61,9 @@ cudaError_t LaunchDequantizeInt8Rows(const int8_t* q, const float* row_scale, in
                                      int64_t cols, GpuElement element, void* out,
                                      cudaStream_t stream);
 
+// out[i] = To(float(in[i])): one RNE rounding, as quant's CastFloatTensor (the
+// torch_dtype cast before quantizing). Any pair of GpuElement types; in != out.
+cudaError_t LaunchCast(GpuElement from, const void* in, int64_t n, GpuElement to, void* out,
+                       cudaStream_t stream);
+
 }  // namespace loadstar::kernels
