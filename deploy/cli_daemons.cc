@@ -96,7 +96,7 @@ absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(const 
 
 struct WorkerFlags {
   std::string config, controller, addr, store, devices, id, token_file;
-  std::string host_cache_bytes, device_memory;
+  std::string host_cache_bytes, device_memory, max_read_bandwidth;
 };
 
 absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
@@ -119,6 +119,10 @@ absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
   if (!f.host_cache_bytes.empty()) {
     ASSIGN_OR_RETURN(c.host_cache_bytes, daemon::ParseByteSize(f.host_cache_bytes, "--host-cache-bytes"));
   }
+  if (!f.max_read_bandwidth.empty()) {
+    ASSIGN_OR_RETURN(c.max_read_bandwidth,
+                     daemon::ParseByteSize(f.max_read_bandwidth, "--max-read-bandwidth"));
+  }
   if (!f.device_memory.empty()) {
     ASSIGN_OR_RETURN(c.device_memory, daemon::ParseByteSize(f.device_memory, "--device-memory"));
   }
@@ -133,6 +137,7 @@ absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(const WorkerCo
   lo.devices = c.devices;
   lo.host_device_bytes = c.device_memory;
   lo.host_cache_bytes = c.host_cache_bytes;
+  lo.max_read_bandwidth = static_cast<double>(c.max_read_bandwidth);
   lo.pipeline.threads = static_cast<int>(c.threads);
   lo.pipeline.chunk_bytes = c.chunk_bytes;
   lo.pipeline.io.kind = c.io_engine;
@@ -189,6 +194,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   worker->add_option("--device-memory", wf->device_memory, "memory per host device, e.g. 16GiB");
   worker->add_option("--host-cache-bytes", wf->host_cache_bytes, "host cache size, e.g. 8GiB");
   worker->add_option("--id", wf->id, "worker id (default HOSTNAME-PORT)");
+  worker->add_option("--max-read-bandwidth", wf->max_read_bandwidth,
+                     "cap store reads, bytes per second (e.g. 200MB)");
   worker->add_option("--token-file", wf->token_file, "bearer token for the controller and clients");
   worker->callback([wf] {
     Run([&]() -> absl::Status {
