@@ -37,8 +37,10 @@ struct ModelInfo {
 };
 
 struct SaveOptions {
-  // Replace an existing model of the same name (its variants are dropped with it).
-  // Without it saving over an existing name fails with AlreadyExists.
+  // Replace an existing model of the same name (its variants, derived from the old
+  // weights, are dropped with it). Readers may see the name missing for the instant
+  // between two renames, never a partial model. Without it saving over an existing name
+  // fails with AlreadyExists.
   bool overwrite = false;
 };
 
@@ -74,7 +76,17 @@ class Store {
                                 const SaveOptions& options = {});
 
   // Writes a variant of a stored model from `tensors` (streamed through their fillers,
-  // never all in memory), atomically, into <model>/variants/<key>/. Tensors are written
+  // never all in memory), atomically, into <model>/variants/<key>/. For example:
+  //   TensorInput q;
+  //   q.spec = {"layer.0.weight", DType::kU8, {packed_bytes}};
+  //   q.fill = [&](uint64_t offset, char* dst, size_t n) {
+  //     return quantizer.Produce(offset, dst, n);  // bytes [offset, offset + n)
+  //   };
+  //   tensors.push_back(std::move(q));
+  //   tensors.push_back(TensorInput::FromBytes({"layer.0.weight.absmax", DType::kF32,
+  //                                             {blocks}}, absmax_bytes));
+  //   store->WriteVariant({.model = "org/m", .key = "nf4-bs64-dq",
+  //                        .quantization_json = config_json}, std::move(tensors)); Tensors are written
   // in the given order (split into data files of at most kMaxDataFileBytes). Returns the
   // manifest written (name = spec.model, variant = spec.key).
   // Errors: NotFound (no such model), AlreadyExists (variant exists and !overwrite),

@@ -17,6 +17,14 @@ using ::loadstar::testing::TempDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
+VariantSpec Spec(const std::string& model, const std::string& key, bool overwrite = false) {
+  VariantSpec spec;
+  spec.model = model;
+  spec.key = key;
+  spec.overwrite = overwrite;
+  return spec;
+}
+
 class VariantTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -76,7 +84,7 @@ TEST_F(VariantTest, WritesListsReadsAndVerifies) {
 TEST_F(VariantTest, VerifyCoversVariants) {
   std::vector<TensorInput> tensors;
   tensors.push_back(Streamed("q", 100));
-  ASSERT_TRUE(store_->WriteVariant({.model = "org/m", .key = "int8"}, std::move(tensors)).ok());
+  ASSERT_TRUE(store_->WriteVariant(Spec("org/m", "int8"), std::move(tensors)).ok());
   std::string path = dir_.Join("store/org/m/variants/int8/data-00000.bin");
   std::string bytes = ReadFileToString(Env::Default(), path).value();
   bytes[3] ^= 1;
@@ -90,16 +98,16 @@ TEST_F(VariantTest, VerifyCoversVariants) {
 TEST_F(VariantTest, ExistingVariantNeedsOverwrite) {
   std::vector<TensorInput> first;
   first.push_back(Streamed("q", 10));
-  ASSERT_TRUE(store_->WriteVariant({.model = "org/m", .key = "int8"}, std::move(first)).ok());
+  ASSERT_TRUE(store_->WriteVariant(Spec("org/m", "int8"), std::move(first)).ok());
   std::vector<TensorInput> second;
   second.push_back(Streamed("q", 20));
-  EXPECT_EQ(store_->WriteVariant({.model = "org/m", .key = "int8"}, std::move(second))
+  EXPECT_EQ(store_->WriteVariant(Spec("org/m", "int8"), std::move(second))
                 .status()
                 .code(),
             absl::StatusCode::kAlreadyExists);
   std::vector<TensorInput> third;
   third.push_back(Streamed("q", 30));
-  ASSERT_TRUE(store_->WriteVariant({.model = "org/m", .key = "int8", .overwrite = true},
+  ASSERT_TRUE(store_->WriteVariant(Spec("org/m", "int8", /*overwrite=*/true),
                                    std::move(third))
                   .ok());
   EXPECT_EQ(store_->GetManifest("org/m", "int8")->tensors[0].size, 30u);
@@ -108,22 +116,21 @@ TEST_F(VariantTest, ExistingVariantNeedsOverwrite) {
 }
 
 TEST_F(VariantTest, Errors) {
-  std::vector<TensorInput> none;
-  EXPECT_EQ(store_->WriteVariant({.model = "other", .key = "int8"}, {}).status().code(),
+  EXPECT_EQ(store_->WriteVariant(Spec("other", "int8"), {}).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->WriteVariant({.model = "org/m", .key = "../x"}, {}).status().code(),
+  EXPECT_EQ(store_->WriteVariant(Spec("org/m", "../x"), {}).status().code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<TensorInput> dup;
   dup.push_back(Streamed("q", 1));
   dup.push_back(Streamed("q", 1));
-  EXPECT_THAT(std::string(store_->WriteVariant({.model = "org/m", .key = "k"}, std::move(dup))
+  EXPECT_THAT(std::string(store_->WriteVariant(Spec("org/m", "k"), std::move(dup))
                               .status()
                               .message()),
               HasSubstr("tensor \"q\" appears twice"));
   std::vector<TensorInput> failing;
   failing.push_back(Streamed("q", 10));
   failing[0].fill = [](uint64_t, char*, size_t) { return absl::CancelledError("stop"); };
-  EXPECT_EQ(store_->WriteVariant({.model = "org/m", .key = "k"}, std::move(failing))
+  EXPECT_EQ(store_->WriteVariant(Spec("org/m", "k"), std::move(failing))
                 .status()
                 .code(),
             absl::StatusCode::kCancelled);
@@ -134,7 +141,7 @@ TEST_F(VariantTest, TensorsLargerThanAChunkGetOneChecksumPerChunk) {
   const int64_t size = static_cast<int64_t>(kChecksumChunkBytes) + 100;
   std::vector<TensorInput> tensors;
   tensors.push_back(Streamed("big", size));
-  ASSERT_TRUE(store_->WriteVariant({.model = "org/m", .key = "big"}, std::move(tensors)).ok());
+  ASSERT_TRUE(store_->WriteVariant(Spec("org/m", "big"), std::move(tensors)).ok());
   Manifest manifest = store_->GetManifest("org/m", "big").value();
   const ManifestTensor& big = manifest.tensors[0];
   ASSERT_EQ(big.checksums.size(), 2u);
