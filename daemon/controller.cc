@@ -67,7 +67,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   absl::MutexLock lock(&mu_);
   const std::string& name = config.model;
   if (auto it = deployments_.find(name); it != deployments_.end()) {
-    if (it->second.config == config) return ToProtoLocked(name, it->second);
+    if (SameDeploymentConfig(it->second.config, config)) return ToProtoLocked(name, it->second);
     return absl::AlreadyExistsError(fmt::format(
         "deployment '{}' exists with a different config; delete it first", name));
   }

@@ -19,10 +19,9 @@ namespace {
 
 constexpr size_t kMaxEvents = 4096;
 
-std::string VariantKey(const QuantizationConfig& q) {
-  if (q.method == "none") return "";
-  if (q.method == "int8") return "int8";
-  return fmt::format("{}-bs{}{}", q.method, q.blocksize, q.double_quant ? "-dq" : "");
+// The store artifact a deployment's quantization would load; "" for none.
+std::string VariantKey(const quant::QuantConfig& q) {
+  return q.type == quant::QuantType::kNone ? "" : q.VariantKey();
 }
 
 v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
@@ -32,10 +31,10 @@ v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
   spec.set_torch_dtype(c.torch_dtype);
   spec.set_device_map(c.device_map);
   v1::Quantization* q = spec.mutable_quantization();
-  q->set_method(c.quantization.method);
-  q->set_blocksize(c.quantization.blocksize);
+  q->set_method(std::string(quant::QuantTypeName(c.quantization.type)));
+  q->set_blocksize(static_cast<uint32_t>(c.quantization.blocksize));
   q->set_double_quant(c.quantization.double_quant);
-  q->set_compute_dtype(c.quantization.compute_dtype);
+  q->set_compute_dtype(std::string(TorchDTypeName(c.quantization.compute_dtype)));
   q->set_llm_int8_threshold(c.quantization.llm_int8_threshold);
   for (const std::string& m : c.quantization.skip_modules) q->add_skip_modules(m);
   return spec;
@@ -243,8 +242,9 @@ PlacementRequest Controller::PlacementRequestLocked(const std::string& name, con
       if (m.name() == r.model) r.checkpoint_bytes = std::max(r.checkpoint_bytes, m.bytes());
     }
   }
-  r.loaded_bytes = EstimateLoadedBytes(r.checkpoint_bytes, d.config.quantization.method,
-                                       d.config.quantization.blocksize);
+  r.loaded_bytes = EstimateLoadedBytes(
+      r.checkpoint_bytes, std::string(quant::QuantTypeName(d.config.quantization.type)),
+      static_cast<uint32_t>(d.config.quantization.blocksize));
   return r;
 }
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <regex>
 
+#include "nlohmann/json.hpp"
+
 #include "base/status_macros.h"
 #include "daemon/yaml_fields.h"
 #include "store/names.h"
@@ -15,54 +17,6 @@ namespace {
 
 absl::Status Invalid(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(fmt::format("{}: {}", path, what));
-}
-
-// HF BitsAndBytesConfig fields (plus loadstar's bnb_4bit_blocksize).
-absl::Status ParseQuantizationConfig(const YAML::Node& node, const std::string& path,
-                                     QuantizationConfig* q) {
-  ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(node, path));
-  bool in8 = false, in4 = false, dq = false;
-  std::string type = "fp4";  // HF's default bnb_4bit_quant_type
-  uint32_t blocksize = 64;
-  std::string compute = "float32";
-  RETURN_IF_ERROR(m.GetBool("load_in_8bit", &in8));
-  RETURN_IF_ERROR(m.GetBool("load_in_4bit", &in4));
-  RETURN_IF_ERROR(m.GetString("bnb_4bit_quant_type", &type));
-  RETURN_IF_ERROR(m.GetBool("bnb_4bit_use_double_quant", &dq));
-  RETURN_IF_ERROR(m.GetString("bnb_4bit_compute_dtype", &compute));
-  RETURN_IF_ERROR(m.GetUint("bnb_4bit_blocksize", &blocksize));
-  RETURN_IF_ERROR(m.GetDouble("llm_int8_threshold", &q->llm_int8_threshold));
-  RETURN_IF_ERROR(m.GetStringList("llm_int8_skip_modules", &q->skip_modules));
-  std::string quant_method;
-  RETURN_IF_ERROR(m.GetString("quant_method", &quant_method));
-  RETURN_IF_ERROR(m.Finish());
-  if (!quant_method.empty() && quant_method != "bitsandbytes") {
-    return Invalid(m.PathOf("quant_method"),
-                   fmt::format("'{}' is not supported (only bitsandbytes)", quant_method));
-  }
-  if (in8 && in4) {
-    return Invalid(path, "load_in_8bit and load_in_4bit are both true; choose one");
-  }
-  if (type != "nf4" && type != "fp4") {
-    return Invalid(m.PathOf("bnb_4bit_quant_type"), fmt::format("'{}' is not nf4 or fp4", type));
-  }
-  if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1)) != 0) {
-    return Invalid(m.PathOf("bnb_4bit_blocksize"),
-                   fmt::format("{} is not a power of two in 32..4096", blocksize));
-  }
-  if (compute != "float16" && compute != "bfloat16" && compute != "float32") {
-    return Invalid(m.PathOf("bnb_4bit_compute_dtype"),
-                   fmt::format("'{}' is not float16, bfloat16 or float32", compute));
-  }
-  if (!(q->llm_int8_threshold > 0) || !std::isfinite(q->llm_int8_threshold)) {
-    return Invalid(m.PathOf("llm_int8_threshold"),
-                   fmt::format("{} must be a positive number", q->llm_int8_threshold));
-  }
-  q->method = in8 ? "int8" : in4 ? type : "none";
-  q->blocksize = blocksize;
-  q->double_quant = in4 && dq;
-  q->compute_dtype = compute;
-  return absl::OkStatus();
 }
 
 absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
@@ -75,6 +29,10 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
                    fmt::format("'{}' is not float16, bfloat16, float32 or auto", c->torch_dtype));
   }
   if (c->torch_dtype == "auto") c->torch_dtype.clear();
+  if (!c->torch_dtype.empty()) {
+    ASSIGN_OR_RETURN(c->quantization.torch_dtype,
+                     quant::ParseTorchDtype(c->torch_dtype, m.PathOf("torch_dtype")));
+  }
   YAML::Node dm = m.Node("device_map");
   if (dm && dm.IsMap()) {
     c->device_map = "custom";
@@ -113,8 +71,10 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
   YAML::Node qc = m.Node("quantization_config");
   if (qc && !qc.IsNull()) {
     *has_quant_config = true;
-    RETURN_IF_ERROR(
-        ParseQuantizationConfig(qc, m.PathOf("quantization_config"), &c->quantization));
+    DType torch_dtype = c->quantization.torch_dtype;
+    ASSIGN_OR_RETURN(c->quantization, quant::ParseQuantizationConfig(
+                                          YamlToJson(qc), m.PathOf("quantization_config")));
+    c->quantization.torch_dtype = torch_dtype;
   }
   return m.Finish();
 }
@@ -168,18 +128,6 @@ absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view k
   return static_cast<uint64_t>(value * scale);
 }
 
-absl::StatusOr<std::string> ParseQuantizationName(std::string_view name, std::string_view key) {
-  std::string n(name);
-  if (n == "none" || n == "int8" || n == "fp4" || n == "nf4") return n;
-  if (n == "bitsandbytes") return std::string("int8");
-  if (n == "bitsandbytes-nf4") return std::string("nf4");
-  if (n == "bitsandbytes-fp4") return std::string("fp4");
-  return absl::InvalidArgumentError(fmt::format(
-      "{}: '{}' is not none, int8, fp4, nf4, bitsandbytes, bitsandbytes-nf4 or "
-      "bitsandbytes-fp4",
-      key, n));
-}
-
 absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
   ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(std::string(yaml)));
   ASSIGN_OR_RETURN(YamlMap m, YamlMap::Open(root, ""));
@@ -201,7 +149,9 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
       return Invalid("quantization",
                      "given together with backend_config.quantization_config; use one");
     }
-    ASSIGN_OR_RETURN(c.quantization.method, ParseQuantizationName(shorthand, "quantization"));
+    DType torch_dtype = c.quantization.torch_dtype;
+    ASSIGN_OR_RETURN(c.quantization, quant::ParseQuantizationShorthand(shorthand, "quantization"));
+    c.quantization.torch_dtype = torch_dtype;
   }
   RETURN_IF_ERROR(ParseAutoScaling(m.Node("auto_scaling_config"), &c.auto_scaling));
   {
@@ -226,6 +176,10 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
   return c;
 }
 
+bool SameDeploymentConfig(const DeploymentConfig& a, const DeploymentConfig& b) {
+  return DeploymentConfigToYaml(a) == DeploymentConfigToYaml(b);
+}
+
 std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
@@ -246,17 +200,9 @@ std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
     for (const auto& [gpu, bytes] : c.max_memory) out << YAML::Key << gpu << YAML::Value << bytes;
     out << YAML::EndMap;
   }
-  const QuantizationConfig& q = c.quantization;
-  out << YAML::Key << "quantization_config" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "load_in_8bit" << YAML::Value << (q.method == "int8");
-  out << YAML::Key << "load_in_4bit" << YAML::Value << (q.method == "nf4" || q.method == "fp4");
-  out << YAML::Key << "bnb_4bit_quant_type" << YAML::Value << (q.method == "nf4" ? "nf4" : "fp4");
-  out << YAML::Key << "bnb_4bit_use_double_quant" << YAML::Value << q.double_quant;
-  out << YAML::Key << "bnb_4bit_compute_dtype" << YAML::Value << q.compute_dtype;
-  out << YAML::Key << "bnb_4bit_blocksize" << YAML::Value << q.blocksize;
-  out << YAML::Key << "llm_int8_threshold" << YAML::Value << q.llm_int8_threshold;
-  out << YAML::Key << "llm_int8_skip_modules" << YAML::Value << YAML::Flow << q.skip_modules;
-  out << YAML::EndMap << YAML::EndMap;
+  out << YAML::Key << "quantization_config" << YAML::Value;
+  JsonToYaml(c.quantization.ToHfJson(), out);
+  out << YAML::EndMap;
   const AutoScalingConfig& a = c.auto_scaling;
   out << YAML::Key << "auto_scaling_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "metric" << YAML::Value << a.metric;

@@ -11,19 +11,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "quant/policy.h"
 
 namespace loadstar::daemon {
-
-struct QuantizationConfig {
-  std::string method = "none";  // none | int8 | fp4 | nf4
-  uint32_t blocksize = 64;
-  bool double_quant = false;
-  std::string compute_dtype = "float32";
-  double llm_int8_threshold = 6.0;
-  std::vector<std::string> skip_modules = {"lm_head"};
-
-  bool operator==(const QuantizationConfig&) const = default;
-};
 
 struct AutoScalingConfig {
   std::string metric = "concurrency";
@@ -49,22 +39,21 @@ struct DeploymentConfig {
   std::string device_map = "auto";   // auto | tensor_parallel | "custom" (see layer_map)
   std::map<std::string, uint32_t> layer_map;  // device_map given as {layer-prefix: gpu}
   std::map<uint32_t, uint64_t> max_memory;    // gpu index -> bytes
-  QuantizationConfig quantization;
+  // Parsed by quant/'s ParseQuantizationConfig / ParseQuantizationShorthand (one parser
+  // for the whole project); torch_dtype above is copied into it when given.
+  quant::QuantConfig quantization;
   AutoScalingConfig auto_scaling;
   PlacementConfig placement;
-
-  bool operator==(const DeploymentConfig&) const = default;
 };
+
+// Same config: equal normalized YAML.
+bool SameDeploymentConfig(const DeploymentConfig& a, const DeploymentConfig& b);
 
 // Parses and validates `yaml`. INVALID_ARGUMENT with the key path on any error.
 absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml);
 
-// Normalized YAML: ParseDeploymentConfig(DeploymentConfigToYaml(c)) == c.
+// Normalized YAML; parsing it gives the same config.
 std::string DeploymentConfigToYaml(const DeploymentConfig& config);
-
-// Parses a quantization name: none|int8|fp4|nf4 and the TGI names bitsandbytes (int8),
-// bitsandbytes-nf4, bitsandbytes-fp4. `key` names the field in the error.
-absl::StatusOr<std::string> ParseQuantizationName(std::string_view name, std::string_view key);
 
 // "20GiB", "512MB", "1024" -> bytes. `key` names the field in the error.
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key);

@@ -18,6 +18,57 @@ absl::Status TypeError(const std::string& path, const char* expected, const YAML
 
 }  // namespace
 
+nlohmann::json YamlToJson(const YAML::Node& node) {
+  if (!node.IsDefined() || node.IsNull()) return nullptr;
+  if (node.IsMap()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& entry : node) j[entry.first.Scalar()] = YamlToJson(entry.second);
+    return j;
+  }
+  if (node.IsSequence()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& item : node) j.push_back(YamlToJson(item));
+    return j;
+  }
+  if (node.Tag() == "!") return node.Scalar();  // quoted: a string whatever it reads like
+  int64_t i;
+  double d;
+  bool b;
+  if (YAML::convert<int64_t>::decode(node, i)) return i;
+  if (YAML::convert<double>::decode(node, d)) return d;
+  const std::string& s = node.Scalar();
+  if ((s == "true" || s == "false" || s == "True" || s == "False") &&
+      YAML::convert<bool>::decode(node, b)) {
+    return b;
+  }
+  return s;
+}
+
+void JsonToYaml(const nlohmann::json& value, YAML::Emitter& out) {
+  if (value.is_object()) {
+    out << YAML::BeginMap;
+    for (const auto& [k, v] : value.items()) {
+      out << YAML::Key << k << YAML::Value;
+      JsonToYaml(v, out);
+    }
+    out << YAML::EndMap;
+  } else if (value.is_array()) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& v : value) JsonToYaml(v, out);
+    out << YAML::EndSeq;
+  } else if (value.is_string()) {
+    out << value.get<std::string>();
+  } else if (value.is_boolean()) {
+    out << value.get<bool>();
+  } else if (value.is_number_integer()) {
+    out << value.get<int64_t>();
+  } else if (value.is_number()) {
+    out << value.get<double>();
+  } else {
+    out << YAML::Null;
+  }
+}
+
 absl::StatusOr<YAML::Node> LoadYaml(const std::string& text) {
   try {
     return YAML::Load(text);

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
 
 namespace loadstar::daemon {
@@ -37,6 +38,12 @@ class YamlMap {
   std::string path_;
   std::set<std::string> known_;
 };
+
+// YAML -> JSON for parsers written over nlohmann::json (quant::ParseQuantizationConfig):
+// plain scalars become bools or numbers when they read as such, quoted ones stay strings.
+nlohmann::json YamlToJson(const YAML::Node& node);
+// Emits a JSON value into a YAML emitter (mappings, sequences, scalars).
+void JsonToYaml(const nlohmann::json& value, YAML::Emitter& out);
 
 // Parses a YAML document; syntax errors carry the line and column.
 absl::StatusOr<YAML::Node> LoadYaml(const std::string& text);
