@@ -92,9 +92,6 @@ absl::StatusOr<Allocation> HostDevice::Allocate(uint64_t bytes) {
   if (::ftruncate(fd, static_cast<off_t>(region.mapped_size)) != 0) {
     return fail("ftruncate", errno);
   }
-  // Reserve the pages now: tmpfs would otherwise SIGBUS a later copy when /dev/shm fills.
-  int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(region.mapped_size));
-  if (rc != 0 && rc != EOPNOTSUPP) return fail("fallocate", rc);
   void* ptr = ::mmap(nullptr, region.mapped_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (ptr == MAP_FAILED) return fail("mmap", errno);
   region.fd = fd;

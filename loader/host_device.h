@@ -3,14 +3,15 @@
 // shm name; the consumer does shm_open + mmap). Used on CPU-only machines, in tests, and
 // as the reference implementation of the Device contract (loader/device.h).
 //
-// Allocate reserves the pages up front (fallocate on the shm object), so running out of
-// /dev/shm is a ResourceExhausted error at allocation time rather than a SIGBUS during a
-// copy. Copies run on the calling thread and CopyToDeviceAsync returns an already
+// Copies run on the calling thread and CopyToDeviceAsync returns an already
 // completed ticket. They write through the shm object's descriptor (pwrite), not through
 // our mapping: filling fresh shared memory through a mapping costs a page fault per 4 KiB
 // page (about 1 GB/s here), while pwrite fills the pages in the kernel without mapping
 // them in this process (several times faster). The mapping (`Allocation::ptr`) is still
-// there for readers; it sees the written bytes (same pages).
+// there for readers; it sees the written bytes (same pages). Pages are not reserved up
+// front (fallocate would cost a zeroing pass inside every load): a full /dev/shm shows
+// up as ResourceExhausted from the copy that hits it, never as a SIGBUS, since copies do
+// not write through the mapping.
 //
 // Thread safety: every method is thread-safe (Device contract 3).
 #pragma once

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <xxh_x86dispatch.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -338,7 +339,8 @@ absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
         mt.offset + c.pos, " (", *c.result, " of ", c.length, " bytes); file truncated?"));
   }
   if (file != nullptr && p_.options_.verify_checksums) {
-    XXH3_64bits_update(&aj.hash, c.data, c.length);
+    // The dispatching variant picks AVX2/AVX-512 at run time (same hash as the scalar one).
+    XXH3_64bits_update_dispatch(&aj.hash, c.data, c.length);
     if (c.ends_piece) {
       uint64_t got = XXH3_64bits_digest(&aj.hash);
       XXH3_64bits_reset(&aj.hash);
