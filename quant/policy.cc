@@ -268,6 +268,24 @@ QuantType ShouldQuantize(const QuantConfig& config, std::string_view tensor_name
   return config.type;
 }
 
+bool IsConv1DWeight(std::string_view model_type, std::string_view tensor_name,
+                    const std::vector<int64_t>& shape) {
+  if (shape.size() != 2) return false;
+  if (model_type != "gpt2" && model_type != "openai-gpt" && model_type != "imagegpt" &&
+      model_type != "decision_transformer") {
+    return false;
+  }
+  constexpr std::string_view kSuffix = ".weight";
+  if (tensor_name.size() <= kSuffix.size() ||
+      tensor_name.substr(tensor_name.size() - kSuffix.size()) != kSuffix) {
+    return false;
+  }
+  const std::string_view module = tensor_name.substr(0, tensor_name.size() - kSuffix.size());
+  const size_t dot = module.rfind('.');
+  const std::string_view leaf = dot == std::string_view::npos ? module : module.substr(dot + 1);
+  return leaf == "c_attn" || leaf == "c_proj" || leaf == "c_fc" || leaf == "q_attn";
+}
+
 absl::Status CastFloatTensor(DType from, const void* in, int64_t n, DType to, void* out) {
   auto ok = [](DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; };
   if (!ok(from) || !ok(to)) {

@@ -71,6 +71,14 @@ absl::StatusOr<DType> ParseTorchDtype(std::string_view value,
 QuantType ShouldQuantize(const QuantConfig& config, std::string_view tensor_name,
                          const std::vector<int64_t>& shape);
 
+// True for the 2-D weights of transformers' Conv1D modules (GPT-2 family: model_type
+// gpt2 / openai-gpt / imagegpt / decision_transformer; modules c_attn, c_proj, c_fc,
+// q_attn). Their checkpoint layout is [in, out]; transformers transposes them to
+// [out, in] before bitsandbytes quantizes (4-bit and int8), so PrepareTensor /
+// StreamingQuantizer must be told to transpose (the exported weight is then [out, in]).
+bool IsConv1DWeight(std::string_view model_type, std::string_view tensor_name,
+                    const std::vector<int64_t>& shape);
+
 // Casts n floating elements (F32/F16/BF16) between dtypes with one RNE rounding, as
 // torch's .to(dtype) (SIMD + threads for large tensors). InvalidArgument for other dtypes.
 absl::Status CastFloatTensor(DType from, const void* in, int64_t n, DType to, void* out);

@@ -1,5 +1,6 @@
 #include "quant/prepare.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -8,9 +9,36 @@
 namespace loadstar {
 namespace quant {
 
+void Transpose2D(const void* in, int64_t rows, int64_t cols, size_t esize, void* out) {
+  const uint8_t* src = static_cast<const uint8_t*>(in);
+  uint8_t* dst = static_cast<uint8_t*>(out);
+  constexpr int64_t kTile = 32;  // cache-friendly tiles
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) {
+          std::memcpy(dst + (c * rows + r) * esize, src + (r * cols + c) * esize, esize);
+        }
+      }
+    }
+  }
+}
+
 absl::StatusOr<PreparedTensor> PrepareTensor(const QuantConfig& config, std::string_view name,
-                                             DType dtype, const std::vector<int64_t>& shape,
-                                             const void* data, const QuantizeOptions& options) {
+                                             DType dtype, const std::vector<int64_t>& shape_in,
+                                             const void* data_in, const QuantizeOptions& options,
+                                             bool transpose_conv1d) {
+  std::vector<int64_t> shape = shape_in;
+  const void* data = data_in;
+  std::vector<uint8_t> transposed;
+  if (transpose_conv1d && shape.size() == 2 &&
+      ShouldQuantize(config, name, shape) != QuantType::kNone) {
+    transposed.resize(static_cast<size_t>(shape[0] * shape[1]) * DTypeSize(dtype));
+    Transpose2D(data_in, shape[0], shape[1], DTypeSize(dtype), transposed.data());
+    shape = {shape_in[1], shape_in[0]};
+    data = transposed.data();
+  }
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   PreparedTensor out;

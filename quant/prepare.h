@@ -27,10 +27,17 @@ struct PreparedTensor {
   std::vector<NamedTensor> tensors;    // the state-dict entries it became
 };
 
+// `transpose_conv1d`: the tensor is a Conv1D weight (IsConv1DWeight); when it is quantized
+// it is transposed to [out, in] first, as transformers does (not-quantized tensors keep
+// the checkpoint layout).
 absl::StatusOr<PreparedTensor> PrepareTensor(const QuantConfig& config, std::string_view name,
                                              DType dtype, const std::vector<int64_t>& shape,
                                              const void* data,
-                                             const QuantizeOptions& options = {});
+                                             const QuantizeOptions& options = {},
+                                             bool transpose_conv1d = false);
+
+// Transposes a row-major [rows, cols] matrix of `esize`-byte elements into `out`.
+void Transpose2D(const void* in, int64_t rows, int64_t cols, size_t esize, void* out);
 
 }  // namespace quant
 }  // namespace loadstar

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "quant/policy.h"
+#include "quant/prepare.h"
 
 namespace loadstar {
 namespace quant {
@@ -36,6 +37,12 @@ absl::StatusOr<std::unique_ptr<StreamingQuantizer>> StreamingQuantizer::Create(O
 }
 
 StreamingQuantizer::StreamingQuantizer(Options options) : opt_(std::move(options)) {
+  if (opt_.transpose_conv1d && opt_.shape.size() == 2) {
+    // Quantize the [out, in] tensor; the input arrives as [in, out] and is kept whole.
+    std::swap(opt_.shape[0], opt_.shape[1]);
+  } else {
+    opt_.transpose_conv1d = false;
+  }
   total_elements_ = 1;
   for (int64_t d : opt_.shape) total_elements_ *= d;
   total_bytes_ = total_elements_ * static_cast<int64_t>(DTypeSize(opt_.in_dtype));
@@ -80,6 +87,19 @@ absl::Status StreamingQuantizer::Append(const void* data, size_t size) {
         "{} bytes appended past the tensor's {} bytes", consumed_ + size, total_bytes_));
   }
   const int64_t esize = static_cast<int64_t>(DTypeSize(opt_.in_dtype));
+  if (opt_.transpose_conv1d) {
+    const uint8_t* bytes = static_cast<const uint8_t*>(data);
+    whole_.insert(whole_.end(), bytes, bytes + size);
+    consumed_ += static_cast<int64_t>(size);
+    if (consumed_ < total_bytes_) return absl::OkStatus();
+    std::vector<uint8_t> t(whole_.size());
+    // Input rows = in = shape[1] (after the swap), cols = out = shape[0].
+    Transpose2D(whole_.data(), opt_.shape[1], opt_.shape[0], static_cast<size_t>(esize), t.data());
+    whole_.clear();
+    whole_.shrink_to_fit();
+    return ProcessUnits(t.data(), (total_elements_ + unit_elements_ - 1) / unit_elements_,
+                        total_elements_);
+  }
   const int64_t unit_bytes = unit_elements_ * esize;
   const uint8_t* p = static_cast<const uint8_t*>(data);
   int64_t left = static_cast<int64_t>(size);

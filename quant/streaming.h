@@ -33,6 +33,9 @@ class StreamingQuantizer {
     DType quantize_dtype = DType::kF16;     // torch_dtype: values are cast to it first
     std::vector<int64_t> shape;             // tensor shape (int8: 2-D)
     QuantizeOptions threads;                // worker threads for large chunks
+    bool transpose_conv1d = false;          // Conv1D weight (IsConv1DWeight): [in, out] in,
+                                            // quantized as [out, in]; buffers the whole
+                                            // tensor (a transposed block spans all rows)
   };
 
   static absl::StatusOr<std::unique_ptr<StreamingQuantizer>> Create(Options options);
@@ -60,6 +63,7 @@ class StreamingQuantizer {
   int64_t next_element_ = 0;          // first element not yet quantized
   std::vector<uint8_t> pending_;      // bytes of an incomplete unit
   std::vector<uint8_t> cast_buffer_;  // scratch for the torch_dtype cast
+  std::vector<uint8_t> whole_;        // transpose_conv1d: the whole input tensor
   // Outputs.
   std::vector<uint8_t> packed_;
   std::vector<float> absmax_;

@@ -6,6 +6,7 @@
 
 #include "quant/float16.h"
 #include "quant/policy.h"
+#include "quant/prepare.h"
 
 namespace loadstar::quant {
 namespace {
@@ -73,6 +74,43 @@ TEST(StreamingTest, Int8EqualsWholeTensor) {
   ASSERT_TRUE(want.ok());
   EXPECT_EQ(got->weight, want->weight);
   EXPECT_EQ(got->scb, want->scb);
+}
+
+TEST(StreamingTest, Conv1DTransposedLikePrepareTensor) {
+  const auto w = Random(48 * 80, 8);  // GPT-2 Conv1D layout [in=48, out=80]
+  std::vector<Half> h(w.size());
+  ASSERT_TRUE(CastFloatTensor(DType::kF32, w.data(), w.size(), DType::kF16, h.data()).ok());
+  QuantConfig c;
+  c.type = QuantType::kNf4;
+  const std::string name = "transformer.h.0.mlp.c_fc.weight";
+  ASSERT_TRUE(IsConv1DWeight("gpt2", name, {48, 80}));
+  EXPECT_FALSE(IsConv1DWeight("llama", name, {48, 80}));
+  EXPECT_FALSE(IsConv1DWeight("gpt2", "transformer.wte.weight", {48, 80}));
+  auto p = PrepareTensor(c, name, DType::kF16, {48, 80}, h.data(), {}, /*transpose_conv1d=*/true);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::string json(p->tensors.back().data.begin(), p->tensors.back().data.end());
+  EXPECT_NE(json.find("\"shape\": [80, 48]"), std::string::npos) << json;
+  // By hand: transpose, then quantize.
+  std::vector<Half> t(h.size());
+  Transpose2D(h.data(), 48, 80, 2, t.data());
+  auto want = Quantize4bitRef(c.fp4_spec(), DType::kF16, t.data(), {80, 48});
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(p->tensors[0].data, want->packed);
+  // Streaming gives the same.
+  StreamingQuantizer::Options o;
+  o.type = QuantType::kNf4;
+  o.spec = c.fp4_spec();
+  o.in_dtype = DType::kF16;
+  o.quantize_dtype = DType::kF16;
+  o.shape = {48, 80};
+  o.transpose_conv1d = true;
+  auto s = StreamingQuantizer::Create(o);
+  ASSERT_TRUE(s.ok());
+  Feed(**s, reinterpret_cast<const uint8_t*>(h.data()), h.size() * 2, 6);
+  auto got = (*s)->Finish4bit();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->packed, want->packed);
+  EXPECT_EQ(got->shape, (std::vector<int64_t>{80, 48}));
 }
 
 TEST(StreamingTest, Errors) {
