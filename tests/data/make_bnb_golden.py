@@ -337,6 +337,62 @@ def case_int8(name, x64, shape, dtype):
         "dequant_f32": save(f"{name}.dequant_f32.bin", deq)})
 
 
+def hf_layouts():
+    """transformers' own quantized save_pretrained() of tiny random models (CPU): which
+    tensors it quantizes, the state-dict names/dtypes/shapes, the quant_state JSON and
+    config.json's quantization_config. Needs `pip install transformers safetensors
+    accelerate`; skipped without them."""
+    try:
+        import tempfile
+        from safetensors import safe_open
+        from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+    except ImportError:
+        print("transformers not installed: hf_layout cases skipped", file=sys.stderr)
+        return
+    manifest["transformers"] = __import__("transformers").__version__
+    llama = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=256, tie_word_embeddings=False)
+    gpt2 = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64)
+    cases = [
+        ("hf_llama_nf4_dq", "llama", llama,
+         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)),
+        ("hf_gpt2_fp4", "gpt2", gpt2,
+         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4")),
+        ("hf_llama_int8", "llama", llama, BitsAndBytesConfig(load_in_8bit=True)),
+        ("hf_gpt2_int8", "gpt2", gpt2, BitsAndBytesConfig(load_in_8bit=True)),
+    ]
+
+    def tensors(path):
+        out = {}
+        with safe_open(os.path.join(path, "model.safetensors"), "pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+                e = {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape)}
+                if ".quant_state." in k:
+                    e["json"] = bytes(t.numpy().tolist()).decode()
+                out[k] = e
+        return out
+
+    layouts = []
+    for name, arch, kw, qconf in cases:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, **kw), dtype=torch.float16)
+        src_dir, dst_dir = tempfile.mkdtemp(), tempfile.mkdtemp()
+        model.save_pretrained(src_dir)
+        q = AutoModelForCausalLM.from_pretrained(src_dir, quantization_config=qconf,
+                                                 dtype=torch.float16, device_map="cpu")
+        q.save_pretrained(dst_dir)
+        cfg = json.load(open(os.path.join(dst_dir, "config.json")))
+        layouts.append({"name": name, "model_type": arch, "torch_dtype": "float16",
+                        "quantization_config": cfg["quantization_config"],
+                        "memory_footprint_params": q.get_memory_footprint(return_buffers=False),
+                        "source": tensors(src_dir), "quantized": tensors(dst_dir)})
+    with open(os.path.join(OUT, "hf_layouts.json"), "w") as f:
+        json.dump(layouts, f, indent=0)
+    manifest["hf_layouts"] = "hf_layouts.json"
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -420,6 +476,8 @@ def main():
         "f16": save("conv.f16.bin", tc.to(torch.float16).view(torch.int16).numpy().view(np.uint16)),
         "bf16": save("conv.bf16.bin", tc.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)),
     }
+
+    hf_layouts()
 
     manifest["agreement_with_bnb_cpu"] = {k: f"{a}/{t}" for k, (a, t) in stats.items()}
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
