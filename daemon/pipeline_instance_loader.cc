@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "base/status_macros.h"
+#include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
 #include "loader/model_source.h"
 #include "nlohmann/json.hpp"
@@ -59,8 +60,10 @@ void FillQuantState(const std::string& info, v1::QuantState* q) {
 
 class PipelineLoadedInstance : public LoadedInstance {
  public:
-  explicit PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model)
-      : model_(std::move(model)) {}
+  PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model, v1::LoadSpec spec)
+      : model_(std::move(model)), spec_(std::move(spec)) {}
+
+  const v1::LoadSpec& spec() const { return spec_; }
 
   v1::InstanceHandle Handle() const override {
     v1::InstanceHandle h;
@@ -98,6 +101,7 @@ class PipelineLoadedInstance : public LoadedInstance {
       if (!t.transform_info.empty()) FillQuantState(t.transform_info, info->mutable_quant());
     }
     h.set_bytes(model_->tensor_bytes());
+    h.set_model(spec_.model());
     return h;
   }
 
@@ -115,6 +119,7 @@ class PipelineLoadedInstance : public LoadedInstance {
 
  private:
   std::unique_ptr<loader::LoadedModel> model_;
+  const v1::LoadSpec spec_;
 };
 
 }  // namespace
@@ -258,7 +263,7 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                                                static_cast<uint32_t>(p.tensors),
                                                static_cast<uint32_t>(p.total_tensors)});
                                    }));
-  return std::make_unique<PipelineLoadedInstance>(std::move(model));
+  return std::make_unique<PipelineLoadedInstance>(std::move(model), spec);
 }
 
 absl::Status PipelineInstanceLoader::Prefetch(const std::string& model) {
@@ -276,10 +281,17 @@ absl::Status PipelineInstanceLoader::Evict(const std::string& model) {
   return cache_->Evict(loader::ModelKey(model, ""));
 }
 
-absl::StatusOr<v1::ProbeResponse> PipelineInstanceLoader::Probe(const LoadedInstance&,
-                                                                const std::string&, uint32_t) {
-  return absl::UnimplementedError(
-      "Probe needs quantized instances, which this build does not load yet");
+absl::StatusOr<v1::ProbeResponse> PipelineInstanceLoader::Probe(const LoadedInstance& instance,
+                                                                const std::string& tensor,
+                                                                uint32_t rows) {
+  const auto* loaded = dynamic_cast<const PipelineLoadedInstance*>(&instance);
+  if (loaded == nullptr) return absl::InternalError("instance was not loaded by this loader");
+  return ProbeQuantizedWeight(
+      instance.Handle(),
+      [&](const std::string& name, uint64_t offset, uint64_t n, char* dst) {
+        return instance.ReadTensor(name, offset, n, dst);
+      },
+      loaded->spec(), *store_, tensor, rows);
 }
 
 }  // namespace loadstar::daemon

@@ -13,6 +13,9 @@
 #include "loadstar/v1/controller.grpc.pb.h"
 #include "loadstar/v1/worker.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "quant/blockwise.h"
+#include "quant/policy.h"
+#include "quant/quant_state.h"
 #include "store/store.h"
 #include "tests/deploy/process.h"
 #include "tests/util/checkpoint_builder.h"
@@ -324,6 +327,67 @@ TEST_F(ControlPlaneTest, WrongTokenIsUnauthenticated) {
   grpc::ClientContext ctx;
   v1::ListModelsResponse models;
   EXPECT_EQ(stub->ListModels(&ctx, {}, &models).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Writes the nf4 artifact of org/tiny into the store as `store save --quantize nf4` does:
+// every quantizable weight in the bitsandbytes layout, everything else as is.
+absl::Status WriteNf4Variant(const std::string& store_dir,
+                             const loadstar::testing::CheckpointBuilder& builder) {
+  auto store = store::Store::Open({store_dir});
+  if (!store.ok()) return store.status();
+  quant::QuantConfig config;
+  config.type = quant::QuantType::kNf4;
+  std::vector<store::TensorInput> tensors;
+  for (const auto& t : builder.tensors()) {
+    if (quant::ShouldQuantize(config, t.name, t.shape) == quant::QuantType::kNone) {
+      tensors.push_back(store::TensorInput::FromBytes({t.name, t.dtype, t.shape}, t.bytes));
+      continue;
+    }
+    auto q = quant::Quantize4bit(config.fp4_spec(), t.dtype, t.bytes.data(), t.shape);
+    if (!q.ok()) return q.status();
+    for (quant::NamedTensor& nt : quant::Serialize4bit(t.name, *q)) {
+      tensors.push_back(store::TensorInput::FromBytes(
+          {nt.name, nt.dtype, nt.shape}, std::string(nt.data.begin(), nt.data.end())));
+    }
+  }
+  return (*store)
+      ->WriteVariant({"org/tiny", config.VariantKey(), config.ToHfJson().dump()}, std::move(tensors))
+      .status();
+}
+
+TEST_F(ControlPlaneTest, QuantizedDeploymentProbe) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  auto worker = StartWorker(addr, "w1");
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  // Without the artifact a quantized load says how to make it.
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--quantization", "nf4"}).exit_code, 0);
+  CliResult missing = Cli(addr, {"acquire", "org/tiny", "--timeout", "10"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("--quantize nf4"));
+  ASSERT_EQ(Cli(addr, {"delete", "org/tiny"}).exit_code, 0);
+
+  ASSERT_TRUE(WriteNf4Variant(store_dir_, builder_).ok());
+  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--quantization", "nf4"}).exit_code, 0);
+  CliResult acquired = Cli(addr, {"acquire", "org/tiny", "-o", "json"});
+  ASSERT_EQ(acquired.exit_code, 0) << acquired.err;
+  nlohmann::json lease = nlohmann::json::parse(acquired.out);
+  auto stub = v1::Worker::NewStub(daemon::MakeChannel(lease["instance"]["worker_address"]));
+  grpc::ClientContext ctx;
+  v1::ProbeRequest req;
+  req.set_instance_id(lease["instance"]["instance_id"]);
+  req.set_tensor("model.layers.0.mlp.up_proj.weight");
+  v1::ProbeResponse probe;
+  grpc::Status s = stub->Probe(&ctx, req, &probe);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  // nf4 of uniform [-1, 1) weights: a few percent of relative error, never zero or wild.
+  EXPECT_GT(probe.relative_error(), 0.01);
+  EXPECT_LT(probe.relative_error(), 0.2);
+  EXPECT_GT(probe.max_abs_error(), 0);
+  // An unquantized tensor is refused with the reason.
+  grpc::ClientContext ctx2;
+  req.set_tensor("model.norm.weight");
+  EXPECT_EQ(stub->Probe(&ctx2, req, &probe).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(ControlPlaneTest, UpRunsALocalClusterAndStopsOnSigterm) {
