@@ -16,6 +16,7 @@
 //                                 [--chunk-kib 4096]
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +46,34 @@ namespace {
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// CPU seconds (user + system) this process has used. The machine is shared, so wall-clock
+// rates depend on what else runs; bytes per CPU-second of the same work do not (much).
+double CpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+// Wall and CPU rates of one measurement.
+struct Rate {
+  double gbps = 0;      // bytes / wall second
+  double gb_per_cpu = 0;  // bytes / CPU second
+};
+
+Rate MedianRate(std::vector<Rate> v) {
+  Rate r;
+  std::vector<double> a, b;
+  for (const Rate& x : v) {
+    a.push_back(x.gbps);
+    b.push_back(x.gb_per_cpu);
+  }
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  if (!v.empty()) r = Rate{a[a.size() / 2], b[b.size() / 2]};
+  return r;
 }
 
 double Median(std::vector<double> v) {
@@ -119,14 +148,14 @@ absl::Status MakeCheckpoint(const std::string& dir, double gib) {
 }
 
 // (a) memcpy with `threads` threads between pre-faulted buffers.
-double MemcpyGbps(int threads, uint64_t bytes) {
+Rate MemcpyRate(int threads, uint64_t bytes) {
   char* src = static_cast<char*>(std::aligned_alloc(4096, bytes));
   char* dst = static_cast<char*>(std::aligned_alloc(4096, bytes));
   std::memset(src, 1, bytes);
   std::memset(dst, 2, bytes);
-  std::vector<double> runs;
+  std::vector<Rate> runs;
   for (int r = 0; r < 3; ++r) {
-    double t0 = Now();
+    double t0 = Now(), c0 = CpuSeconds();
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
@@ -137,25 +166,26 @@ double MemcpyGbps(int threads, uint64_t bytes) {
       });
     }
     for (auto& th : pool) th.join();
-    runs.push_back(static_cast<double>(bytes) / (Now() - t0) / 1e9);
+    runs.push_back(Rate{static_cast<double>(bytes) / (Now() - t0) / 1e9,
+                        static_cast<double>(bytes) / (CpuSeconds() - c0) / 1e9});
   }
   std::free(src);
   std::free(dst);
-  return Median(runs);
+  return MedianRate(runs);
 }
 
 // (a') `threads` threads filling a fresh host-device allocation through HostDevice's copy
 // (pwrite into the shm object) from a cache-hot source: the most a load onto a host
 // device can reach here, since every byte lands in a newly allocated shmem page.
-double FreshDeviceFillGbps(int threads, uint64_t bytes) {
+Rate FreshDeviceFillRate(int threads, uint64_t bytes) {
   char* src = static_cast<char*>(std::aligned_alloc(4096, 64 << 20));
   std::memset(src, 1, 64 << 20);
   loader::HostDevice device(0, bytes + (1 << 20));
-  std::vector<double> runs;
+  std::vector<Rate> runs;
   for (int r = 0; r < 2; ++r) {
     auto a = device.Allocate(bytes);
     if (!a.ok()) Die(a.status());
-    double t0 = Now();
+    double t0 = Now(), c0 = CpuSeconds();
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
@@ -167,11 +197,12 @@ double FreshDeviceFillGbps(int threads, uint64_t bytes) {
       });
     }
     for (auto& th : pool) th.join();
-    runs.push_back(static_cast<double>(bytes) / (Now() - t0) / 1e9);
+    runs.push_back(Rate{static_cast<double>(bytes) / (Now() - t0) / 1e9,
+                        static_cast<double>(bytes) / (CpuSeconds() - c0) / 1e9});
     (void)device.Free(*a);
   }
   std::free(src);
-  return Median(runs);
+  return MedianRate(runs);
 }
 
 void DropCaches(const loader::ModelSource& source) {
@@ -306,8 +337,9 @@ int Main(int argc, char** argv) {
               (*cold_pipeline)->direct_engine().name().c_str());
 
   // (a)
-  const double memcpy_gbps = MemcpyGbps(threads, 1ull << 30);
-  const double fill_gbps = FreshDeviceFillGbps(threads, bytes);
+  const Rate memcpy_rate = MemcpyRate(threads, 1ull << 30);
+  const Rate fill_rate = FreshDeviceFillRate(threads, bytes);
+  const double memcpy_gbps = memcpy_rate.gbps, fill_gbps = fill_rate.gbps;
   // (b)
   std::string direct_how;
   const double direct_gbps = DirectReadGbps(*source, &direct_how);
@@ -316,10 +348,12 @@ int Main(int argc, char** argv) {
   auto load = [&](loader::LoadPipeline& pipeline, bool cold, std::string* io) {
     if (cold) DropCaches(*source);
     loader::LoadStats stats;
+    double c0 = CpuSeconds();
     auto model = pipeline.Load(*source, {&device}, loader::PlanOptions{}, nullptr, {}, &stats);
     if (!model.ok()) Die(model.status());
+    double cpu = CpuSeconds() - c0;
     *io = stats.io;
-    return stats.gbps;
+    return Rate{stats.gbps, static_cast<double>(stats.bytes) / cpu / 1e9};
   };
   // Warm the page cache with one buffered pass (a load in buffered mode does that).
   {
@@ -329,10 +363,18 @@ int Main(int argc, char** argv) {
     if (!p.ok()) Die(p.status());
     load(**p, false, &io);
   }
+  std::vector<Rate> warm_rates, cold_rates;
   std::vector<double> warm, cold;
   std::string warm_io, cold_io;
-  for (int r = 0; r < flags.runs; ++r) warm.push_back(load(**warm_pipeline, false, &warm_io));
-  for (int r = 0; r < flags.runs; ++r) cold.push_back(load(**cold_pipeline, true, &cold_io));
+  for (int r = 0; r < flags.runs; ++r) {
+    warm_rates.push_back(load(**warm_pipeline, false, &warm_io));
+    warm.push_back(warm_rates.back().gbps);
+  }
+  for (int r = 0; r < flags.runs; ++r) {
+    cold_rates.push_back(load(**cold_pipeline, true, &cold_io));
+    cold.push_back(cold_rates.back().gbps);
+  }
+  const Rate warm_rate = MedianRate(warm_rates);
   const double warm_gbps = Median(warm), cold_gbps = Median(cold);
 
   std::printf("\n(a) memcpy, %d threads, pre-faulted     %7.2f GB/s\n", threads, memcpy_gbps);
@@ -344,6 +386,11 @@ int Main(int argc, char** argv) {
   std::printf("(c) warm load, median of %d [%s]\n", flags.runs, warm_io.c_str());
   PrintRow("    vs memcpy", warm_gbps, warm_gbps / memcpy_gbps, 0.85, "memcpy");
   PrintRow("    vs host-device fill", warm_gbps, warm_gbps / fill_gbps, 0.85, "fill");
+  std::printf("    per CPU-second: warm load %.2f GB, memcpy %.2f GB (%.2f x), fill %.2f GB "
+              "(%.2f x)\n",
+              warm_rate.gb_per_cpu, memcpy_rate.gb_per_cpu,
+              warm_rate.gb_per_cpu / memcpy_rate.gb_per_cpu, fill_rate.gb_per_cpu,
+              warm_rate.gb_per_cpu / fill_rate.gb_per_cpu);
   std::printf("(d) cold load, median of %d [%s]\n", flags.runs, cold_io.c_str());
   PrintRow("    vs O_DIRECT read", cold_gbps, cold_gbps / direct_gbps, 0.90, "O_DIRECT");
   nlohmann::json out = {{"bytes", bytes},
@@ -355,7 +402,10 @@ int Main(int argc, char** argv) {
                         {"cold_gbps", cold},
                         {"warm_ratio_memcpy", warm_gbps / memcpy_gbps},
                         {"warm_ratio_shm_fill", warm_gbps / fill_gbps},
-                        {"cold_ratio_direct", cold_gbps / direct_gbps}};
+                        {"cold_ratio_direct", cold_gbps / direct_gbps},
+                        {"memcpy_gb_per_cpu_s", memcpy_rate.gb_per_cpu},
+                        {"fill_gb_per_cpu_s", fill_rate.gb_per_cpu},
+                        {"warm_gb_per_cpu_s", warm_rate.gb_per_cpu}};
   std::printf("\njson: %s\n", out.dump().c_str());
   return 0;
 }
