@@ -69,12 +69,21 @@ class Device {
                                   uint64_t bytes) = 0;
 
   virtual absl::StatusOr<ExportedHandle> Export(const Allocation& allocation) = 0;
+
+  // True when `allocation.ptr` is host memory that is already mapped and resident, so the
+  // load pipeline may read file bytes straight into it (one copy, no staging) at full
+  // speed. False by default: device memory, or fresh memory whose first touch through a
+  // mapping costs a page fault per page.
+  virtual bool ReadsInPlace(const Allocation& allocation) const { return false; }
 };
 
 // Parses a device spec: "host:N" (N emulated devices of `host_device_bytes` each),
 // "cuda" (every visible GPU), "auto" (cuda when a GPU is usable, else host:1).
 // With no usable GPU, "cuda" is an error naming the reason (no driver, no device).
+// Host devices keep up to `host_retain_bytes` each of freed memory for reuse (see
+// HostDevice); 0 returns it to the OS at once.
 absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
-    const std::string& spec, uint64_t host_device_bytes = 64ull << 30);
+    const std::string& spec, uint64_t host_device_bytes = 64ull << 30,
+    uint64_t host_retain_bytes = 0);
 
 }  // namespace loadstar::loader

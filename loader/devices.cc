@@ -12,9 +12,10 @@ namespace {
 // More emulated devices than any real server has GPUs is a typo, not a plan.
 constexpr int kMaxHostDevices = 64;
 
-absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeHostDevices(int n, uint64_t bytes) {
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeHostDevices(int n, uint64_t bytes,
+                                                                     uint64_t retain) {
   std::vector<std::unique_ptr<Device>> devices;
-  for (int i = 0; i < n; ++i) devices.push_back(std::make_unique<HostDevice>(i, bytes));
+  for (int i = 0; i < n; ++i) devices.push_back(std::make_unique<HostDevice>(i, bytes, retain));
   return devices;
 }
 
@@ -29,16 +30,16 @@ absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices() {
 }  // namespace
 
 absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
-    const std::string& spec, uint64_t host_device_bytes) {
+    const std::string& spec, uint64_t host_device_bytes, uint64_t host_retain_bytes) {
   if (spec == "cuda") return MakeCudaDevices();
   if (spec == "auto") {
 #ifdef LOADSTAR_HAVE_CUDA
     std::string reason;
     if (CudaUsable(&reason)) return CreateCudaDevices();
 #endif
-    return MakeHostDevices(1, host_device_bytes);
+    return MakeHostDevices(1, host_device_bytes, host_retain_bytes);
   }
-  if (spec == "host") return MakeHostDevices(1, host_device_bytes);
+  if (spec == "host") return MakeHostDevices(1, host_device_bytes, host_retain_bytes);
   if (spec.rfind("host:", 0) == 0) {
     std::string_view count(spec);
     count.remove_prefix(5);
@@ -52,7 +53,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
     if (host_device_bytes == 0) {
       return absl::InvalidArgumentError("host device memory must be positive");
     }
-    return MakeHostDevices(n, host_device_bytes);
+    return MakeHostDevices(n, host_device_bytes, host_retain_bytes);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown device spec '", spec, "' (auto | cuda | host:N)"));

@@ -18,7 +18,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -30,8 +32,10 @@ namespace loadstar::loader {
 class HostDevice final : public Device {
  public:
   // `index` names the device ("host:<index>"); `memory_bytes` bounds the sum of its live
-  // allocations.
-  HostDevice(int index, uint64_t memory_bytes);
+  // allocations. Up to `retain_bytes` of freed memory is kept (renamed, mapped, its pages
+  // resident) and handed out again by later allocations, as a GPU's memory stays there
+  // between models: a reused allocation is filled at memcpy speed and is ReadsInPlace.
+  HostDevice(int index, uint64_t memory_bytes, uint64_t retain_bytes = 0);
   ~HostDevice() override;  // frees (unmaps and unlinks) every allocation still live
 
   DeviceKind kind() const override { return DeviceKind::kHost; }
@@ -47,9 +51,12 @@ class HostDevice final : public Device {
   absl::Status CopyToHost(void* dst, const Allocation& src, uint64_t offset,
                           uint64_t bytes) override;
   absl::StatusOr<ExportedHandle> Export(const Allocation& allocation) override;
+  bool ReadsInPlace(const Allocation& allocation) const override;
 
   // Live allocations (for tests: a failed or cancelled load leaves none behind).
   int live_allocations() const;
+  // Bytes of freed memory kept for reuse.
+  uint64_t retained_bytes() const;
 
  private:
   struct Region {
@@ -58,15 +65,24 @@ class HostDevice final : public Device {
     void* ptr = nullptr;
     uint64_t size = 0;         // as requested
     uint64_t mapped_size = 0;  // rounded up to whole pages, at least one
+    // Every page is mapped in this process (page-table entries present): copies through
+    // `ptr` then run at memcpy speed instead of faulting page by page.
+    bool populated = false;
   };
 
   // Checks that [offset, offset+bytes) lies inside a live allocation `a`; returns its fd.
   absl::StatusOr<int> CheckRange(const Allocation& a, uint64_t offset, uint64_t bytes) const;
   static void Unmap(const Region& region);
+  // Takes a retained region of at least `mapped_size` bytes (the smallest that fits, and
+  // at most twice that), renamed to a fresh name; nullopt if none.
+  std::optional<Region> TakeRetained(uint64_t mapped_size);
 
   const int index_;
   const uint64_t memory_bytes_;
+  const uint64_t retain_bytes_;
   mutable absl::Mutex mu_;
+  uint64_t retained_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Region> retained_ ABSL_GUARDED_BY(mu_);
   uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<uint64_t, Region> regions_ ABSL_GUARDED_BY(mu_);

@@ -245,7 +245,9 @@ absl::Status LoadPipeline::Run::Execute() {
     if (st.outputs.empty()) continue;  // a plan may leave a tensor out
     const PlannedTensor& first = plan_.tensors[st.outputs[0]];
     st.transformed = first.transformed;
-    st.in_place = in_place_ && cached_ == nullptr && !st.transformed &&
+    st.in_place = (in_place_ || devices_[first.device]->ReadsInPlace(
+                                    allocations_[first.device])) &&
+                  cached_ == nullptr && !st.transformed &&
                   st.outputs.size() == 1 && first.shard_kind == ShardKind::kWhole &&
                   devices_[first.device]->kind() == DeviceKind::kHost &&
                   first.offset % kDirectIoAlignment == 0 &&

@@ -48,6 +48,9 @@ class LoadedModel {
   Device* device(int i) const { return devices_[i]; }
   const Allocation& allocation(int i) const { return allocations_[i]; }
   const std::vector<LoadedTensor>& tensors() const { return tensors_; }
+  // The table itself, for rewrites after the load (quantize_transform.h expands each
+  // quantized region into its state-dict tensors). Not thread-safe.
+  std::vector<LoadedTensor>& mutable_tensors() { return tensors_; }
   // First tensor (shard 0 under tensor parallelism) named `name`, or nullptr.
   const LoadedTensor* Find(std::string_view name) const;
   // Sum of tensor sizes (not counting padding).

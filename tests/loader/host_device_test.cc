@@ -120,6 +120,51 @@ TEST(HostDeviceTest, DestructorReleasesEverything) {
   EXPECT_LT(::shm_open(name.c_str(), O_RDONLY, 0), 0);
 }
 
+TEST(HostDeviceTest, RetainedMemoryIsReusedUnderAFreshName) {
+  HostDevice device(0, 1 << 20, /*retain_bytes=*/256 << 10);
+  auto a = device.Allocate(100 << 10);
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(device.ReadsInPlace(*a));  // fresh: filled by pwrite
+  std::string first(100 << 10, 'a');
+  ASSERT_TRUE(device.CopyToDeviceAsync(*a, 0, first.data(), first.size()).ok());
+  std::string old_name = device.Export(*a)->shm_name;
+  void* old_ptr = a->ptr;
+  ASSERT_TRUE(device.Free(*a).ok());
+  EXPECT_EQ(device.retained_bytes(), 100u << 10);
+  EXPECT_LT(::shm_open(old_name.c_str(), O_RDONLY, 0), 0) << "Free removes the name";
+  EXPECT_EQ(device.free_memory(), 1u << 20);
+
+  auto b = device.Allocate(90 << 10);  // fits the retained region
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->ptr, old_ptr);
+  EXPECT_EQ(device.retained_bytes(), 0u);
+  EXPECT_TRUE(device.ReadsInPlace(*b));
+  std::string second(90 << 10, 'b');
+  ASSERT_TRUE(device.CopyToDeviceAsync(*b, 0, second.data(), second.size()).ok());
+  auto handle = device.Export(*b);
+  ASSERT_TRUE(handle.ok());
+  EXPECT_NE(handle->shm_name, old_name);
+  int fd = ::shm_open(handle->shm_name.c_str(), O_RDONLY, 0);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, handle->size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  EXPECT_EQ(std::memcmp(map, second.data(), second.size()), 0);
+  ::munmap(map, handle->size);
+
+  // Too small to take the retained 100 KiB region for a 20 KiB request (over 2x): fresh.
+  ASSERT_TRUE(device.Free(*b).ok());
+  auto c = device.Allocate(20 << 10);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->ptr, old_ptr);
+  EXPECT_FALSE(device.ReadsInPlace(*c));
+  // Over the retain budget: unmapped at once.
+  auto big = device.Allocate(300 << 10);
+  ASSERT_TRUE(big.ok());
+  ASSERT_TRUE(device.Free(*big).ok());
+  EXPECT_EQ(device.retained_bytes(), 100u << 10);
+}
+
 TEST(CreateDevicesTest, Specs) {
   auto two = CreateDevices("host:2", 1 << 20);
   ASSERT_TRUE(two.ok());

@@ -345,6 +345,26 @@ TEST(LoadPipelineTest, TransformHookSeesChunksInOrder) {
   EXPECT_EQ(transform.begun, transformed);
 }
 
+// Reloading onto a device that kept the memory of the previous load reads in place.
+TEST(LoadPipelineTest, ReloadIntoRetainedMemory) {
+  TestStore store;
+  CheckpointBuilder builder = TinyLlama(3, 128, 128);
+  ModelSource source = store.Save(builder, "tiny");
+  HostDevice device(0, 1ull << 30, /*retain_bytes=*/1ull << 30);
+  for (IoMode mode : {IoMode::kBuffered, IoMode::kDirect}) {
+    LoadPipeline::Options options;
+    options.io_mode = mode;
+    auto pipeline = MakePipeline(options);
+    for (int i = 0; i < 3; ++i) {
+      auto model = pipeline->Load(source, {&device}, PlanOptions{});
+      ASSERT_TRUE(model.ok()) << model.status();
+      EXPECT_EQ(device.ReadsInPlace((*model)->allocation(0)), i > 0 || mode == IoMode::kDirect);
+      ExpectSameBytes(**model, builder);
+    }
+  }
+  EXPECT_GT(device.retained_bytes(), 0u);
+}
+
 TEST(LoadPipelineTest, DeviceTooSmallIsResourceExhausted) {
   TestStore store;
   CheckpointBuilder builder = TinyLlama(2, 64, 64);

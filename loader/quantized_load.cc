@@ -1,0 +1,78 @@
+#include "loader/quantized_load.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status_macros.h"
+#include "loader/model_source.h"
+#include "loader/quantize_transform.h"
+#include "quant/quant_state.h"
+#include "store/quantized_artifact.h"
+
+namespace loadstar::loader {
+
+std::string MatchingVariant(const store::Store& store, const std::string& name,
+                            const quant::QuantConfig& config) {
+  if (config.type == quant::QuantType::kNone) return "";
+  const std::string key = config.VariantKey();
+  absl::StatusOr<store::Manifest> m = store.GetManifest(name, key);
+  if (!m.ok()) return "";
+  nlohmann::json q = nlohmann::json::parse(m->quantization_json, nullptr, false);
+  if (!q.is_object() || q != config.ToHfJson()) return "";
+  // Unquantized floating tensors must already be in torch_dtype.
+  for (const store::ManifestTensor& t : m->tensors) {
+    bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
+    if (floating && t.dtype != config.torch_dtype && !quant::IsQuantStateTensorName(t.name) &&
+        !t.name.ends_with(".SCB")) {
+      return "";
+    }
+  }
+  return key;
+}
+
+absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store::Store& store,
+                                            const std::string& name,
+                                            const quant::QuantConfig& config,
+                                            const std::vector<Device*>& devices,
+                                            const PlanOptions& plan_options,
+                                            const QuantizedLoadOptions& options,
+                                            const CancellationToken* cancel,
+                                            const LoadProgressCallback& progress,
+                                            LoadStats* stats) {
+  QuantizedLoad out;
+  out.source = "checkpoint";
+  if (config.type != quant::QuantType::kNone && options.use_artifact) {
+    out.variant = MatchingVariant(store, name, config);
+  }
+  if (config.type == quant::QuantType::kNone || !out.variant.empty()) {
+    ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name, out.variant));
+    PlanOptions plan = plan_options;
+    plan.transform = nullptr;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    if (!out.variant.empty()) {
+      out.source = "artifact";
+      AnnotateQuantState(*out.model);
+    }
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
+  if (plan_options.placement == Placement::kTensorParallel) {
+    return absl::FailedPreconditionError(fmt::format(
+        "quantize-while-streaming does not combine with tensor_parallel placement yet; store "
+        "the variant first (`loadstar store save SRC --name {} --quantize {}`)",
+        name, config.VariantKey()));
+  }
+  ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
+  QuantizeTransformProvider provider({.config = config,
+                                      .model_type = store::StoredModelType(store, name),
+                                      .quantize_threads = options.quantize_threads});
+  PlanOptions plan = plan_options;
+  plan.transform = &provider;
+  ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+  RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
+  out.quantized_bytes = out.model->tensor_bytes();
+  return out;
+}
+
+}  // namespace loadstar::loader

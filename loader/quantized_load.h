@@ -1,0 +1,50 @@
+// LoadQuantized: loads a stored model under a quant::QuantConfig (SPEC §5 "quantize while
+// streaming", §4 "quantized artifacts"). When the store holds the variant
+// config.VariantKey() made with the same config (and torch_dtype), its quantized bytes are
+// read directly (source "artifact"); otherwise the checkpoint is read and quantized while
+// it streams (QuantizeTransformProvider; source "checkpoint"). Either way the tensor
+// table holds the HF state-dict tensors (weight, absmax, quant_map, ... / int8 + SCB),
+// byte-identical between the two paths, and every quantized weight carries its quant
+// state as transform_info (AnnotateQuantState).
+//
+// A QuantConfig of type none loads the checkpoint unchanged.
+//
+// Thread safety: as LoadPipeline::Load.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loader/load_pipeline.h"
+#include "quant/policy.h"
+#include "store/store.h"
+
+namespace loadstar::loader {
+
+struct QuantizedLoadOptions {
+  // Use a stored variant when one matches; off: always quantize while streaming.
+  bool use_artifact = true;
+  int quantize_threads = 1;  // per tensor; the pipeline's workers run tensors in parallel
+};
+
+struct QuantizedLoad {
+  std::unique_ptr<LoadedModel> model;
+  std::string source;            // "artifact" | "checkpoint"
+  std::string variant;           // the variant key read ("" for the checkpoint)
+  uint64_t quantized_bytes = 0;  // bytes resident after quantization (tensor table sum)
+};
+
+// The key of the stored variant usable for `config`, or "" when there is none.
+std::string MatchingVariant(const store::Store& store, const std::string& name,
+                            const quant::QuantConfig& config);
+
+absl::StatusOr<QuantizedLoad> LoadQuantized(
+    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
+    const quant::QuantConfig& config, const std::vector<Device*>& devices,
+    const PlanOptions& plan_options, const QuantizedLoadOptions& options = {},
+    const CancellationToken* cancel = nullptr, const LoadProgressCallback& progress = {},
+    LoadStats* stats = nullptr);
+
+}  // namespace loadstar::loader
