@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 
@@ -11,6 +12,8 @@
 #include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
 #include "loader/model_source.h"
+#include "loader/quantized_load.h"
+#include "quant/policy.h"
 #include "nlohmann/json.hpp"
 
 namespace loadstar::daemon {
@@ -23,10 +26,30 @@ std::string KindName(loader::DeviceKind kind) {
   return kind == loader::DeviceKind::kCuda ? "cuda" : "host";
 }
 
-std::string VariantKey(const v1::Quantization& q) {
-  if (q.method().empty() || q.method() == "none") return "";
-  if (q.method() == "int8") return "int8";
-  return fmt::format("{}-bs{}{}", q.method(), q.blocksize(), q.double_quant() ? "-dq" : "");
+// The QuantConfig a LoadSpec asks for (the controller filled it from the deployment's
+// parsed quantization config).
+absl::StatusOr<quant::QuantConfig> QuantConfigOf(const v1::LoadSpec& spec) {
+  const v1::Quantization& q = spec.quantization();
+  quant::QuantConfig c;
+  if (q.method().empty() || q.method() == "none") return c;
+  std::optional<quant::QuantType> type = quant::ParseQuantType(q.method());
+  if (!type) {
+    return absl::InvalidArgumentError(
+        fmt::format("quantization.method: unknown \"{}\"", q.method()));
+  }
+  c.type = *type;
+  if (q.blocksize() > 0) c.blocksize = static_cast<int>(q.blocksize());
+  c.double_quant = q.double_quant();
+  if (!q.compute_dtype().empty()) {
+    ASSIGN_OR_RETURN(c.compute_dtype, quant::ParseTorchDtype(q.compute_dtype(),
+                                                             "quantization.compute_dtype"));
+  }
+  if (!spec.torch_dtype().empty()) {
+    ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
+  }
+  if (q.llm_int8_threshold() > 0) c.llm_int8_threshold = static_cast<float>(q.llm_int8_threshold());
+  c.skip_modules.assign(q.skip_modules().begin(), q.skip_modules().end());  // as probe.cc
+  return c;
 }
 
 int64_t JsonInt(const nlohmann::json& j, const char* key, int64_t fallback) {
@@ -162,7 +185,9 @@ void PipelineInstanceLoader::MeasureBandwidth() {
   double s = std::chrono::duration<double>(Clock::now() - start).count();
   if (s > 0) copy_bandwidth_ = 4.0 * kBytes / s;
   // Disk: write a scratch file, drop it from the page cache, read it back.
-  std::string path = JoinPath(store_->root(), fmt::format(".tmp/bw-{}", ::getpid()));
+  // Unique per process and loader: `loadstar up` runs several workers in one process.
+  static std::atomic<int> counter{0};
+  std::string path = JoinPath(store_->root(), fmt::format(".tmp/bw-{}-{}", ::getpid(), counter++));
   int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
   if (fd < 0) return;
   bool ok = ::write(fd, a.data(), kBytes) == static_cast<ssize_t>(kBytes) && ::fsync(fd) == 0 &&
@@ -231,19 +256,6 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
     }
     devices.push_back(devices_[i].get());
   }
-  std::string variant = VariantKey(spec.quantization());
-  if (!variant.empty()) {
-    ASSIGN_OR_RETURN(store::Manifest base, store_->GetManifest(spec.model()));
-    (void)base;
-    if (!store_->GetManifest(spec.model(), variant).ok()) {
-      return absl::FailedPreconditionError(fmt::format(
-          "model '{}' has no stored '{}' artifact and this build cannot quantize while "
-          "loading yet; create it with `loadstar store save SRC --name {} --quantize {}`",
-          spec.model(), variant, spec.model(), spec.quantization().method()));
-    }
-  }
-  ASSIGN_OR_RETURN(loader::ModelSource source,
-                   loader::ModelSourceFromStore(*store_, spec.model(), variant));
   loader::PlanOptions plan;
   if (num_gpus == 1) {
     plan.placement = loader::Placement::kSingle;
@@ -256,14 +268,18 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
         "backend_config.device_map: '{}' is not supported by the loader (auto, tensor_parallel)",
         spec.device_map()));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadedModel> model,
-                   pipeline_->Load(source, devices, plan, &cancelled,
-                                   [&](const loader::LoadProgress& p) {
-                                     progress({p.bytes, p.total_bytes,
-                                               static_cast<uint32_t>(p.tensors),
-                                               static_cast<uint32_t>(p.total_tensors)});
-                                   }));
-  return std::make_unique<PipelineLoadedInstance>(std::move(model), spec);
+  // The deployment's quantization: its stored variant when one matches, else the
+  // checkpoint quantized while it streams (loader/quantized_load.h).
+  ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigOf(spec));
+  ASSIGN_OR_RETURN(loader::QuantizedLoad loaded,
+                   loader::LoadQuantized(*pipeline_, *store_, spec.model(), qconfig, devices,
+                                         plan, {}, &cancelled,
+                                         [&](const loader::LoadProgress& p) {
+                                           progress({p.bytes, p.total_bytes,
+                                                     static_cast<uint32_t>(p.tensors),
+                                                     static_cast<uint32_t>(p.total_tensors)});
+                                         }));
+  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec);
 }
 
 absl::Status PipelineInstanceLoader::Prefetch(const std::string& model) {

@@ -2,8 +2,9 @@
 // a store directory, the worker's devices ("host:N", "cuda", "auto") and a host cache.
 //
 // Quantized deployments load the stored quantized artifact (variant) when the store has
-// it; otherwise the load fails with FAILED_PRECONDITION naming the `store save --quantize`
-// command, until quant/ provides the quantize-while-streaming transform.
+// a matching one; otherwise the checkpoint is quantized while it streams
+// (loader/quantized_load.h). Either way the instance's tensor table holds the HF
+// state-dict tensors (weight, absmax, quant_map, ... / int8 weight + SCB).
 //
 // Thread safety: every method is thread-safe (InstanceLoader contract 3).
 #pragma once
