@@ -144,7 +144,7 @@ TEST_F(ControllerTest, LostWorkerInstancesAreRescheduled) {
     auto d = c->GetDeployment("m");
     return d->instances_size() == 1 && d->instances(0).state() == "ready";
   }));
-  FakeWorkers::Node* w2 = AddWorker(*c, "w2");
+  AddWorker(*c, "w2");
   w1->down = true;
   Pass(*c, 4);
   EXPECT_EQ(c->ListWorkers()[0].state(), "lost");
