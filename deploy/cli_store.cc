@@ -7,7 +7,9 @@
 
 #include "base/status_macros.h"
 #include "deploy/cli_common.h"
+#include "deploy/cli_quant.h"
 #include "nlohmann/json.hpp"
+#include "store/quantized_artifact.h"
 #include "store/store.h"
 #include "store/tensor.h"
 
@@ -42,11 +44,18 @@ struct SaveFlags {
   std::string name;
   std::string store;
   bool overwrite = false;
-  // QUANTIZE: the quant engineer adds `--quantize nf4|fp4|int8` here (a vector of
-  // variant names) and fills it in RegisterSave.
+  std::vector<std::string> quantize;  // --quantize values (cli_quant.h)
+  QuantFlags quant;
 };
 
 absl::Status RunSave(const SaveFlags& flags) {
+  // Parse every --quantize first: a typo must fail before a long save.
+  std::vector<quant::QuantConfig> configs;
+  for (const std::string& q : flags.quantize) {
+    ASSIGN_OR_RETURN(quant::QuantConfig config, ParseQuantFlag("--quantize", q, flags.quant));
+    if (config.type == quant::QuantType::kNone) continue;
+    configs.push_back(config);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(flags.store));
   uint64_t start = Env::Default()->NowMicros();
   Manifest manifest;
@@ -60,8 +69,21 @@ absl::Status RunSave(const SaveFlags& flags) {
   std::printf("saved %s: %zu tensors, %s in %.2f s (%.2f GB/s)\n", flags.name.c_str(),
               manifest.tensors.size(), FormatBytes(manifest.TotalBytes()).c_str(), seconds,
               seconds > 0 ? static_cast<double>(manifest.TotalBytes()) / seconds / 1e9 : 0.0);
-  // QUANTIZE: for each requested --quantize type, quantize the saved tensors and write
-  // them with store->WriteVariant(...) here (the model is saved and verified above).
+  for (const quant::QuantConfig& config : configs) {
+    const std::string key = config.VariantKey();
+    uint64_t qstart = Env::Default()->NowMicros();
+    Manifest variant;
+    {
+      Progress progress(fmt::format("quantizing {} ({})", flags.name, key));
+      ASSIGN_OR_RETURN(variant, store::SaveQuantizedVariant(*store, flags.name, config,
+                                                            ProgressTo(progress),
+                                                            flags.overwrite));
+      progress.Finish();
+    }
+    std::printf("saved variant %s of %s: %zu tensors, %s in %.2f s\n", key.c_str(),
+                flags.name.c_str(), variant.tensors.size(),
+                FormatBytes(variant.TotalBytes()).c_str(), SecondsSince(qstart));
+  }
   return absl::OkStatus();
 }
 
@@ -73,6 +95,13 @@ void RegisterSave(CLI::App& store_cmd) {
   cmd->add_option("--name", flags->name, "store name, NAME or ORG/NAME")->required();
   AddStoreFlag(cmd, &flags->store);
   cmd->add_flag("--overwrite", flags->overwrite, "replace an existing model of that name");
+  cmd->add_option("--quantize", flags->quantize,
+                  "also store a quantized variant (repeatable): nf4, fp4, int8, or a variant "
+                  "key such as nf4-bs128-dq; --blocksize/--double-quant apply to plain "
+                  "nf4/fp4")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  AddQuantModifierFlags(cmd, &flags->quant);
   cmd->callback([flags] { Run([&] { return RunSave(*flags); }); });
 }
 

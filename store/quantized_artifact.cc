@@ -1,0 +1,280 @@
+#include "store/quantized_artifact.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "base/env.h"
+#include "base/status_macros.h"
+#include "quant/quant_state.h"
+#include "store/checksum.h"
+
+namespace loadstar::store {
+
+namespace {
+
+bool IsFloatingDType(DType d) { return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16; }
+
+// The quantization `tensor` gets (kNone for non-floating tensors, as PrepareTensor does)
+// and the shape it is quantized in (Conv1D weights transposed).
+quant::QuantType EffectiveType(const quant::QuantConfig& config, std::string_view model_type,
+                               const ManifestTensor& tensor, std::vector<int64_t>* shape) {
+  *shape = tensor.shape;
+  quant::QuantType type = quant::ShouldQuantize(config, tensor.name, tensor.shape);
+  if (type == quant::QuantType::kNone || !IsFloatingDType(tensor.dtype)) {
+    return quant::QuantType::kNone;
+  }
+  if (quant::IsConv1DWeight(model_type, tensor.name, tensor.shape)) {
+    *shape = {tensor.shape[1], tensor.shape[0]};
+  }
+  return type;
+}
+
+std::string StateKeyName(quant::QuantType type) {
+  return fmt::format("quant_state.bitsandbytes__{}", quant::QuantTypeName(type));
+}
+
+// Shared by the fillers of one QuantizedInputs list: the prepared outputs of the source
+// tensor being written (one at a time).
+struct PrepareState {
+  const Store* store = nullptr;
+  Manifest manifest;
+  quant::QuantConfig config;
+  std::string model_type;
+  int current = -1;  // source index whose outputs `prepared` holds
+  quant::PreparedTensor prepared;
+
+  absl::StatusOr<const quant::NamedTensor*> Output(int source, size_t index,
+                                                   const TensorSpec& spec) {
+    if (current != source) {
+      prepared = {};
+      current = -1;
+      ASSIGN_OR_RETURN(prepared, PrepareStoredTensor(*store, manifest, manifest.tensors[source],
+                                                     config, model_type));
+      current = source;
+    }
+    if (index >= prepared.tensors.size()) {
+      return absl::InternalError(
+          fmt::format("{}: quantization produced {} tensors, expected more",
+                      manifest.tensors[source].name, prepared.tensors.size()));
+    }
+    const quant::NamedTensor& t = prepared.tensors[index];
+    if (t.name != spec.name || t.dtype != spec.dtype || t.shape != spec.shape) {
+      return absl::InternalError(fmt::format(
+          "{}: quantized output {} {} {} differs from the planned {} {} {}",
+          manifest.tensors[source].name, t.name, DTypeName(t.dtype), ShapeToString(t.shape),
+          spec.name, DTypeName(spec.dtype), ShapeToString(spec.shape)));
+    }
+    return &t;
+  }
+};
+
+}  // namespace
+
+std::string StoredModelType(const Store& store, const std::string& name) {
+  absl::StatusOr<std::string> dir = store.ModelDir(name);
+  if (!dir.ok()) return "";
+  absl::StatusOr<std::string> text =
+      ReadFileToString(store.env(), JoinPath(*dir, "config.json"), 16 << 20);
+  if (!text.ok()) return "";
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("model_type") || !j["model_type"].is_string()) return "";
+  return j["model_type"].get<std::string>();
+}
+
+absl::StatusOr<std::string> ReadStoredTensor(const Store& store, const Manifest& manifest,
+                                             const ManifestTensor& tensor) {
+  ASSIGN_OR_RETURN(std::string path, store.DataFilePath(manifest, tensor.file));
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                   store.env()->NewRandomAccessFile(path));
+  std::string bytes(tensor.size, '\0');
+  uint64_t done = 0;
+  while (done < tensor.size) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(tensor.size - done, 64ull << 20));
+    ASSIGN_OR_RETURN(size_t got, file->Read(tensor.offset + done, n, bytes.data() + done));
+    if (got == 0) {
+      return absl::DataLossError(
+          fmt::format("{}: tensor {} is cut short at byte {}", path, tensor.name, done));
+    }
+    done += got;
+  }
+  std::vector<uint64_t> sums = ChunkChecksums(bytes);
+  if (sums != tensor.checksums) {
+    return absl::DataLossError(
+        fmt::format("{}: checksum mismatch in tensor {}", path, tensor.name));
+  }
+  return bytes;
+}
+
+absl::StatusOr<quant::PreparedTensor> PrepareStoredTensor(const Store& store,
+                                                          const Manifest& manifest,
+                                                          const ManifestTensor& tensor,
+                                                          const quant::QuantConfig& config,
+                                                          std::string_view model_type) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadStoredTensor(store, manifest, tensor));
+  return quant::PrepareTensor(config, tensor.name, tensor.dtype, tensor.shape, bytes.data(), {},
+                              quant::IsConv1DWeight(model_type, tensor.name, tensor.shape));
+}
+
+int64_t QuantStateJsonBytes(const quant::QuantConfig& config, const std::vector<int64_t>& shape,
+                            float nested_offset) {
+  quant::Quantized4bit q;
+  q.spec = config.fp4_spec();
+  q.dtype = config.torch_dtype;
+  q.shape = shape;
+  q.nested.offset = nested_offset;
+  return static_cast<int64_t>(quant::QuantStateJson(q).size());
+}
+
+std::vector<TensorSpec> QuantizedTensorSpecs(const quant::QuantConfig& config,
+                                             std::string_view model_type,
+                                             const ManifestTensor& tensor,
+                                             int64_t quant_state_bytes) {
+  std::vector<int64_t> shape;
+  quant::QuantType type = EffectiveType(config, model_type, tensor, &shape);
+  const std::string& w = tensor.name;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<TensorSpec> out;
+  switch (type) {
+    case quant::QuantType::kNone:
+      out.push_back({w, IsFloatingDType(tensor.dtype) ? config.torch_dtype : tensor.dtype,
+                     tensor.shape});
+      break;
+    case quant::QuantType::kNf4:
+    case quant::QuantType::kFp4: {
+      const int64_t blocks = (n + config.blocksize - 1) / config.blocksize;
+      out.push_back({w, DType::kU8, {(n + 1) / 2, 1}});
+      out.push_back({w + ".absmax", config.double_quant ? DType::kU8 : DType::kF32, {blocks}});
+      out.push_back({w + ".quant_map", DType::kF32, {16}});
+      if (config.double_quant) {
+        out.push_back({w + ".nested_absmax", DType::kF32, {(blocks + 255) / 256}});
+        out.push_back({w + ".nested_quant_map", DType::kF32, {256}});
+      }
+      out.push_back({w + "." + StateKeyName(type), DType::kU8, {quant_state_bytes}});
+      break;
+    }
+    case quant::QuantType::kInt8: {
+      std::string module = w;
+      if (module.size() > 7 && module.ends_with(".weight")) module.resize(module.size() - 7);
+      out.push_back({w, DType::kI8, shape});
+      out.push_back({module + ".SCB", DType::kF32, {shape[0]}});
+      out.push_back({w + "_format", DType::kU8, {}});
+      break;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
+                                                         const Manifest& manifest,
+                                                         const quant::QuantConfig& config,
+                                                         std::string_view model_type) {
+  if (config.type == quant::QuantType::kNone) {
+    return absl::InvalidArgumentError("no quantization requested (type none)");
+  }
+  auto state = std::make_shared<PrepareState>();
+  state->store = &store;
+  state->manifest = manifest;
+  state->config = config;
+  state->model_type = std::string(model_type);
+  std::vector<TensorInput> inputs;
+  for (size_t i = 0; i < manifest.tensors.size(); ++i) {
+    const ManifestTensor& t = manifest.tensors[i];
+    std::vector<int64_t> shape;
+    quant::QuantType type = EffectiveType(config, model_type, t, &shape);
+    int64_t state_bytes = 0;
+    if (type == quant::QuantType::kNf4 || type == quant::QuantType::kFp4) {
+      if (config.double_quant) {
+        // Sizing pass: the JSON prints the nested offset (see the header).
+        ASSIGN_OR_RETURN(quant::PreparedTensor p,
+                         PrepareStoredTensor(store, manifest, t, config, model_type));
+        state_bytes = static_cast<int64_t>(p.tensors.back().data.size());
+      } else {
+        state_bytes = QuantStateJsonBytes(config, shape);
+      }
+    }
+    std::vector<TensorSpec> specs = QuantizedTensorSpecs(config, model_type, t, state_bytes);
+    for (size_t k = 0; k < specs.size(); ++k) {
+      TensorInput in;
+      in.spec = specs[k];
+      const int source = static_cast<int>(i);
+      const TensorSpec spec = specs[k];
+      in.fill = [state, source, k, spec](uint64_t offset, char* dst, size_t n) -> absl::Status {
+        ASSIGN_OR_RETURN(const quant::NamedTensor* t, state->Output(source, k, spec));
+        if (offset + n > t->data.size()) {
+          return absl::InternalError(fmt::format("{}: read past its end", t->name));
+        }
+        if (n) std::memcpy(dst, t->data.data() + offset, n);
+        return absl::OkStatus();
+      };
+      inputs.push_back(std::move(in));
+    }
+  }
+  return inputs;
+}
+
+std::vector<TensorInput> StoredInputs(const Store& store, const Manifest& manifest) {
+  // One open file at a time, reused across the tensors of a data file.
+  struct FileState {
+    uint32_t index = UINT32_MAX;
+    std::unique_ptr<RandomAccessFile> file;
+    ChunkHasher hasher;
+    Manifest manifest;
+  };
+  auto files = std::make_shared<FileState>();
+  files->manifest = manifest;
+  std::vector<TensorInput> inputs;
+  for (const ManifestTensor& t : manifest.tensors) {
+    TensorInput in;
+    in.spec = {t.name, t.dtype, t.shape};
+    in.fill = [&store, files, t](uint64_t offset, char* dst,
+                                                           size_t n) -> absl::Status {
+      if (files->index != t.file) {
+        ASSIGN_OR_RETURN(std::string path, store.DataFilePath(files->manifest, t.file));
+        ASSIGN_OR_RETURN(files->file, store.env()->NewRandomAccessFile(path));
+        files->index = t.file;
+      }
+      uint64_t done = 0;
+      while (done < n) {
+        ASSIGN_OR_RETURN(size_t got,
+                         files->file->Read(t.offset + offset + done, n - done, dst + done));
+        if (got == 0) {
+          return absl::DataLossError(
+              fmt::format("{}: tensor {} is cut short", files->file->path(), t.name));
+        }
+        done += got;
+      }
+      files->hasher.Update(std::string_view(dst, n));
+      if (offset + n == t.size && files->hasher.Finish() != t.checksums) {
+        return absl::DataLossError(
+            fmt::format("{}: checksum mismatch in tensor {}", files->file->path(), t.name));
+      }
+      return absl::OkStatus();
+    };
+    inputs.push_back(std::move(in));
+  }
+  return inputs;
+}
+
+absl::StatusOr<Manifest> SaveQuantizedVariant(Store& store, const std::string& name,
+                                              const quant::QuantConfig& config,
+                                              const ProgressCallback& progress,
+                                              bool overwrite) {
+  ASSIGN_OR_RETURN(Manifest manifest, store.GetManifest(name));
+  ASSIGN_OR_RETURN(std::vector<TensorInput> inputs,
+                   QuantizedInputs(store, manifest, config, StoredModelType(store, name)));
+  VariantSpec spec;
+  spec.model = name;
+  spec.key = config.VariantKey();
+  spec.quantization_json = config.ToHfJson().dump();
+  spec.overwrite = overwrite;
+  return store.WriteVariant(spec, std::move(inputs), progress);
+}
+
+}  // namespace loadstar::store

@@ -1,0 +1,87 @@
+// Quantized artifacts of stored models (SPEC §4 "Quantized artifacts", §6 serialization):
+// the tensors a stored checkpoint becomes under a quant::QuantConfig, in the HF /
+// bitsandbytes state-dict layout (quant/quant_state.h), streamed source tensor by source
+// tensor so that at most one source tensor and its quantized outputs are in memory.
+//
+//   SaveQuantizedVariant   writes them as the variant <model>/variants/<VariantKey()>/
+//                          (Store::WriteVariant; quantization_json = config.ToHfJson()).
+//   QuantizedInputs        the same tensors as store::TensorInputs, for any writer (the
+//                          HF export writes them to safetensors).
+//   StoredInputs           the tensors of a stored manifest (a variant) as TensorInputs,
+//                          read from its data files with their checksums verified.
+//
+// Tensor order: the source manifest's order; each source tensor expands in place into
+// its state-dict entries (weight, absmax, quant_map, [nested_absmax, nested_quant_map],
+// quant_state for 4-bit; weight, SCB, weight_format for int8; a cast copy otherwise).
+//
+// Double quant: the quant_state JSON holds the nested offset (the mean of the absmax),
+// so its length is known only after quantizing. Writers need every size up front, so
+// with double quant the weights are quantized twice (a sizing pass keeps only the JSON).
+//
+// Thread safety: free functions; the TensorInputs returned share state and must be
+// consumed in order by one writer (as WriteVariant / WriteSafetensors do).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "quant/policy.h"
+#include "quant/prepare.h"
+#include "store/manifest.h"
+#include "store/store.h"
+#include "store/tensor.h"
+
+namespace loadstar::store {
+
+// "model_type" of the stored model's config.json ("" when absent or unreadable): decides
+// whether GPT-2-style Conv1D weights are transposed before quantizing.
+std::string StoredModelType(const Store& store, const std::string& name);
+
+// The bytes of one tensor of a stored manifest (model or variant), checksums verified
+// (DataLoss naming the tensor on a mismatch).
+absl::StatusOr<std::string> ReadStoredTensor(const Store& store, const Manifest& manifest,
+                                             const ManifestTensor& tensor);
+
+// PrepareTensor on one stored tensor (Conv1D transposition from `model_type`).
+absl::StatusOr<quant::PreparedTensor> PrepareStoredTensor(const Store& store,
+                                                          const Manifest& manifest,
+                                                          const ManifestTensor& tensor,
+                                                          const quant::QuantConfig& config,
+                                                          std::string_view model_type);
+
+// The state-dict tensors (name, dtype, shape) that `tensor` becomes under `config`.
+// `quant_state_bytes` is the length of a 4-bit weight's quant_state JSON (only needed
+// with double quant; QuantStateJsonBytes gives it otherwise).
+std::vector<TensorSpec> QuantizedTensorSpecs(const quant::QuantConfig& config,
+                                             std::string_view model_type,
+                                             const ManifestTensor& tensor,
+                                             int64_t quant_state_bytes);
+
+// Length of the quant_state JSON of a 4-bit weight of `shape` under `config`; with
+// double quant, `nested_offset` is the offset its JSON prints.
+int64_t QuantStateJsonBytes(const quant::QuantConfig& config, const std::vector<int64_t>& shape,
+                            float nested_offset = 0.0f);
+
+// The model's tensors quantized under `config`, streamed (see the file comment).
+// `model_type` as StoredModelType.
+absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
+                                                         const Manifest& manifest,
+                                                         const quant::QuantConfig& config,
+                                                         std::string_view model_type);
+
+// The tensors of `manifest` as stored (e.g. a quantized variant), streamed from its data
+// files and verified against its checksums.
+std::vector<TensorInput> StoredInputs(const Store& store, const Manifest& manifest);
+
+// Quantizes stored model `name` under `config` and writes the variant
+// <name>/variants/<config.VariantKey()>/ (AlreadyExists unless `overwrite`).
+// InvalidArgument when config.type is kNone. Returns the variant's manifest.
+absl::StatusOr<Manifest> SaveQuantizedVariant(Store& store, const std::string& name,
+                                              const quant::QuantConfig& config,
+                                              const ProgressCallback& progress = {},
+                                              bool overwrite = false);
+
+}  // namespace loadstar::store

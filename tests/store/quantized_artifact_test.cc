@@ -1,0 +1,268 @@
+// Quantized variants in the store (store/quantized_artifact.h) and the HF export
+// (store/hf_export.h): bytes equal quant::PrepareTensor on each whole tensor, names and
+// layout as SPEC §6, config.json's quantization_config, sharding, atomicity.
+#include "store/quantized_artifact.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "quant/prepare.h"
+#include "store/hf_export.h"
+#include "store/safetensors.h"
+#include "tests/util/checkpoint_builder.h"
+#include "tests/util/test_util.h"
+
+namespace loadstar::store {
+namespace {
+
+using loadstar::testing::CheckpointBuilder;
+using loadstar::testing::TempDir;
+
+CheckpointBuilder SmallLlama() {
+  CheckpointBuilder b(7);
+  b.Add("model.embed_tokens.weight", DType::kF16, {96, 64});
+  for (int i = 0; i < 2; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    b.Add(p + "input_layernorm.weight", DType::kF32, {64})
+        .Add(p + "self_attn.q_proj.weight", DType::kF16, {64, 64})
+        .Add(p + "self_attn.o_proj.bias", DType::kF32, {64})
+        .Add(p + "mlp.up_proj.weight", DType::kBF16, {130, 64})  // 8320 elts: a tail block
+        .Add(p + "mlp.down_proj.weight", DType::kF32, {64, 130});
+  }
+  b.Add("model.norm.weight", DType::kF32, {64}).Add("lm_head.weight", DType::kF16, {96, 64});
+  b.ExtraFile("generation_config.json", "{\"do_sample\": false}\n");
+  return b;
+}
+
+quant::QuantConfig Config(quant::QuantType type, int blocksize = 64, bool dq = false,
+                          DType torch_dtype = DType::kF16) {
+  quant::QuantConfig c;
+  c.type = type;
+  c.blocksize = blocksize;
+  c.double_quant = dq;
+  c.torch_dtype = torch_dtype;
+  return c;
+}
+
+// name -> (dtype, shape, bytes) that PrepareTensor gives for every builder tensor.
+std::map<std::string, quant::NamedTensor> Expected(const CheckpointBuilder& b,
+                                                   const quant::QuantConfig& config,
+                                                   const std::string& model_type = "") {
+  std::map<std::string, quant::NamedTensor> out;
+  for (const auto& t : b.tensors()) {
+    auto p = quant::PrepareTensor(config, t.name, t.dtype, t.shape, t.bytes.data(), {},
+                                  quant::IsConv1DWeight(model_type, t.name, t.shape));
+    EXPECT_TRUE(p.ok()) << p.status();
+    for (auto& n : p->tensors) out[n.name] = std::move(n);
+  }
+  return out;
+}
+
+class QuantizedArtifactTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = Store::Open({.root = dir_.Join("store")});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = *std::move(s);
+    builder_ = SmallLlama();
+    ASSERT_TRUE(builder_.Write(dir_.Join("src")).ok());
+    ASSERT_TRUE(store_->Save(dir_.Join("src"), "org/m").ok());
+  }
+
+  void ExpectVariantEquals(const Manifest& m, const quant::QuantConfig& config) {
+    auto expected = Expected(builder_, config);
+    ASSERT_EQ(m.tensors.size(), expected.size());
+    for (const ManifestTensor& t : m.tensors) {
+      auto it = expected.find(t.name);
+      ASSERT_NE(it, expected.end()) << t.name;
+      EXPECT_EQ(t.dtype, it->second.dtype) << t.name;
+      EXPECT_EQ(t.shape, it->second.shape) << t.name;
+      auto bytes = ReadStoredTensor(*store_, m, t);
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      EXPECT_TRUE(*bytes == std::string(it->second.data.begin(), it->second.data.end()))
+          << t.name;
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  CheckpointBuilder builder_;
+};
+
+TEST_F(QuantizedArtifactTest, VariantsEqualPrepareTensor) {
+  for (const quant::QuantConfig& config :
+       {Config(quant::QuantType::kNf4), Config(quant::QuantType::kNf4, 128, true),
+        Config(quant::QuantType::kFp4, 32, false, DType::kBF16),
+        Config(quant::QuantType::kFp4, 64, true, DType::kF32), Config(quant::QuantType::kInt8)}) {
+    SCOPED_TRACE(config.VariantKey());
+    auto m = SaveQuantizedVariant(*store_, "org/m", config);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->variant, config.VariantKey());
+    EXPECT_EQ(nlohmann::json::parse(m->quantization_json), config.ToHfJson());
+    auto read = store_->GetManifest("org/m", config.VariantKey());
+    ASSERT_TRUE(read.ok()) << read.status();
+    ExpectVariantEquals(*read, config);
+    // A second save of the same key needs overwrite.
+    EXPECT_EQ(SaveQuantizedVariant(*store_, "org/m", config).status().code(),
+              absl::StatusCode::kAlreadyExists);
+  }
+  auto list = store_->List();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].variants.size(), 5u);
+  EXPECT_TRUE(store_->Verify("org/m").ok());
+}
+
+TEST_F(QuantizedArtifactTest, NoneAndUnknownModelAreErrors) {
+  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/m", Config(quant::QuantType::kNone)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/nope", Config(quant::QuantType::kNf4)).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(QuantizedArtifactTest, PlannedSpecsMatchQuantizedOutputs) {
+  auto m = store_->GetManifest("org/m");
+  ASSERT_TRUE(m.ok());
+  for (const quant::QuantConfig& config :
+       {Config(quant::QuantType::kNf4, 4096), Config(quant::QuantType::kInt8)}) {
+    for (const ManifestTensor& t : m->tensors) {
+      auto p = PrepareStoredTensor(*store_, *m, t, config, "");
+      ASSERT_TRUE(p.ok()) << p.status();
+      auto specs = QuantizedTensorSpecs(config, "", t,
+                                        QuantStateJsonBytes(config, t.shape));
+      ASSERT_EQ(specs.size(), p->tensors.size()) << t.name;
+      for (size_t i = 0; i < specs.size(); ++i) {
+        EXPECT_EQ(specs[i].name, p->tensors[i].name);
+        EXPECT_EQ(specs[i].dtype, p->tensors[i].dtype) << specs[i].name;
+        EXPECT_EQ(specs[i].shape, p->tensors[i].shape) << specs[i].name;
+      }
+    }
+  }
+}
+
+// Reads every tensor of an exported directory: name -> (tensor, bytes).
+std::map<std::string, std::pair<SafetensorsTensor, std::string>> ReadExport(
+    const std::string& dir, const std::vector<std::string>& files) {
+  std::map<std::string, std::pair<SafetensorsTensor, std::string>> out;
+  for (const std::string& f : files) {
+    if (!f.ends_with(".safetensors")) continue;
+    auto st = ReadSafetensors(Env::Default(), dir + "/" + f);
+    EXPECT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->metadata.at("format"), "pt");
+    auto text = ReadFileToString(Env::Default(), dir + "/" + f, 1ull << 30);
+    for (const SafetensorsTensor& t : st->tensors) {
+      out[t.name] = {t, text->substr(st->data_offset + t.begin, t.size())};
+    }
+  }
+  return out;
+}
+
+TEST_F(QuantizedArtifactTest, ExportLayoutFromCheckpointAndFromArtifact) {
+  const quant::QuantConfig config = Config(quant::QuantType::kNf4, 64, true);
+  auto expected = Expected(builder_, config);
+  auto fresh = ExportQuantized(*store_, "org/m", config, dir_.Join("out-ckpt"));
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->source, "checkpoint");
+  ASSERT_TRUE(SaveQuantizedVariant(*store_, "org/m", config).ok());
+  auto reused = ExportQuantized(*store_, "org/m", config, dir_.Join("out-art"));
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_EQ(reused->source, "artifact");
+  for (const auto& [dir, result] : {std::pair{dir_.Join("out-ckpt"), *fresh},
+                                    std::pair{dir_.Join("out-art"), *reused}}) {
+    SCOPED_TRACE(dir);
+    EXPECT_EQ(result.files, (std::vector<std::string>{"model.safetensors", "config.json",
+                                                      "generation_config.json"}));
+    auto tensors = ReadExport(dir, result.files);
+    ASSERT_EQ(tensors.size(), expected.size());
+    for (const auto& [name, e] : expected) {
+      ASSERT_TRUE(tensors.count(name)) << name;
+      EXPECT_EQ(tensors[name].first.dtype, e.dtype) << name;
+      EXPECT_EQ(tensors[name].first.shape, e.shape) << name;
+      EXPECT_TRUE(tensors[name].second == std::string(e.data.begin(), e.data.end())) << name;
+    }
+    // SPEC §6 key layout of one 4-bit weight.
+    const std::string w = "model.layers.0.self_attn.q_proj.weight";
+    for (const char* suffix : {"", ".absmax", ".quant_map", ".nested_absmax",
+                               ".nested_quant_map", ".quant_state.bitsandbytes__nf4"}) {
+      EXPECT_TRUE(tensors.count(w + suffix)) << w << suffix;
+    }
+    EXPECT_EQ(tensors[w].first.shape, (std::vector<int64_t>{64 * 64 / 2, 1}));
+    nlohmann::json state = nlohmann::json::parse(tensors[w + ".quant_state.bitsandbytes__nf4"].second);
+    EXPECT_EQ(state["quant_type"], "nf4");
+    EXPECT_EQ(state["blocksize"], 64);
+    EXPECT_EQ(state["dtype"], "float16");
+    EXPECT_EQ(state["shape"], nlohmann::json({64, 64}));
+    EXPECT_EQ(state["nested_blocksize"], 256);
+    EXPECT_TRUE(state.contains("nested_offset"));
+    // lm_head and norms are not quantized; fp32/bf16 tensors are cast to float16.
+    EXPECT_EQ(tensors["lm_head.weight"].first.dtype, DType::kF16);
+    EXPECT_EQ(tensors["model.norm.weight"].first.dtype, DType::kF16);
+    auto cfg_text = ReadFileToString(Env::Default(), dir + "/config.json", 1 << 20);
+    nlohmann::json cfg = nlohmann::json::parse(*cfg_text);
+    EXPECT_EQ(cfg["quantization_config"], config.ToHfJson());
+    EXPECT_EQ(cfg["quantization_config"]["quant_method"], "bitsandbytes");
+    EXPECT_EQ(cfg["quantization_config"]["load_in_4bit"], true);
+    EXPECT_EQ(cfg["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+    EXPECT_EQ(cfg["quantization_config"]["bnb_4bit_use_double_quant"], true);
+    EXPECT_EQ(cfg["model_type"], "test");  // the original config is kept
+    EXPECT_EQ(*ReadFileToString(Env::Default(), dir + "/generation_config.json", 1 << 20),
+              "{\"do_sample\": false}\n");
+  }
+  // No temp directories are left beside the outputs.
+  auto children = Env::Default()->GetChildren(dir_.path());
+  ASSERT_TRUE(children.ok());
+  for (const std::string& c : *children) EXPECT_EQ(c.find(".tmp-"), std::string::npos) << c;
+  // An existing output is not replaced without overwrite.
+  EXPECT_EQ(ExportQuantized(*store_, "org/m", config, dir_.Join("out-art")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(ExportQuantized(*store_, "org/m", config, dir_.Join("out-art"), {},
+                              {.overwrite = true})
+                  .ok());
+}
+
+TEST_F(QuantizedArtifactTest, ShardedInt8Export) {
+  const quant::QuantConfig config = Config(quant::QuantType::kInt8);
+  auto expected = Expected(builder_, config);
+  auto r = ExportQuantized(*store_, "org/m", config, dir_.Join("out"), {},
+                           {.max_shard_bytes = 20000});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_GT(r->files.size(), 3u);
+  EXPECT_EQ(r->files[0], "model-00001-of-" + fmt::format("{:05d}", r->files.size() - 3) +
+                             ".safetensors");
+  auto index_text =
+      ReadFileToString(Env::Default(), dir_.Join("out/model.safetensors.index.json"), 1 << 20);
+  ASSERT_TRUE(index_text.ok());
+  nlohmann::json index = nlohmann::json::parse(*index_text);
+  EXPECT_EQ(index["metadata"]["total_size"], r->tensor_bytes);
+  auto tensors = ReadExport(dir_.Join("out"), r->files);
+  ASSERT_EQ(tensors.size(), expected.size());
+  for (const auto& [name, e] : expected) {
+    ASSERT_TRUE(index["weight_map"].contains(name)) << name;
+    EXPECT_TRUE(tensors[name].second == std::string(e.data.begin(), e.data.end())) << name;
+  }
+  const std::string m = "model.layers.1.mlp.down_proj";
+  EXPECT_EQ(tensors[m + ".weight"].first.dtype, DType::kI8);
+  EXPECT_EQ(tensors[m + ".weight"].first.shape, (std::vector<int64_t>{64, 130}));
+  EXPECT_EQ(tensors[m + ".SCB"].first.dtype, DType::kF32);
+  EXPECT_EQ(tensors[m + ".SCB"].first.shape, (std::vector<int64_t>{64}));
+  EXPECT_EQ(tensors[m + ".weight_format"].first.shape, (std::vector<int64_t>{}));
+}
+
+TEST_F(QuantizedArtifactTest, ExportErrors) {
+  EXPECT_EQ(ExportQuantized(*store_, "org/m", Config(quant::QuantType::kNone), dir_.Join("o"))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ExportQuantized(*store_, "org/x", Config(quant::QuantType::kNf4), dir_.Join("o"))
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_FALSE(Env::Default()->FileExists(dir_.Join("o")));
+}
+
+}  // namespace
+}  // namespace loadstar::store
