@@ -1,0 +1,218 @@
+// Quantize while streaming (loader/quantize_transform.h) and loads of stored quantized
+// artifacts (loader/quantized_load.h): both give, tensor for tensor, the bytes of
+// quant::PrepareTensor on the whole checkpoint tensor.
+#include "loader/quantized_load.h"
+
+#include <map>
+
+#include "gtest/gtest.h"
+#include "loader/host_device.h"
+#include "loader/quantize_transform.h"
+#include "nlohmann/json.hpp"
+#include "quant/prepare.h"
+#include "store/quantized_artifact.h"
+#include "tests/loader/loader_test_util.h"
+
+namespace loadstar::loader {
+namespace {
+
+using loadstar::testing::CheckpointBuilder;
+using testing::TestStore;
+using testing::TinyLlama;
+
+quant::QuantConfig Config(quant::QuantType type, int blocksize = 64, bool dq = false,
+                          DType torch_dtype = DType::kF16) {
+  quant::QuantConfig c;
+  c.type = type;
+  c.blocksize = blocksize;
+  c.double_quant = dq;
+  c.torch_dtype = torch_dtype;
+  return c;
+}
+
+std::map<std::string, quant::NamedTensor> Expected(const CheckpointBuilder& b,
+                                                   const quant::QuantConfig& config,
+                                                   const std::string& model_type = "") {
+  std::map<std::string, quant::NamedTensor> out;
+  for (const auto& t : b.tensors()) {
+    auto p = quant::PrepareTensor(config, t.name, t.dtype, t.shape, t.bytes.data(), {},
+                                  quant::IsConv1DWeight(model_type, t.name, t.shape));
+    EXPECT_TRUE(p.ok()) << p.status();
+    for (auto& n : p->tensors) out[n.name] = std::move(n);
+  }
+  return out;
+}
+
+void ExpectModelEquals(const LoadedModel& model,
+                       const std::map<std::string, quant::NamedTensor>& expected) {
+  ASSERT_EQ(model.tensors().size(), expected.size());
+  uint64_t total = 0;
+  for (const LoadedTensor& t : model.tensors()) {
+    auto it = expected.find(t.name);
+    ASSERT_NE(it, expected.end()) << t.name;
+    EXPECT_EQ(t.dtype, it->second.dtype) << t.name;
+    EXPECT_EQ(t.shape, it->second.shape) << t.name;
+    auto bytes = model.ReadTensor(t);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_TRUE(*bytes == std::string(it->second.data.begin(), it->second.data.end()))
+        << t.name;
+    total += it->second.data.size();
+  }
+  EXPECT_EQ(model.tensor_bytes(), total);
+}
+
+std::unique_ptr<LoadPipeline> SmallChunkPipeline() {
+  LoadPipeline::Options options;
+  options.chunk_bytes = 8192;  // many chunks per tensor: exercises the streaming quantizer
+  options.ring_bytes = 1 << 20;
+  options.threads = 2;
+  auto p = LoadPipeline::Create(options);
+  EXPECT_TRUE(p.ok()) << p.status();
+  return *std::move(p);
+}
+
+class QuantizedLoadTest : public ::testing::TestWithParam<quant::QuantConfig> {};
+
+TEST_P(QuantizedLoadTest, StreamingEqualsArtifactEqualsPrepareTensor) {
+  const quant::QuantConfig config = GetParam();
+  TestStore ts;
+  CheckpointBuilder builder = TinyLlama(2, 128, 200);
+  ts.Save(builder, "org/llama");
+  auto expected = Expected(builder, config);
+  auto pipeline = SmallChunkPipeline();
+  HostDevice device(0, 1ull << 30);
+
+  // 1. No artifact: quantized while streaming.
+  auto streamed = LoadQuantized(*pipeline, ts.store(), "org/llama", config, {&device}, {});
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_EQ(streamed->source, "checkpoint");
+  ExpectModelEquals(*streamed->model, expected);
+  EXPECT_EQ(streamed->quantized_bytes, streamed->model->tensor_bytes());
+
+  // 2. The stored artifact is read directly.
+  ASSERT_TRUE(store::SaveQuantizedVariant(ts.store(), "org/llama", config).ok());
+  EXPECT_EQ(MatchingVariant(ts.store(), "org/llama", config), config.VariantKey());
+  LoadStats stats;
+  auto artifact = LoadQuantized(*pipeline, ts.store(), "org/llama", config, {&device}, {}, {},
+                                nullptr, {}, &stats);
+  ASSERT_TRUE(artifact.ok()) << artifact.status();
+  EXPECT_EQ(artifact->source, "artifact");
+  EXPECT_EQ(artifact->variant, config.VariantKey());
+  ExpectModelEquals(*artifact->model, expected);
+  EXPECT_EQ(stats.bytes, artifact->quantized_bytes);  // read exactly the quantized bytes
+
+  // Same table (names, dtypes, shapes, quant-state info) either way.
+  ASSERT_EQ(streamed->model->tensors().size(), artifact->model->tensors().size());
+  std::map<std::string, std::string> info;
+  for (const LoadedTensor& t : artifact->model->tensors()) info[t.name] = t.transform_info;
+  for (const LoadedTensor& t : streamed->model->tensors()) {
+    nlohmann::json a = nlohmann::json::parse(info[t.name].empty() ? "{}" : info[t.name]);
+    nlohmann::json s = nlohmann::json::parse(t.transform_info.empty() ? "{}" : t.transform_info);
+    // Offsets differ between the layouts; the quant state must not.
+    for (auto* j : {&a, &s}) {
+      for (const char* k : {"absmax_offset", "quant_map_offset", "nested_absmax_offset",
+                            "nested_quant_map_offset", "scb_offset"}) {
+        j->erase(k);
+      }
+    }
+    EXPECT_EQ(a, s) << t.name;
+  }
+  const LoadedTensor* q = streamed->model->Find("model.layers.1.self_attn.q_proj.weight");
+  ASSERT_NE(q, nullptr);
+  nlohmann::json qi = nlohmann::json::parse(q->transform_info);
+  EXPECT_EQ(qi["quant_type"], std::string(quant::QuantTypeName(config.type)));
+  if (config.type != quant::QuantType::kInt8) {
+    EXPECT_EQ(qi["absmax_offset"],
+              streamed->model->Find("model.layers.1.self_attn.q_proj.weight.absmax")->offset);
+  }
+
+  // 3. use_artifact = false quantizes again even with the artifact there.
+  auto forced = LoadQuantized(*pipeline, ts.store(), "org/llama", config, {&device}, {},
+                              {.use_artifact = false});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->source, "checkpoint");
+  ASSERT_TRUE(streamed->model->Free().ok());
+  ASSERT_TRUE(artifact->model->Free().ok());
+  ASSERT_TRUE(forced->model->Free().ok());
+  EXPECT_EQ(device.free_memory(), device.total_memory());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Configs, QuantizedLoadTest,
+    ::testing::Values(Config(quant::QuantType::kNf4), Config(quant::QuantType::kNf4, 128, true),
+                      Config(quant::QuantType::kFp4, 32, false, DType::kBF16),
+                      Config(quant::QuantType::kFp4, 4096, true, DType::kF32),
+                      Config(quant::QuantType::kInt8)),
+    [](const ::testing::TestParamInfo<quant::QuantConfig>& info) {
+      std::string key = info.param.VariantKey() + "_" +
+                        std::string(TorchDTypeName(info.param.torch_dtype));
+      for (char& c : key) {
+        if (c == '-') c = '_';
+      }
+      return key;
+    });
+
+TEST(QuantizedLoadTest, Conv1DWeightsAreTransposedLikeTransformers) {
+  TestStore ts;
+  CheckpointBuilder b(3);
+  b.Config("{\"model_type\": \"gpt2\", \"torch_dtype\": \"float16\"}");
+  b.Add("transformer.wte.weight", DType::kF16, {100, 64})
+      .Add("transformer.h.0.attn.c_attn.weight", DType::kF16, {64, 192})
+      .Add("transformer.h.0.attn.c_attn.bias", DType::kF16, {192})
+      .Add("transformer.h.0.mlp.c_fc.weight", DType::kF32, {64, 256});
+  ts.Save(b, "gpt2ish");
+  auto pipeline = SmallChunkPipeline();
+  HostDevice device(0, 1ull << 30);
+  for (const quant::QuantConfig& config :
+       {Config(quant::QuantType::kNf4, 64, true), Config(quant::QuantType::kInt8)}) {
+    auto loaded = LoadQuantized(*pipeline, ts.store(), "gpt2ish", config, {&device}, {});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    ExpectModelEquals(*loaded->model, Expected(b, config, "gpt2"));
+    if (config.type == quant::QuantType::kInt8) {
+      EXPECT_EQ(loaded->model->Find("transformer.h.0.attn.c_attn.weight")->shape,
+                (std::vector<int64_t>{192, 64}));
+    }
+  }
+}
+
+TEST(QuantizedLoadTest, NoneLoadsTheCheckpointUnchanged) {
+  TestStore ts;
+  CheckpointBuilder builder = TinyLlama(1, 64, 64);
+  ts.Save(builder, "m");
+  auto pipeline = SmallChunkPipeline();
+  HostDevice device(0, 1ull << 30);
+  auto loaded = LoadQuantized(*pipeline, ts.store(), "m", quant::QuantConfig{}, {&device}, {});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->source, "checkpoint");
+  for (const auto& t : builder.tensors()) {
+    EXPECT_EQ(*loaded->model->ReadTensor(*loaded->model->Find(t.name)), t.bytes) << t.name;
+  }
+}
+
+TEST(QuantizedLoadTest, ArtifactOfAnotherTorchDtypeIsNotUsed) {
+  TestStore ts;
+  ts.Save(TinyLlama(1, 64, 64), "m");
+  ASSERT_TRUE(store::SaveQuantizedVariant(ts.store(), "m", Config(quant::QuantType::kNf4)).ok());
+  EXPECT_EQ(MatchingVariant(ts.store(), "m", Config(quant::QuantType::kNf4)), "nf4-bs64");
+  EXPECT_EQ(MatchingVariant(ts.store(), "m",
+                            Config(quant::QuantType::kNf4, 64, false, DType::kBF16)),
+            "");
+  quant::QuantConfig compute = Config(quant::QuantType::kNf4);
+  compute.compute_dtype = DType::kBF16;  // does not change the bytes
+  EXPECT_EQ(MatchingVariant(ts.store(), "m", compute), "nf4-bs64");
+}
+
+TEST(QuantizedLoadTest, TensorParallelStreamingIsRefused) {
+  TestStore ts;
+  ts.Save(TinyLlama(1, 64, 64), "m");
+  auto pipeline = SmallChunkPipeline();
+  HostDevice d0(0, 1ull << 30), d1(1, 1ull << 30);
+  PlanOptions plan;
+  plan.placement = Placement::kTensorParallel;
+  auto loaded = LoadQuantized(*pipeline, ts.store(), "m", Config(quant::QuantType::kNf4),
+                              {&d0, &d1}, plan);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace loadstar::loader
