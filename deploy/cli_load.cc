@@ -10,9 +10,11 @@
 
 #include "base/status_macros.h"
 #include "deploy/cli_common.h"
+#include "deploy/cli_quant.h"
 #include "loader/device.h"
 #include "loader/load_pipeline.h"
 #include "loader/model_source.h"
+#include "loader/quantized_load.h"
 #include "nlohmann/json.hpp"
 #include "store/store.h"
 
@@ -31,15 +33,28 @@ struct LoadFlags {
   uint64_t device_memory_gib = 64;
   bool cold = false;
   std::string output = "text";
-  // QUANTIZE: the quant engineer adds `--quantization nf4|fp4|int8` here: load the stored
-  // variant when there is one, else plug the quantizer in as PlanOptions::transform.
+  // --quantization (cli_quant.h): the stored variant when one matches (unless
+  // --no-artifact), else quantize while streaming (loader/quantized_load.h).
+  std::string quantization;
+  QuantFlags quant;
+  bool no_artifact = false;
 };
 
 absl::Status RunLoad(const LoadFlags& flags) {
   ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
                    store::Store::Open({.root = ResolveStoreDir(flags.store)}));
+  quant::QuantConfig qconfig;
+  if (!flags.quantization.empty()) {
+    ASSIGN_OR_RETURN(qconfig, ParseQuantFlag("--quantization", flags.quantization, flags.quant));
+    if (!flags.variant.empty()) {
+      return absl::InvalidArgumentError("--variant and --quantization exclude each other");
+    }
+  }
+  const bool quantized = qconfig.type != quant::QuantType::kNone;
+  std::string variant = flags.variant;
+  if (quantized && !flags.no_artifact) variant = loader::MatchingVariant(*store, flags.name, qconfig);
   ASSIGN_OR_RETURN(loader::ModelSource source,
-                   loader::ModelSourceFromStore(*store, flags.name, flags.variant));
+                   loader::ModelSourceFromStore(*store, flags.name, variant));
   ASSIGN_OR_RETURN(std::vector<std::unique_ptr<loader::Device>> owned,
                    loader::CreateDevices(flags.devices, flags.device_memory_gib << 30));
   std::vector<loader::Device*> devices;
@@ -67,13 +82,27 @@ absl::Status RunLoad(const LoadFlags& flags) {
 
   const bool json = flags.output == "json";
   loader::LoadStats stats;
+  uint64_t quantized_bytes = 0;
+  std::string load_source;
   {
     Progress progress(fmt::format("loading {}", source.key), /*quiet=*/json);
     auto on_progress = [&](const loader::LoadProgress& p) {
       progress.Update(p.bytes, p.total_bytes, fmt::format("{:.2f} GB/s", p.gbps));
     };
-    ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadedModel> model,
-                     pipeline->Load(source, devices, plan, nullptr, on_progress, &stats));
+    std::unique_ptr<loader::LoadedModel> model;
+    if (quantized) {
+      ASSIGN_OR_RETURN(loader::QuantizedLoad q,
+                       loader::LoadQuantized(*pipeline, *store, flags.name, qconfig, devices,
+                                             plan, {.use_artifact = !flags.no_artifact},
+                                             nullptr, on_progress, &stats));
+      model = std::move(q.model);
+      quantized_bytes = q.quantized_bytes;
+      load_source = q.source;
+    } else {
+      ASSIGN_OR_RETURN(model, pipeline->Load(source, devices, plan, nullptr, on_progress, &stats));
+      quantized_bytes = model->tensor_bytes();
+      load_source = variant.empty() ? "checkpoint" : "artifact";
+    }
     progress.Finish();
     RETURN_IF_ERROR(model->Free());
   }
@@ -86,12 +115,21 @@ absl::Status RunLoad(const LoadFlags& flags) {
                           {"tensors", stats.tensors}, {"devices", names},
                           {"io", stats.io},           {"threads", pipeline->threads()},
                           {"cold", flags.cold}};
+    if (quantized) {
+      out["quantization"] = qconfig.VariantKey();
+      out["quantized_bytes"] = quantized_bytes;
+      out["source"] = load_source;
+    }
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("loaded %s: %d tensors, %s in %.3f s (%.2f GB/s) on %s via %s\n",
                 source.key.c_str(), stats.tensors, FormatBytes(stats.bytes).c_str(),
                 stats.seconds, stats.gbps, fmt::format("{}", fmt::join(names, ",")).c_str(),
                 stats.io.c_str());
+    if (quantized) {
+      std::printf("quantized %s from %s: %s resident\n", qconfig.VariantKey().c_str(),
+                  load_source.c_str(), FormatBytes(quantized_bytes).c_str());
+    }
   }
   return absl::OkStatus();
 }
@@ -117,6 +155,12 @@ void RegisterLoadCommand(CLI::App& app) {
       ->default_val(64);
   cmd->add_flag("--cold", flags->cold,
                 "drop the model from the page cache first and read with O_DIRECT");
+  cmd->add_option("--quantization", flags->quantization,
+                  "nf4 | fp4 | int8 | a variant key (nf4-bs128-dq): read the stored variant "
+                  "when there is one, else quantize while loading");
+  AddQuantModifierFlags(cmd, &flags->quant);
+  cmd->add_flag("--no-artifact", flags->no_artifact,
+                "with --quantization: quantize while loading even if a variant is stored");
   AddOutputFlag(cmd, &flags->output);
   cmd->callback([flags] { Run([&] { return RunLoad(*flags); }); });
 }

@@ -18,8 +18,15 @@ std::string MatchingVariant(const store::Store& store, const std::string& name,
   const std::string key = config.VariantKey();
   absl::StatusOr<store::Manifest> m = store.GetManifest(name, key);
   if (!m.ok()) return "";
+  // The key fixes type, blocksize and double quant; of the rest only what changes the
+  // bytes must match (not compute_dtype or the int8 threshold): the skipped modules here,
+  // torch_dtype below.
   nlohmann::json q = nlohmann::json::parse(m->quantization_json, nullptr, false);
-  if (!q.is_object() || q != config.ToHfJson()) return "";
+  if (!q.is_object()) return "";
+  absl::StatusOr<quant::QuantConfig> stored = quant::ParseQuantizationConfig(q);
+  if (!stored.ok() || stored->type != config.type || stored->skip_modules != config.skip_modules) {
+    return "";
+  }
   // Unquantized floating tensors must already be in torch_dtype.
   for (const store::ManifestTensor& t : m->tensors) {
     bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
