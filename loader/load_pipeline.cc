@@ -245,9 +245,13 @@ absl::Status LoadPipeline::Run::Execute() {
     if (st.outputs.empty()) continue;  // a plan may leave a tensor out
     const PlannedTensor& first = plan_.tensors[st.outputs[0]];
     st.transformed = first.transformed;
-    st.in_place = (in_place_ || devices_[first.device]->ReadsInPlace(
-                                    allocations_[first.device])) &&
-                  cached_ == nullptr && !st.transformed &&
+    // Reading in place pays off for buffered reads into resident memory (one copy
+    // instead of two). O_DIRECT reads into it would pin its 4 KiB pages one by one on
+    // every submission, which is slower than landing in the ring's huge pages.
+    const bool resident_target =
+        cached_ == nullptr && !files_[mt.file]->direct() &&
+        devices_[first.device]->ReadsInPlace(allocations_[first.device]);
+    st.in_place = (in_place_ || resident_target) && cached_ == nullptr && !st.transformed &&
                   st.outputs.size() == 1 && first.shard_kind == ShardKind::kWhole &&
                   devices_[first.device]->kind() == DeviceKind::kHost &&
                   first.offset % kDirectIoAlignment == 0 &&
