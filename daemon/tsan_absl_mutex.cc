@@ -1,0 +1,130 @@
+// ThreadSanitizer builds only: makes absl::Mutex visible to TSan.
+//
+// Debian's Abseil is built without -fsanitize=thread, so absl::Mutex's lock and unlock
+// are invisible to TSan and every access guarded by one is reported as a race (hundreds
+// of false positives in the daemon, the loader and gRPC, which locks absl::Mutex too).
+// This file interposes the Mutex and CondVar entry points: each forwards to Abseil's
+// implementation (dlsym RTLD_NEXT) and tells TSan the happens-before edge it implies
+// (__tsan_release before a mutex is released, __tsan_acquire after it is acquired, both
+// around a condition wait). The executable's definitions take precedence over the shared
+// library's, for callers inside libgrpc and libabsl too. Without TSan this file is empty.
+#if defined(__SANITIZE_THREAD__)
+
+#include <dlfcn.h>
+#include <sanitizer/tsan_interface.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/synchronization/mutex.h"
+
+namespace {
+
+template <typename Fn>
+Fn Real(const char* symbol) {
+  void* p = dlsym(RTLD_NEXT, symbol);
+  if (p == nullptr) {
+    std::fprintf(stderr, "tsan_absl_mutex: %s not found\n", symbol);
+    std::abort();
+  }
+  return reinterpret_cast<Fn>(p);
+}
+
+#define REAL(type, symbol)                   \
+  static const auto real = Real<type>(symbol)
+
+}  // namespace
+
+namespace absl {
+ABSL_NAMESPACE_BEGIN
+
+void Mutex::Lock() {
+  REAL(void (*)(Mutex*), "_ZN4absl7debian35Mutex4LockEv");
+  real(this);
+  __tsan_acquire(this);
+}
+
+void Mutex::Unlock() {
+  REAL(void (*)(Mutex*), "_ZN4absl7debian35Mutex6UnlockEv");
+  __tsan_release(this);
+  real(this);
+}
+
+bool Mutex::TryLock() {
+  REAL(bool (*)(Mutex*), "_ZN4absl7debian35Mutex7TryLockEv");
+  bool locked = real(this);
+  if (locked) __tsan_acquire(this);
+  return locked;
+}
+
+void Mutex::ReaderLock() {
+  REAL(void (*)(Mutex*), "_ZN4absl7debian35Mutex10ReaderLockEv");
+  real(this);
+  __tsan_acquire(this);
+}
+
+void Mutex::ReaderUnlock() {
+  REAL(void (*)(Mutex*), "_ZN4absl7debian35Mutex12ReaderUnlockEv");
+  __tsan_release(this);
+  real(this);
+}
+
+void Mutex::LockWhen(const Condition& cond) {
+  REAL(void (*)(Mutex*, const Condition&), "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
+  real(this, cond);
+  __tsan_acquire(this);
+}
+
+bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
+  REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
+       "_ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  bool r = real(this, cond, timeout);
+  __tsan_acquire(this);
+  return r;
+}
+
+void Mutex::Await(const Condition& cond) {
+  REAL(void (*)(Mutex*, const Condition&), "_ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE");
+  __tsan_release(this);
+  real(this, cond);
+  __tsan_acquire(this);
+}
+
+bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
+  REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
+       "_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
+  __tsan_release(this);
+  bool r = real(this, cond, timeout);
+  __tsan_acquire(this);
+  return r;
+}
+
+void CondVar::Wait(Mutex* mu) {
+  REAL(void (*)(CondVar*, Mutex*), "_ZN4absl7debian37CondVar4WaitEPNS0_5MutexE");
+  __tsan_release(mu);
+  real(this, mu);
+  __tsan_acquire(mu);
+}
+
+bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
+  REAL(bool (*)(CondVar*, Mutex*, absl::Duration),
+       "_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
+  __tsan_release(mu);
+  bool r = real(this, mu, timeout);
+  __tsan_acquire(mu);
+  return r;
+}
+
+bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
+  REAL(bool (*)(CondVar*, Mutex*, absl::Time),
+       "_ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
+  __tsan_release(mu);
+  bool r = real(this, mu, deadline);
+  __tsan_acquire(mu);
+  return r;
+}
+
+ABSL_NAMESPACE_END
+}  // namespace absl
+
+#endif  // __SANITIZE_THREAD__
