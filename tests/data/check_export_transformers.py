@@ -11,7 +11,12 @@ Two modes, driven by tests/deploy/quant_cli_test.cc (ExportLoadsInTransformers):
                              * the parameters transformers loaded are the exported bytes
                                (packed 4-bit codes / int8 weight and SCB, bit-equal);
                              * they equal bitsandbytes' own CPU quantization of SRC's fp16
-                               weight (quantize_4bit / int8_vectorwise_quant), bit-equal;
+                               weight (quantize_4bit / int8_vectorwise_quant) bit for bit,
+                               except where bnb's CPU backend is known to differ from its
+                               CUDA kernels, which loadstar follows (make_bnb_golden.py):
+                               FP4 sign of zero, values within 1e-6 of a 4-bit decision
+                               threshold, nested-absmax and int8 codes where loadstar's is
+                               the nearer one (each such case is checked and counted);
                              * bitsandbytes' dequantization is within the format's error of
                                the original weight;
                            and that a forward pass gives finite logits close to fp16's.
@@ -24,6 +29,14 @@ import os
 import sys
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+# Decision thresholds of the CUDA kernels (SPEC §6): NF4 on x_n, FP4 on |x_n|.
+NF4_T = [0.03979014977812767, 0.3893125355243683, 0.6427869200706482, 0.8614784181118011,
+         0.5016634166240692, 0.2035212516784668, 0.2920137718319893, 0.1202552504837513,
+         -0.33967943489551544, -0.13791173323988914, -0.045525018125772476,
+         -0.23460740596055984, -0.6106329262256622, -0.4599952697753906, -0.8480964004993439]
+FP4_T = [0.29166667, 0.583333, 0.8333333, 0.4166667, 0.0859375, 0.20833333, 0.00260417]
 
 
 def make(src):
@@ -64,6 +77,7 @@ def check(src, out, kind):
     model = AutoModelForCausalLM.from_pretrained(out, device_map="cpu", dtype=torch.float16)
     checked = 0
     nested_near_ties = [0]
+    threshold_ties = [0]
     int8_near_ties = [0]
     for name, module in model.named_modules():
         w = name + ".weight"
@@ -78,8 +92,30 @@ def check(src, out, kind):
                                                 quant_type=qs.quant_type,
                                                 compress_statistics=qs.nested)
             if not torch.equal(packed.flatten(), exported[w].flatten()):
-                diff = (packed.flatten() != exported[w].flatten()).sum().item()
-                problems.append(f"{w}: {diff} packed bytes differ from bnb's quantize_4bit")
+                # loadstar follows bnb's CUDA kernels; bnb's CPU backend differs in two
+                # documented ways (tests/data/make_bnb_golden.py): FP4 tiny negatives get
+                # +0 instead of -0, and values within ~1 ulp of a decision threshold may
+                # fall on the other side. Any other difference is an error.
+                n = ref_w.numel()
+                def codes(p8):
+                    p8 = p8.flatten().long()
+                    return torch.stack([p8 >> 4, p8 & 15], 1).flatten()[:n]
+                ours, theirs = codes(exported[w]), codes(packed)
+                d = ours != theirs
+                if qs.quant_type == "fp4":
+                    d &= ~(((ours & 7) == 0) & ((theirs & 7) == 0))
+                if d.any():
+                    x = ref_w.float().flatten()
+                    am = torch.nn.functional.pad(x.abs(), (0, (-n) % qs.blocksize)).view(
+                        -1, qs.blocksize).amax(1)
+                    xn = (x * (1.0 / am).repeat_interleave(qs.blocksize)[:n])[d]
+                    t = torch.tensor(NF4_T if qs.quant_type == "nf4" else FP4_T)
+                    ref = xn if qs.quant_type == "nf4" else xn.abs()
+                    near = (ref[:, None] - t[None, :]).abs().min(1).values <= 1e-6
+                    if not near.all():
+                        problems.append(f"{w}: {int((~near).sum())} 4-bit codes differ from "
+                                        "bnb's quantize_4bit away from a threshold")
+                    threshold_ties[0] += int(d.sum())
             if qs.nested:
                 # The nested absmax codes: bitsandbytes' CPU quantize_blockwise does not
                 # always pick the nearest code of the dynamic map (loadstar, like the CUDA
@@ -104,7 +140,7 @@ def check(src, out, kind):
                         problems.append(f"{w}: {int(worse.sum())} nested absmax codes are "
                                         "farther than bnb's")
                     nested_near_ties[0] += diff.numel()
-            else:
+            elif torch.equal(packed.flatten(), exported[w].flatten()):
                 deq = F.dequantize_4bit(p.data, qs).to(torch.float32)
                 ref_deq = F.dequantize_4bit(packed, ref_state).to(torch.float32)
                 if not torch.equal(deq, ref_deq):
@@ -169,7 +205,9 @@ def check(src, out, kind):
           + (f" ({nested_near_ties[0]} nested absmax codes nearer than bnb CPU's)"
              if nested_near_ties[0] else "")
           + (f" ({int8_near_ties[0]} int8 codes nearer than bnb CPU's)"
-             if int8_near_ties[0] else ""))
+             if int8_near_ties[0] else "")
+          + (f" ({threshold_ties[0]} 4-bit codes at a decision threshold)"
+             if threshold_ties[0] else ""))
     return 0
 
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <thread>
 
 #include "daemon/rpc_util.h"
@@ -16,6 +17,7 @@
 #include "quant/blockwise.h"
 #include "quant/policy.h"
 #include "quant/quant_state.h"
+#include "store/quantized_artifact.h"
 #include "store/store.h"
 #include "tests/deploy/process.h"
 #include "tests/util/checkpoint_builder.h"
@@ -329,30 +331,13 @@ TEST_F(ControlPlaneTest, WrongTokenIsUnauthenticated) {
   EXPECT_EQ(stub->ListModels(&ctx, {}, &models).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
-// Writes the nf4 artifact of org/tiny into the store as `store save --quantize nf4` does:
-// every quantizable weight in the bitsandbytes layout, everything else as is.
-absl::Status WriteNf4Variant(const std::string& store_dir,
-                             const loadstar::testing::CheckpointBuilder& builder) {
+// Writes the nf4 artifact of org/tiny into the store as `store save --quantize nf4` does.
+absl::Status WriteNf4Variant(const std::string& store_dir) {
   auto store = store::Store::Open({store_dir});
   if (!store.ok()) return store.status();
   quant::QuantConfig config;
   config.type = quant::QuantType::kNf4;
-  std::vector<store::TensorInput> tensors;
-  for (const auto& t : builder.tensors()) {
-    if (quant::ShouldQuantize(config, t.name, t.shape) == quant::QuantType::kNone) {
-      tensors.push_back(store::TensorInput::FromBytes({t.name, t.dtype, t.shape}, t.bytes));
-      continue;
-    }
-    auto q = quant::Quantize4bit(config.fp4_spec(), t.dtype, t.bytes.data(), t.shape);
-    if (!q.ok()) return q.status();
-    for (quant::NamedTensor& nt : quant::Serialize4bit(t.name, *q)) {
-      tensors.push_back(store::TensorInput::FromBytes(
-          {nt.name, nt.dtype, nt.shape}, std::string(nt.data.begin(), nt.data.end())));
-    }
-  }
-  return (*store)
-      ->WriteVariant({"org/tiny", config.VariantKey(), config.ToHfJson().dump()}, std::move(tensors))
-      .status();
+  return store::SaveQuantizedVariant(**store, "org/tiny", config).status();
 }
 
 TEST_F(ControlPlaneTest, QuantizedDeploymentProbe) {
@@ -360,19 +345,45 @@ TEST_F(ControlPlaneTest, QuantizedDeploymentProbe) {
   auto controller = StartController(addr);
   auto worker = StartWorker(addr, "w1");
   ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
-  // Without the artifact a quantized load says how to make it.
-  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--quantization", "nf4"}).exit_code, 0);
-  CliResult missing = Cli(addr, {"acquire", "org/tiny", "--timeout", "10"});
-  EXPECT_NE(missing.exit_code, 0);
-  EXPECT_THAT(missing.err, HasSubstr("--quantize nf4"));
-  ASSERT_EQ(Cli(addr, {"delete", "org/tiny"}).exit_code, 0);
-
-  ASSERT_TRUE(WriteNf4Variant(store_dir_, builder_).ok());
+  // First without the stored artifact (the worker quantizes while loading), then with it
+  // (the worker reads the quantized bytes): the same quantized tensor table either way.
+  std::map<std::string, std::string> first_table;
+  for (bool artifact : {false, true}) {
+  SCOPED_TRACE(artifact ? "from the artifact" : "quantized while loading");
+  if (artifact) {
+    ASSERT_EQ(Cli(addr, {"delete", "org/tiny"}).exit_code, 0);
+    ASSERT_TRUE(Eventually([&] { return Instances(addr).empty(); }, 8));
+    ASSERT_TRUE(WriteNf4Variant(store_dir_).ok());
+  }
   ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--quantization", "nf4"}).exit_code, 0);
   CliResult acquired = Cli(addr, {"acquire", "org/tiny", "-o", "json"});
   ASSERT_EQ(acquired.exit_code, 0) << acquired.err;
   nlohmann::json lease = nlohmann::json::parse(acquired.out);
   auto stub = v1::Worker::NewStub(daemon::MakeChannel(lease["instance"]["worker_address"]));
+  {
+    grpc::ClientContext ctx;
+    v1::InstanceRequest ireq;
+    ireq.set_instance_id(lease["instance"]["instance_id"]);
+    v1::InstanceHandle handle;
+    ASSERT_TRUE(stub->GetInstance(&ctx, ireq, &handle).ok());
+    std::map<std::string, std::string> table;
+    for (const v1::TensorInfo& t : handle.tensors()) {
+      table[t.name()] = t.dtype();
+      if (t.name() == "model.layers.0.mlp.up_proj.weight") {
+        EXPECT_EQ(t.dtype(), "U8");
+        EXPECT_EQ(t.quant().type(), "nf4");
+        EXPECT_EQ(t.quant().blocksize(), 64u);
+        EXPECT_GE(t.quant().absmax_offset(), 0);
+      }
+    }
+    EXPECT_EQ(table["model.layers.0.mlp.up_proj.weight.absmax"], "F32");
+    EXPECT_EQ(table["model.norm.weight"], "F16");  // cast to torch_dtype
+    if (artifact) {
+      EXPECT_EQ(table, first_table);
+    } else {
+      first_table = table;
+    }
+  }
   grpc::ClientContext ctx;
   v1::ProbeRequest req;
   req.set_instance_id(lease["instance"]["instance_id"]);
@@ -388,6 +399,7 @@ TEST_F(ControlPlaneTest, QuantizedDeploymentProbe) {
   grpc::ClientContext ctx2;
   req.set_tensor("model.norm.weight");
   EXPECT_EQ(stub->Probe(&ctx2, req, &probe).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
 }
 
 TEST_F(ControlPlaneTest, UpRunsALocalClusterAndStopsOnSigterm) {
