@@ -6,8 +6,10 @@ Peers (from PyPI, installed into a venv under bench/data/venv on first use):
   fastsafetensors        fastsafe_open(..., nogds=True, device="cpu")
   safetensors            safetensors.torch.load_file
 Every tool ends with every tensor materialised in memory it owns (the streamers hand out
-views of buffers they reuse or free, so their tensors are cloned, as a caller keeping the
-model must); loadstar ends with the model in a host device's shared memory. Each run is a
+views of buffers they reuse or free, and safetensors' load_file views of an mmap that is
+read lazily, so their tensors are cloned, as a caller keeping the model must); loadstar
+ends with the model in a host device's (fresh) shared memory, checksums verified. None of
+the peers verifies checksums. Each run is a
 fresh process and times only the load (not Python or torch start-up). Rounds interleave
 the tools so drift on a shared machine hits all of them alike; medians are printed with
 loadstar's ratio to each peer.
@@ -50,7 +52,9 @@ def worker(tool, path):
                 tensors[name] = f.get_tensor(name).clone()
     elif tool == "safetensors":
         from safetensors.torch import load_file
-        tensors = load_file(path, device="cpu")
+        # load_file on CPU returns tensors backed by its mmap of the file: nothing is read
+        # until touched. Cloning reads every byte into memory the caller owns.
+        tensors = {name: t.clone() for name, t in load_file(path, device="cpu").items()}
     else:
         raise SystemExit(f"unknown tool {tool}")
     seconds = time.perf_counter() - start
