@@ -8,6 +8,8 @@
 // (__tsan_release before a mutex is released, __tsan_acquire after it is acquired, both
 // around a condition wait). The executable's definitions take precedence over the shared
 // library's, for callers inside libgrpc and libabsl too. Without TSan this file is empty.
+// It lives in loadstar_daemon, so it is linked into everything that links the daemon
+// (daemon_tests, deploy_tests, the loadstar binary, benches).
 #if defined(__SANITIZE_THREAD__)
 
 #include <dlfcn.h>
@@ -126,5 +128,24 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
+
+// Referenced by daemon/CMakeLists.txt (--undefined) so the linker always pulls this object
+// out of libloadstar_daemon.a; the libtsan runtime defines the other symbols here weakly,
+// so they alone would not.
+extern "C" int loadstar_tsan_absl_mutex_anchor = 0;
+
+// Debian's gRPC, protobuf and Abseil are not instrumented either: memory they hand
+// between their own threads (slices, channels, Status payloads, absl's deadlock graph)
+// would show up as races through the allocation and memcpy interceptors. TSan's
+// ignore_noninstrumented_modules drops interceptor calls made from such libraries only;
+// every access made by our code is still checked.
+extern "C" const char* __tsan_default_options() { return "ignore_noninstrumented_modules=1"; }
+
+// io_uring completions are ordered by the kernel (submission and completion rings), which
+// TSan cannot see: a request written by Submit and read by the reaper after the kernel
+// completed it is not a race. The suppression names the one file that does this.
+extern "C" const char* __tsan_default_suppressions() {
+  return "race:loader/uring_io_engine.cc\n";
+}
 
 #endif  // __SANITIZE_THREAD__

@@ -147,7 +147,8 @@ TEST_F(ControlPlaneTest, ColdWarmAcquireThenScaleToZero) {
   v1::InstanceRequest ireq;
   ireq.set_instance_id(cold["instance"]["instance_id"]);
   v1::InstanceHandle handle;
-  ASSERT_TRUE(stub->GetInstance(&ctx, ireq, &handle).ok());
+  grpc::Status got = stub->GetInstance(&ctx, ireq, &handle);
+  ASSERT_TRUE(got.ok()) << got.error_message();
   EXPECT_EQ(handle.tensors_size(), 4);
   ASSERT_GE(handle.allocations_size(), 1);
   EXPECT_EQ(handle.allocations(0).kind(), "host");
@@ -365,7 +366,8 @@ TEST_F(ControlPlaneTest, QuantizedDeploymentProbe) {
     v1::InstanceRequest ireq;
     ireq.set_instance_id(lease["instance"]["instance_id"]);
     v1::InstanceHandle handle;
-    ASSERT_TRUE(stub->GetInstance(&ctx, ireq, &handle).ok());
+    grpc::Status got = stub->GetInstance(&ctx, ireq, &handle);
+  ASSERT_TRUE(got.ok()) << got.error_message();
     std::map<std::string, std::string> table;
     for (const v1::TensorInfo& t : handle.tensors()) {
       table[t.name()] = t.dtype();
