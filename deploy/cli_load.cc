@@ -87,7 +87,8 @@ absl::Status RunLoad(const LoadFlags& flags) {
   {
     Progress progress(fmt::format("loading {}", source.key), /*quiet=*/json);
     auto on_progress = [&](const loader::LoadProgress& p) {
-      progress.Update(p.bytes, p.total_bytes, fmt::format("{:.2f} GB/s", p.gbps));
+      progress.Update(p.bytes, p.total_bytes,
+                      fmt::format("{}/{} tensors", p.tensors, p.total_tensors));
     };
     std::unique_ptr<loader::LoadedModel> model;
     if (quantized) {
