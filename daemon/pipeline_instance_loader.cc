@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/status_macros.h"
+#include "daemon/load_spec.h"
 #include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
 #include "loader/model_source.h"
@@ -24,32 +25,6 @@ namespace {
 
 std::string KindName(loader::DeviceKind kind) {
   return kind == loader::DeviceKind::kCuda ? "cuda" : "host";
-}
-
-// The QuantConfig a LoadSpec asks for (the controller filled it from the deployment's
-// parsed quantization config).
-absl::StatusOr<quant::QuantConfig> QuantConfigOf(const v1::LoadSpec& spec) {
-  const v1::Quantization& q = spec.quantization();
-  quant::QuantConfig c;
-  if (q.method().empty() || q.method() == "none") return c;
-  std::optional<quant::QuantType> type = quant::ParseQuantType(q.method());
-  if (!type) {
-    return absl::InvalidArgumentError(
-        fmt::format("quantization.method: unknown \"{}\"", q.method()));
-  }
-  c.type = *type;
-  if (q.blocksize() > 0) c.blocksize = static_cast<int>(q.blocksize());
-  c.double_quant = q.double_quant();
-  if (!q.compute_dtype().empty()) {
-    ASSIGN_OR_RETURN(c.compute_dtype, quant::ParseTorchDtype(q.compute_dtype(),
-                                                             "quantization.compute_dtype"));
-  }
-  if (!spec.torch_dtype().empty()) {
-    ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
-  }
-  if (q.llm_int8_threshold() > 0) c.llm_int8_threshold = static_cast<float>(q.llm_int8_threshold());
-  c.skip_modules.assign(q.skip_modules().begin(), q.skip_modules().end());  // as probe.cc
-  return c;
 }
 
 int64_t JsonInt(const nlohmann::json& j, const char* key, int64_t fallback) {
@@ -270,7 +245,7 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
   }
   // The deployment's quantization: its stored variant when one matches, else the
   // checkpoint quantized while it streams (loader/quantized_load.h).
-  ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigOf(spec));
+  ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigFromLoadSpec(spec));
   ASSIGN_OR_RETURN(loader::QuantizedLoad loaded,
                    loader::LoadQuantized(*pipeline_, *store_, spec.model(), qconfig, devices,
                                          plan, {}, &cancelled,

@@ -8,6 +8,7 @@
 
 #include "base/env.h"
 #include "base/status_macros.h"
+#include "daemon/load_spec.h"
 #include "quant/blockwise.h"
 #include "quant/float16.h"
 #include "quant/int8.h"
@@ -37,19 +38,6 @@ absl::StatusOr<std::pair<store::ManifestTensor, std::string>> ReadStoredTensor(
   return std::make_pair(*t, std::move(bytes));
 }
 
-quant::QuantConfig ConfigOf(const v1::LoadSpec& spec) {
-  quant::QuantConfig c;
-  c.type = quant::ParseQuantType(spec.quantization().method()).value_or(quant::QuantType::kNone);
-  if (spec.quantization().blocksize() > 0) c.blocksize = static_cast<int>(spec.quantization().blocksize());
-  c.double_quant = spec.quantization().double_quant();
-  if (spec.quantization().llm_int8_threshold() > 0) {
-    c.llm_int8_threshold = static_cast<float>(spec.quantization().llm_int8_threshold());
-  }
-  c.skip_modules.assign(spec.quantization().skip_modules().begin(),
-                        spec.quantization().skip_modules().end());
-  return c;
-}
-
 }  // namespace
 
 absl::StatusOr<v1::ProbeResponse> ProbeQuantizedWeight(const v1::InstanceHandle& handle,
@@ -59,7 +47,7 @@ absl::StatusOr<v1::ProbeResponse> ProbeQuantizedWeight(const v1::InstanceHandle&
                                                        const std::string& tensor, uint32_t rows) {
   std::map<std::string, const v1::TensorInfo*> tensors;
   for (const v1::TensorInfo& t : handle.tensors()) tensors[t.name()] = &t;
-  quant::QuantConfig config = ConfigOf(spec);
+  ASSIGN_OR_RETURN(quant::QuantConfig config, QuantConfigFromLoadSpec(spec));
   auto serialized_4bit = [&](const std::string& w) { return tensors.contains(w + ".absmax"); };
   auto serialized_int8 = [&](const std::string& w) {
     return w.size() > 7 && tensors.contains(w.substr(0, w.size() - 7) + ".SCB");
