@@ -33,6 +33,7 @@
 #include <fmt/format.h>
 
 #include "base/env.h"
+#include "bench/bench_util.h"
 #include "loader/host_device.h"
 #include "loader/io_engine.h"
 #include "loader/load_pipeline.h"
@@ -44,19 +45,9 @@
 namespace loadstar {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// CPU seconds (user + system) this process has used. The machine is shared, so wall-clock
-// rates depend on what else runs; bytes per CPU-second of the same work do not (much).
-double CpuSeconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  auto sec = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
-  return sec(u.ru_utime) + sec(u.ru_stime);
-}
+using bench::CpuSeconds;
+using bench::Median;
+using bench::Now;
 
 // Wall and CPU rates of one measurement.
 struct Rate {
@@ -77,75 +68,9 @@ Rate MedianRate(std::vector<Rate> v) {
   return r;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 [[noreturn]] void Die(const absl::Status& s) {
   std::fprintf(stderr, "bench_load: %s\n", s.ToString().c_str());
   std::exit(1);
-}
-
-// Finite fp16 values from a xorshift stream: exponent kept below 0x1f (no inf/NaN).
-absl::Status FillFp16(uint64_t seed, uint64_t offset, char* dst, size_t n) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + offset + 1;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    uint64_t v = x & 0xBBFFBBFFBBFFBBFFull;  // clears the top exponent bit of each half
-    std::memcpy(dst + i, &v, 8);
-  }
-  for (; i < n; ++i) dst[i] = 0;
-  return absl::OkStatus();
-}
-
-// A Llama-shaped fp16 checkpoint of about `gib` GiB: hidden 4096, ffn 11008, vocab 32000.
-absl::Status MakeCheckpoint(const std::string& dir, double gib) {
-  const int64_t h = 4096, ffn = 11008, vocab = 32000;
-  const uint64_t per_layer = (4 * h * h + 3 * h * ffn + 2 * h) * 2;
-  const uint64_t fixed = (2 * vocab * h + h) * 2;
-  const uint64_t target = static_cast<uint64_t>(gib * (1ull << 30));
-  int layers = static_cast<int>((target - std::min(target, fixed) + per_layer - 1) / per_layer);
-  layers = std::max(layers, 1);
-  std::vector<store::TensorInput> tensors;
-  uint64_t seed = 0;
-  auto add = [&](std::string name, std::vector<int64_t> shape) {
-    uint64_t s = ++seed;
-    tensors.push_back(store::TensorInput{
-        store::TensorSpec{std::move(name), DType::kF16, std::move(shape)},
-        [s](uint64_t offset, char* dst, size_t n) { return FillFp16(s, offset, dst, n); }});
-  };
-  add("model.embed_tokens.weight", {vocab, h});
-  for (int i = 0; i < layers; ++i) {
-    std::string p = fmt::format("model.layers.{}.", i);
-    add(p + "input_layernorm.weight", {h});
-    add(p + "self_attn.q_proj.weight", {h, h});
-    add(p + "self_attn.k_proj.weight", {h, h});
-    add(p + "self_attn.v_proj.weight", {h, h});
-    add(p + "self_attn.o_proj.weight", {h, h});
-    add(p + "post_attention_layernorm.weight", {h});
-    add(p + "mlp.gate_proj.weight", {ffn, h});
-    add(p + "mlp.up_proj.weight", {ffn, h});
-    add(p + "mlp.down_proj.weight", {h, ffn});
-  }
-  add("model.norm.weight", {h});
-  add("lm_head.weight", {vocab, h});
-  Env* env = Env::Default();
-  absl::Status s = env->CreateDirs(dir);
-  if (!s.ok()) return s;
-  s = WriteFileAtomically(
-      env, JoinPath(dir, "config.json"),
-      fmt::format("{{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], "
-                  "\"hidden_size\": {}, \"intermediate_size\": {}, \"num_hidden_layers\": {}, "
-                  "\"num_attention_heads\": 32, \"vocab_size\": {}, "
-                  "\"torch_dtype\": \"float16\"}}\n",
-                  h, ffn, layers, vocab));
-  if (!s.ok()) return s;
-  return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
-                                 {{"format", "pt"}});
 }
 
 // (a) memcpy with `threads` threads between pre-faulted buffers.
@@ -311,7 +236,7 @@ int Main(int argc, char** argv) {
   const std::string name = "bench-llama";
   if (!env->FileExists(JoinPath(ckpt, "model.safetensors"))) {
     std::printf("writing a %.2f GiB fp16 checkpoint to %s ...\n", flags.gib, ckpt.c_str());
-    absl::Status s = MakeCheckpoint(ckpt, flags.gib);
+    absl::Status s = bench::MakeLlamaCheckpoint(ckpt, flags.gib, bench::LlamaShape{});
     if (!s.ok()) Die(s);
   }
   auto store = store::Store::Open({.root = JoinPath(flags.data, "store")});

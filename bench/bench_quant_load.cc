@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "base/env.h"
+#include "bench/bench_util.h"
 #include "loader/host_device.h"
 #include "loader/load_pipeline.h"
 #include "loader/model_source.h"
@@ -34,33 +35,13 @@
 namespace loadstar {
 namespace {
 
+using bench::CpuSeconds;
+using bench::Median;
+using bench::Now;
+
 [[noreturn]] void Die(const absl::Status& s) {
   std::fprintf(stderr, "bench_quant_load: %s\n", s.ToString().c_str());
   std::exit(1);
-}
-
-double Now() { return static_cast<double>(Env::Default()->NowMicros()) / 1e6; }
-
-double CpuSeconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-// Finite fp16 values of both signs and many magnitudes (xorshift; the top exponent bit
-// of each half cleared so there is no Inf/NaN), a stand-in for trained weights.
-absl::Status FillFp16(uint64_t seed, uint64_t offset, char* dst, size_t n) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + offset + 1;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    uint64_t v = x & 0xBBFFBBFFBBFFBBFFull;
-    std::memcpy(dst + i, &v, 8);
-  }
-  for (; i < n; ++i) dst[i] = 0;
-  return absl::OkStatus();
 }
 
 // A Llama-shaped fp16 checkpoint of about `gib` GiB (hidden 2048, ffn 5504). The
@@ -68,47 +49,7 @@ absl::Status FillFp16(uint64_t seed, uint64_t offset, char* dst, size_t n) {
 // 24% of a 1 GiB model (a small model's proportions); 4096 gives 3%, about Llama-2-7B's
 // 3.9% (2 x 32000 x 4096 of 6.7 B parameters).
 absl::Status MakeCheckpoint(const std::string& dir, double gib, int64_t vocab) {
-  const int64_t h = 2048, ffn = 5504;
-  const uint64_t per_layer = (4 * h * h + 3 * h * ffn + 2 * h) * 2;
-  const uint64_t fixed = (2 * vocab * h + h) * 2;
-  const uint64_t target = static_cast<uint64_t>(gib * (1ull << 30));
-  int layers = static_cast<int>((target - std::min(target, fixed) + per_layer - 1) / per_layer);
-  layers = std::max(layers, 1);
-  std::vector<store::TensorInput> tensors;
-  uint64_t seed = 0;
-  auto add = [&](std::string name, std::vector<int64_t> shape) {
-    uint64_t s = ++seed;
-    tensors.push_back(store::TensorInput{
-        store::TensorSpec{std::move(name), DType::kF16, std::move(shape)},
-        [s](uint64_t offset, char* dst, size_t n) { return FillFp16(s, offset, dst, n); }});
-  };
-  add("model.embed_tokens.weight", {vocab, h});
-  for (int i = 0; i < layers; ++i) {
-    std::string p = fmt::format("model.layers.{}.", i);
-    add(p + "input_layernorm.weight", {h});
-    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
-      add(p + "self_attn." + m + ".weight", {h, h});
-    }
-    add(p + "post_attention_layernorm.weight", {h});
-    add(p + "mlp.gate_proj.weight", {ffn, h});
-    add(p + "mlp.up_proj.weight", {ffn, h});
-    add(p + "mlp.down_proj.weight", {h, ffn});
-  }
-  add("model.norm.weight", {h});
-  add("lm_head.weight", {vocab, h});
-  Env* env = Env::Default();
-  if (absl::Status s = env->CreateDirs(dir); !s.ok()) return s;
-  if (absl::Status s = WriteFileAtomically(
-          env, JoinPath(dir, "config.json"),
-          fmt::format("{{\"model_type\": \"llama\", \"hidden_size\": {}, "
-                      "\"intermediate_size\": {}, \"num_hidden_layers\": {}, "
-                      "\"vocab_size\": {}, \"torch_dtype\": \"float16\"}}\n",
-                      h, ffn, layers, vocab));
-      !s.ok()) {
-    return s;
-  }
-  return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
-                                 {{"format", "pt"}});
+  return bench::MakeLlamaCheckpoint(dir, gib, bench::LlamaShape{2048, 5504, vocab});
 }
 
 struct Run {
@@ -117,11 +58,6 @@ struct Run {
   uint64_t read_bytes = 0;
   uint64_t resident = 0;
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 int Main(int argc, char** argv) {
   double gib = 1.0;

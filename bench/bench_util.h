@@ -1,0 +1,115 @@
+// Helpers shared by the benchmarks. Header-only: every bench/*.cc is its own executable.
+#ifndef LOADSTAR_BENCH_BENCH_UTIL_H_
+#define LOADSTAR_BENCH_BENCH_UTIL_H_
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "absl/status/status.h"
+#include "base/env.h"
+#include "store/safetensors_writer.h"
+
+namespace loadstar::bench {
+
+// Wall-clock seconds on a monotonic clock.
+inline double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// CPU seconds (user + system) this process has used. The machine is shared, so wall-clock
+// rates depend on what else runs; bytes per CPU-second of the same work do not (much).
+inline double CpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto sec = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+// The median (upper median for an even count); 0 for no values.
+inline double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Finite fp16 values of both signs and many magnitudes (xorshift; the top exponent bit
+// of each half cleared so there is no Inf/NaN), a stand-in for trained weights.
+inline absl::Status FillFp16(uint64_t seed, uint64_t offset, char* dst, size_t n) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + offset + 1;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    uint64_t v = x & 0xBBFFBBFFBBFFBBFFull;  // clears the top exponent bit of each half
+    std::memcpy(dst + i, &v, 8);
+  }
+  for (; i < n; ++i) dst[i] = 0;
+  return absl::OkStatus();
+}
+
+struct LlamaShape {
+  int64_t hidden = 4096;
+  int64_t ffn = 11008;
+  int64_t vocab = 32000;
+};
+
+// A Llama-shaped fp16 checkpoint of about `gib` GiB in `dir` (config.json and one
+// model.safetensors): as many layers of `shape` as fit after the embeddings and lm_head.
+inline absl::Status MakeLlamaCheckpoint(const std::string& dir, double gib,
+                                        const LlamaShape& shape) {
+  const int64_t h = shape.hidden, ffn = shape.ffn, vocab = shape.vocab;
+  const uint64_t per_layer = (4 * h * h + 3 * h * ffn + 2 * h) * 2;
+  const uint64_t fixed = (2 * vocab * h + h) * 2;
+  const uint64_t target = static_cast<uint64_t>(gib * (1ull << 30));
+  int layers = static_cast<int>((target - std::min(target, fixed) + per_layer - 1) / per_layer);
+  layers = std::max(layers, 1);
+  std::vector<store::TensorInput> tensors;
+  uint64_t seed = 0;
+  auto add = [&](std::string name, std::vector<int64_t> dims) {
+    uint64_t s = ++seed;
+    tensors.push_back(store::TensorInput{
+        store::TensorSpec{std::move(name), DType::kF16, std::move(dims)},
+        [s](uint64_t offset, char* dst, size_t n) { return FillFp16(s, offset, dst, n); }});
+  };
+  add("model.embed_tokens.weight", {vocab, h});
+  for (int i = 0; i < layers; ++i) {
+    std::string p = fmt::format("model.layers.{}.", i);
+    add(p + "input_layernorm.weight", {h});
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
+      add(p + "self_attn." + m + ".weight", {h, h});
+    }
+    add(p + "post_attention_layernorm.weight", {h});
+    add(p + "mlp.gate_proj.weight", {ffn, h});
+    add(p + "mlp.up_proj.weight", {ffn, h});
+    add(p + "mlp.down_proj.weight", {h, ffn});
+  }
+  add("model.norm.weight", {h});
+  add("lm_head.weight", {vocab, h});
+  Env* env = Env::Default();
+  if (absl::Status s = env->CreateDirs(dir); !s.ok()) return s;
+  if (absl::Status s = WriteFileAtomically(
+          env, JoinPath(dir, "config.json"),
+          fmt::format("{{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], "
+                      "\"hidden_size\": {}, \"intermediate_size\": {}, "
+                      "\"num_hidden_layers\": {}, \"num_attention_heads\": 32, "
+                      "\"vocab_size\": {}, \"torch_dtype\": \"float16\"}}\n",
+                      h, ffn, layers, vocab));
+      !s.ok()) {
+    return s;
+  }
+  return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
+                                 {{"format", "pt"}});
+}
+
+}  // namespace loadstar::bench
+
+#endif  // LOADSTAR_BENCH_BENCH_UTIL_H_
