@@ -12,36 +12,16 @@
 #include "quant/prepare.h"
 #include "store/quantized_artifact.h"
 #include "tests/loader/loader_test_util.h"
+#include "tests/util/quant_test_util.h"
 
 namespace loadstar::loader {
 namespace {
 
 using loadstar::testing::CheckpointBuilder;
+using loadstar::testing::PreparedTensors;
+using loadstar::testing::QuantConfigOf;
 using testing::TestStore;
 using testing::TinyLlama;
-
-quant::QuantConfig Config(quant::QuantType type, int blocksize = 64, bool dq = false,
-                          DType torch_dtype = DType::kF16) {
-  quant::QuantConfig c;
-  c.type = type;
-  c.blocksize = blocksize;
-  c.double_quant = dq;
-  c.torch_dtype = torch_dtype;
-  return c;
-}
-
-std::map<std::string, quant::NamedTensor> Expected(const CheckpointBuilder& b,
-                                                   const quant::QuantConfig& config,
-                                                   const std::string& model_type = "") {
-  std::map<std::string, quant::NamedTensor> out;
-  for (const auto& t : b.tensors()) {
-    auto p = quant::PrepareTensor(config, t.name, t.dtype, t.shape, t.bytes.data(), {},
-                                  quant::IsConv1DWeight(model_type, t.name, t.shape));
-    EXPECT_TRUE(p.ok()) << p.status();
-    for (auto& n : p->tensors) out[n.name] = std::move(n);
-  }
-  return out;
-}
 
 void ExpectModelEquals(const LoadedModel& model,
                        const std::map<std::string, quant::NamedTensor>& expected) {
@@ -78,7 +58,7 @@ TEST_P(QuantizedLoadTest, StreamingEqualsArtifactEqualsPrepareTensor) {
   TestStore ts;
   CheckpointBuilder builder = TinyLlama(2, 128, 200);
   ts.Save(builder, "org/llama");
-  auto expected = Expected(builder, config);
+  auto expected = PreparedTensors(builder, config);
   auto pipeline = SmallChunkPipeline();
   HostDevice device(0, 1ull << 30);
 
@@ -139,10 +119,11 @@ TEST_P(QuantizedLoadTest, StreamingEqualsArtifactEqualsPrepareTensor) {
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, QuantizedLoadTest,
-    ::testing::Values(Config(quant::QuantType::kNf4), Config(quant::QuantType::kNf4, 128, true),
-                      Config(quant::QuantType::kFp4, 32, false, DType::kBF16),
-                      Config(quant::QuantType::kFp4, 4096, true, DType::kF32),
-                      Config(quant::QuantType::kInt8)),
+    ::testing::Values(QuantConfigOf(quant::QuantType::kNf4),
+                      QuantConfigOf(quant::QuantType::kNf4, 128, true),
+                      QuantConfigOf(quant::QuantType::kFp4, 32, false, DType::kBF16),
+                      QuantConfigOf(quant::QuantType::kFp4, 4096, true, DType::kF32),
+                      QuantConfigOf(quant::QuantType::kInt8)),
     [](const ::testing::TestParamInfo<quant::QuantConfig>& info) {
       std::string key = info.param.VariantKey() + "_" +
                         std::string(TorchDTypeName(info.param.torch_dtype));
@@ -164,10 +145,10 @@ TEST(QuantizedLoadTest, Conv1DWeightsAreTransposedLikeTransformers) {
   auto pipeline = SmallChunkPipeline();
   HostDevice device(0, 1ull << 30);
   for (const quant::QuantConfig& config :
-       {Config(quant::QuantType::kNf4, 64, true), Config(quant::QuantType::kInt8)}) {
+       {QuantConfigOf(quant::QuantType::kNf4, 64, true), QuantConfigOf(quant::QuantType::kInt8)}) {
     auto loaded = LoadQuantized(*pipeline, ts.store(), "gpt2ish", config, {&device}, {});
     ASSERT_TRUE(loaded.ok()) << loaded.status();
-    ExpectModelEquals(*loaded->model, Expected(b, config, "gpt2"));
+    ExpectModelEquals(*loaded->model, PreparedTensors(b, config, "gpt2"));
     if (config.type == quant::QuantType::kInt8) {
       EXPECT_EQ(loaded->model->Find("transformer.h.0.attn.c_attn.weight")->shape,
                 (std::vector<int64_t>{192, 64}));
@@ -192,12 +173,13 @@ TEST(QuantizedLoadTest, NoneLoadsTheCheckpointUnchanged) {
 TEST(QuantizedLoadTest, ArtifactOfAnotherTorchDtypeIsNotUsed) {
   TestStore ts;
   ts.Save(TinyLlama(1, 64, 64), "m");
-  ASSERT_TRUE(store::SaveQuantizedVariant(ts.store(), "m", Config(quant::QuantType::kNf4)).ok());
-  EXPECT_EQ(MatchingVariant(ts.store(), "m", Config(quant::QuantType::kNf4)), "nf4-bs64");
+  ASSERT_TRUE(
+      store::SaveQuantizedVariant(ts.store(), "m", QuantConfigOf(quant::QuantType::kNf4)).ok());
+  EXPECT_EQ(MatchingVariant(ts.store(), "m", QuantConfigOf(quant::QuantType::kNf4)), "nf4-bs64");
   EXPECT_EQ(MatchingVariant(ts.store(), "m",
-                            Config(quant::QuantType::kNf4, 64, false, DType::kBF16)),
+                            QuantConfigOf(quant::QuantType::kNf4, 64, false, DType::kBF16)),
             "");
-  quant::QuantConfig compute = Config(quant::QuantType::kNf4);
+  quant::QuantConfig compute = QuantConfigOf(quant::QuantType::kNf4);
   compute.compute_dtype = DType::kBF16;  // does not change the bytes
   EXPECT_EQ(MatchingVariant(ts.store(), "m", compute), "nf4-bs64");
 }
@@ -209,7 +191,7 @@ TEST(QuantizedLoadTest, TensorParallelStreamingIsRefused) {
   HostDevice d0(0, 1ull << 30), d1(1, 1ull << 30);
   PlanOptions plan;
   plan.placement = Placement::kTensorParallel;
-  auto loaded = LoadQuantized(*pipeline, ts.store(), "m", Config(quant::QuantType::kNf4),
+  auto loaded = LoadQuantized(*pipeline, ts.store(), "m", QuantConfigOf(quant::QuantType::kNf4),
                               {&d0, &d1}, plan);
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
 }

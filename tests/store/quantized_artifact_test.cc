@@ -14,12 +14,15 @@
 #include "store/hf_export.h"
 #include "store/safetensors.h"
 #include "tests/util/checkpoint_builder.h"
+#include "tests/util/quant_test_util.h"
 #include "tests/util/test_util.h"
 
 namespace loadstar::store {
 namespace {
 
 using loadstar::testing::CheckpointBuilder;
+using loadstar::testing::PreparedTensors;
+using loadstar::testing::QuantConfigOf;
 using loadstar::testing::TempDir;
 
 CheckpointBuilder SmallLlama() {
@@ -38,30 +41,6 @@ CheckpointBuilder SmallLlama() {
   return b;
 }
 
-quant::QuantConfig Config(quant::QuantType type, int blocksize = 64, bool dq = false,
-                          DType torch_dtype = DType::kF16) {
-  quant::QuantConfig c;
-  c.type = type;
-  c.blocksize = blocksize;
-  c.double_quant = dq;
-  c.torch_dtype = torch_dtype;
-  return c;
-}
-
-// name -> (dtype, shape, bytes) that PrepareTensor gives for every builder tensor.
-std::map<std::string, quant::NamedTensor> Expected(const CheckpointBuilder& b,
-                                                   const quant::QuantConfig& config,
-                                                   const std::string& model_type = "") {
-  std::map<std::string, quant::NamedTensor> out;
-  for (const auto& t : b.tensors()) {
-    auto p = quant::PrepareTensor(config, t.name, t.dtype, t.shape, t.bytes.data(), {},
-                                  quant::IsConv1DWeight(model_type, t.name, t.shape));
-    EXPECT_TRUE(p.ok()) << p.status();
-    for (auto& n : p->tensors) out[n.name] = std::move(n);
-  }
-  return out;
-}
-
 class QuantizedArtifactTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -74,7 +53,7 @@ class QuantizedArtifactTest : public ::testing::Test {
   }
 
   void ExpectVariantEquals(const Manifest& m, const quant::QuantConfig& config) {
-    auto expected = Expected(builder_, config);
+    auto expected = PreparedTensors(builder_, config);
     ASSERT_EQ(m.tensors.size(), expected.size());
     for (const ManifestTensor& t : m.tensors) {
       auto it = expected.find(t.name);
@@ -95,9 +74,10 @@ class QuantizedArtifactTest : public ::testing::Test {
 
 TEST_F(QuantizedArtifactTest, VariantsEqualPrepareTensor) {
   for (const quant::QuantConfig& config :
-       {Config(quant::QuantType::kNf4), Config(quant::QuantType::kNf4, 128, true),
-        Config(quant::QuantType::kFp4, 32, false, DType::kBF16),
-        Config(quant::QuantType::kFp4, 64, true, DType::kF32), Config(quant::QuantType::kInt8)}) {
+       {QuantConfigOf(quant::QuantType::kNf4), QuantConfigOf(quant::QuantType::kNf4, 128, true),
+        QuantConfigOf(quant::QuantType::kFp4, 32, false, DType::kBF16),
+        QuantConfigOf(quant::QuantType::kFp4, 64, true, DType::kF32),
+        QuantConfigOf(quant::QuantType::kInt8)}) {
     SCOPED_TRACE(config.VariantKey());
     auto m = SaveQuantizedVariant(*store_, "org/m", config);
     ASSERT_TRUE(m.ok()) << m.status();
@@ -118,9 +98,13 @@ TEST_F(QuantizedArtifactTest, VariantsEqualPrepareTensor) {
 }
 
 TEST_F(QuantizedArtifactTest, NoneAndUnknownModelAreErrors) {
-  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/m", Config(quant::QuantType::kNone)).status().code(),
+  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/m", QuantConfigOf(quant::QuantType::kNone))
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/nope", Config(quant::QuantType::kNf4)).status().code(),
+  EXPECT_EQ(SaveQuantizedVariant(*store_, "org/nope", QuantConfigOf(quant::QuantType::kNf4))
+                .status()
+                .code(),
             absl::StatusCode::kNotFound);
 }
 
@@ -128,7 +112,7 @@ TEST_F(QuantizedArtifactTest, PlannedSpecsMatchQuantizedOutputs) {
   auto m = store_->GetManifest("org/m");
   ASSERT_TRUE(m.ok());
   for (const quant::QuantConfig& config :
-       {Config(quant::QuantType::kNf4, 4096), Config(quant::QuantType::kInt8)}) {
+       {QuantConfigOf(quant::QuantType::kNf4, 4096), QuantConfigOf(quant::QuantType::kInt8)}) {
     for (const ManifestTensor& t : m->tensors) {
       auto p = PrepareStoredTensor(*store_, *m, t, config, "");
       ASSERT_TRUE(p.ok()) << p.status();
@@ -162,8 +146,8 @@ std::map<std::string, std::pair<SafetensorsTensor, std::string>> ReadExport(
 }
 
 TEST_F(QuantizedArtifactTest, ExportLayoutFromCheckpointAndFromArtifact) {
-  const quant::QuantConfig config = Config(quant::QuantType::kNf4, 64, true);
-  auto expected = Expected(builder_, config);
+  const quant::QuantConfig config = QuantConfigOf(quant::QuantType::kNf4, 64, true);
+  auto expected = PreparedTensors(builder_, config);
   auto fresh = ExportQuantized(*store_, "org/m", config, dir_.Join("out-ckpt"));
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   EXPECT_EQ(fresh->source, "checkpoint");
@@ -191,7 +175,8 @@ TEST_F(QuantizedArtifactTest, ExportLayoutFromCheckpointAndFromArtifact) {
       EXPECT_TRUE(tensors.count(w + suffix)) << w << suffix;
     }
     EXPECT_EQ(tensors[w].first.shape, (std::vector<int64_t>{64 * 64 / 2, 1}));
-    nlohmann::json state = nlohmann::json::parse(tensors[w + ".quant_state.bitsandbytes__nf4"].second);
+    nlohmann::json state =
+        nlohmann::json::parse(tensors[w + ".quant_state.bitsandbytes__nf4"].second);
     EXPECT_EQ(state["quant_type"], "nf4");
     EXPECT_EQ(state["blocksize"], 64);
     EXPECT_EQ(state["dtype"], "float16");
@@ -225,8 +210,8 @@ TEST_F(QuantizedArtifactTest, ExportLayoutFromCheckpointAndFromArtifact) {
 }
 
 TEST_F(QuantizedArtifactTest, ShardedInt8Export) {
-  const quant::QuantConfig config = Config(quant::QuantType::kInt8);
-  auto expected = Expected(builder_, config);
+  const quant::QuantConfig config = QuantConfigOf(quant::QuantType::kInt8);
+  auto expected = PreparedTensors(builder_, config);
   auto r = ExportQuantized(*store_, "org/m", config, dir_.Join("out"), {},
                            {.max_shard_bytes = 20000});
   ASSERT_TRUE(r.ok()) << r.status();
@@ -253,11 +238,12 @@ TEST_F(QuantizedArtifactTest, ShardedInt8Export) {
 }
 
 TEST_F(QuantizedArtifactTest, ExportErrors) {
-  EXPECT_EQ(ExportQuantized(*store_, "org/m", Config(quant::QuantType::kNone), dir_.Join("o"))
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ExportQuantized(*store_, "org/x", Config(quant::QuantType::kNf4), dir_.Join("o"))
+  EXPECT_EQ(
+      ExportQuantized(*store_, "org/m", QuantConfigOf(quant::QuantType::kNone), dir_.Join("o"))
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ExportQuantized(*store_, "org/x", QuantConfigOf(quant::QuantType::kNf4), dir_.Join("o"))
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);
