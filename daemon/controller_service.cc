@@ -6,12 +6,6 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
-#define CHECK_AUTH(ctx)                              \
-  do {                                               \
-    grpc::Status auth_status = auth_.Check(ctx);     \
-    if (!auth_status.ok()) return auth_status;       \
-  } while (0)
-
 namespace {
 // Acquire without a client deadline still gives up eventually.
 constexpr int64_t kDefaultAcquireWaitMs = 300'000;
@@ -19,7 +13,7 @@ constexpr int64_t kDefaultAcquireWaitMs = 300'000;
 
 grpc::Status ControllerService::Deploy(grpc::ServerContext* ctx, const v1::DeployRequest* req,
                                        v1::DeployResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto d = controller_->Deploy(req->config_yaml());
   if (!d.ok()) return ToGrpc(d.status());
   *resp->mutable_deployment() = *d;
@@ -28,23 +22,20 @@ grpc::Status ControllerService::Deploy(grpc::ServerContext* ctx, const v1::Deplo
 
 grpc::Status ControllerService::Delete(grpc::ServerContext* ctx, const v1::NameRequest* req,
                                        v1::DeleteResponse*) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Delete(req->name()));
 }
 
 grpc::Status ControllerService::GetDeployment(grpc::ServerContext* ctx, const v1::NameRequest* req,
                                               v1::Deployment* resp) {
-  CHECK_AUTH(ctx);
-  auto d = controller_->GetDeployment(req->name());
-  if (!d.ok()) return ToGrpc(d.status());
-  *resp = *d;
-  return grpc::Status::OK;
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return Respond(controller_->GetDeployment(req->name()), resp);
 }
 
 grpc::Status ControllerService::ListDeployments(grpc::ServerContext* ctx,
                                                 const v1::ListDeploymentsRequest*,
                                                 v1::ListDeploymentsResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   for (v1::Deployment& d : controller_->ListDeployments()) *resp->add_deployments() = std::move(d);
   return grpc::Status::OK;
 }
@@ -52,7 +43,7 @@ grpc::Status ControllerService::ListDeployments(grpc::ServerContext* ctx,
 grpc::Status ControllerService::WatchDeployment(grpc::ServerContext* ctx,
                                                 const v1::NameRequest* req,
                                                 grpc::ServerWriter<v1::DeploymentEvent>* writer) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->WatchDeployment(req->name(), [&](const v1::DeploymentEvent& e) {
     return !ctx->IsCancelled() && writer->Write(e);
   }));
@@ -60,7 +51,7 @@ grpc::Status ControllerService::WatchDeployment(grpc::ServerContext* ctx,
 
 grpc::Status ControllerService::Acquire(grpc::ServerContext* ctx, const v1::AcquireRequest* req,
                                         v1::Lease* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   int64_t now_ms = Clock::Real()->NowMillis();
   int64_t deadline_ms = now_ms + kDefaultAcquireWaitMs;
   auto deadline = ctx->deadline();
@@ -70,45 +61,39 @@ grpc::Status ControllerService::Acquire(grpc::ServerContext* ctx, const v1::Acqu
     deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       deadline.time_since_epoch()).count() - 50;
   }
-  auto lease = controller_->Acquire(req->deployment(), req->ttl_seconds(), deadline_ms);
-  if (!lease.ok()) return ToGrpc(lease.status());
-  *resp = *lease;
-  return grpc::Status::OK;
+  return Respond(controller_->Acquire(req->deployment(), req->ttl_seconds(), deadline_ms), resp);
 }
 
 grpc::Status ControllerService::RenewLease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                            v1::Lease* resp) {
-  CHECK_AUTH(ctx);
-  auto lease = controller_->RenewLease(req->lease_id());
-  if (!lease.ok()) return ToGrpc(lease.status());
-  *resp = *lease;
-  return grpc::Status::OK;
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return Respond(controller_->RenewLease(req->lease_id()), resp);
 }
 
 grpc::Status ControllerService::Release(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                         v1::ReleaseResponse*) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Release(req->lease_id()));
 }
 
 grpc::Status ControllerService::ListWorkers(grpc::ServerContext* ctx,
                                             const v1::ListWorkersRequest*,
                                             v1::ListWorkersResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   for (v1::WorkerStatus& w : controller_->ListWorkers()) *resp->add_workers() = std::move(w);
   return grpc::Status::OK;
 }
 
 grpc::Status ControllerService::RegisterWorker(grpc::ServerContext* ctx, const v1::WorkerInfo* req,
                                                v1::RegisterWorkerResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   resp->set_heartbeat_interval_ms(controller_->heartbeat_interval_ms());
   return ToGrpc(controller_->RegisterWorker(*req));
 }
 
 grpc::Status ControllerService::Heartbeat(grpc::ServerContext* ctx, const v1::WorkerInfo* req,
                                           v1::HeartbeatResponse*) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Heartbeat(*req));
 }
 

@@ -4,16 +4,10 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
-#define CHECK_AUTH(ctx)                              \
-  do {                                               \
-    grpc::Status auth_status = auth_.Check(ctx);     \
-    if (!auth_status.ok()) return auth_status;       \
-  } while (0)
-
 grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
                                          const v1::LoadInstanceRequest* req,
                                          grpc::ServerWriter<v1::LoadProgress>* writer) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto report = manager_->Load(*req, [&](const LoadProgressInfo& p) {
     v1::LoadProgress msg;
     msg.set_bytes_done(p.bytes_done);
@@ -39,22 +33,19 @@ grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
 
 grpc::Status WorkerService::UnloadInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
                                            v1::UnloadInstanceResponse*) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(manager_->Unload(req->instance_id()));
 }
 
 grpc::Status WorkerService::GetInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
                                         v1::InstanceHandle* resp) {
-  CHECK_AUTH(ctx);
-  auto handle = manager_->GetInstance(req->instance_id());
-  if (!handle.ok()) return ToGrpc(handle.status());
-  *resp = std::move(*handle);
-  return grpc::Status::OK;
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return Respond(manager_->GetInstance(req->instance_id()), resp);
 }
 
 grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadTensorRequest* req,
                                        grpc::ServerWriter<v1::TensorChunk>* writer) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(manager_->ReadTensor(*req, [&](uint64_t offset, std::string_view data) {
     v1::TensorChunk chunk;
     chunk.set_offset(offset);
@@ -65,7 +56,7 @@ grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadT
 
 grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto models = manager_->loader()->ListModels();
   if (!models.ok()) return ToGrpc(models.status());
   for (v1::StoredModel& m : *models) *resp->add_models() = std::move(m);
@@ -74,7 +65,7 @@ grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListM
 
 grpc::Status WorkerService::Prefetch(grpc::ServerContext* ctx, const v1::ModelRequest* req,
                                      v1::CacheResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   absl::Status s = manager_->loader()->Prefetch(req->model());
   resp->set_host_cache_used(manager_->loader()->host_cache_used());
   return ToGrpc(s);
@@ -82,7 +73,7 @@ grpc::Status WorkerService::Prefetch(grpc::ServerContext* ctx, const v1::ModelRe
 
 grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelRequest* req,
                                   v1::CacheResponse* resp) {
-  CHECK_AUTH(ctx);
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   absl::Status s = manager_->loader()->Evict(req->model());
   resp->set_host_cache_used(manager_->loader()->host_cache_used());
   return ToGrpc(s);
@@ -90,11 +81,8 @@ grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelReque
 
 grpc::Status WorkerService::Probe(grpc::ServerContext* ctx, const v1::ProbeRequest* req,
                                   v1::ProbeResponse* resp) {
-  CHECK_AUTH(ctx);
-  auto probe = manager_->Probe(*req);
-  if (!probe.ok()) return ToGrpc(probe.status());
-  *resp = *probe;
-  return grpc::Status::OK;
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return Respond(manager_->Probe(*req), resp);
 }
 
 }  // namespace loadstar::daemon
