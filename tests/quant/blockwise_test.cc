@@ -285,7 +285,9 @@ TEST(Int8Test, RoundTripErrorWithinNamedBound) {
   ASSERT_TRUE(DequantizeInt8(*q, DType::kF32, out.data()).ok());
   for (int64_t i = 0; i < rows * cols; ++i) {
     const float scb = q->scb[i / cols];
-    if (scb > 0) ASSERT_LE(std::fabs(x[i] - out[i]) / scb, kInt8MaxRelError) << i;
+    if (scb > 0) {
+      ASSERT_LE(std::fabs(x[i] - out[i]) / scb, kInt8MaxRelError) << i;
+    }
   }
 }
 
