@@ -6,17 +6,29 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
 namespace loadstar::loader {
 namespace {
 
-// Unique across processes (pid) and within one (counter), so concurrent daemons and test
-// processes never collide.
+// Unique across processes (pid and start time) and within one (counter), so concurrent
+// daemons and test processes never collide, nor a process with a dead one's pid.
 std::string NextShmName() {
+  // Per thread, and recomputed after a fork (the child has another pid).
+  thread_local int cached_pid = -1;
+  thread_local std::string prefix;
+  const int pid = ::getpid();
+  if (pid != cached_pid) {
+    prefix = HostShmPrefix(pid);
+    if (prefix.empty()) prefix = absl::StrCat("/loadstar-", pid, "-0-");  // no /proc
+    cached_pid = pid;
+  }
   static std::atomic<uint64_t> counter{0};
-  return absl::StrCat("/loadstar-", ::getpid(), "-", counter.fetch_add(1));
+  return absl::StrCat(prefix, counter.fetch_add(1));
 }
 
 uint64_t PageRound(uint64_t bytes) {
@@ -31,6 +43,21 @@ uint64_t PageRound(uint64_t bytes) {
 std::string ShmPath(const std::string& name) { return "/dev/shm" + name; }
 
 }  // namespace
+
+std::string HostShmPrefix(int pid) {
+  // Field 22 of /proc/<pid>/stat is the start time in clock ticks since boot; field 2
+  // (the command name, in parentheses) may hold spaces, so count from its closing ')'.
+  std::ifstream file(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return "";
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) {
+    if (!(fields >> field)) return "";
+  }
+  return absl::StrCat("/loadstar-", pid, "-", field, "-");
+}
 
 HostDevice::HostDevice(int index, uint64_t memory_bytes, uint64_t retain_bytes)
     : index_(index), memory_bytes_(memory_bytes), retain_bytes_(retain_bytes) {}

@@ -29,6 +29,12 @@
 
 namespace loadstar::loader {
 
+// The prefix of the shm object names process `pid` gives host-device memory:
+// "/loadstar-<pid>-<start>-", <start> being the process's start time (/proc/<pid>/stat),
+// so a process that gets the pid of a dead one never collides with objects the dead one
+// left behind (a killed worker cannot unlink them). Empty if `pid` is not running.
+std::string HostShmPrefix(int pid);
+
 class HostDevice final : public Device {
  public:
   // `index` names the device ("host:<index>"); `memory_bytes` bounds the sum of its live

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "daemon/rpc_util.h"
+#include "loader/host_device.h"
 #include "loadstar/v1/controller.grpc.pb.h"
 #include "loadstar/v1/worker.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -253,7 +254,9 @@ TEST_F(ControlPlaneTest, DeleteDuringLoadCancelsItAndFreesMemory) {
     nlohmann::json inst = Instances(addr);
     return inst.size() == 1 && inst[0].value("state", "") == "loading";
   }));
-  std::string shm_prefix = "loadstar-" + std::to_string(worker->pid()) + "-";
+  std::string shm_prefix = loader::HostShmPrefix(worker->pid());
+  ASSERT_FALSE(shm_prefix.empty());
+  shm_prefix.erase(0, 1);  // file names in /dev/shm have no leading '/'
   auto shm_count = [&] {
     int n = 0;
     for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
