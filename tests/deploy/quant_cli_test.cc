@@ -1,10 +1,8 @@
 // Quantization through the `loadstar` binary: `store save --quantize`, `store export`,
 // `load --quantization` (reports, errors), and the exported checkpoints loaded by
 // transformers + bitsandbytes (tests/data/check_export_transformers.py).
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -22,26 +20,11 @@ using ::loadstar::testing::CheckpointBuilder;
 using ::loadstar::testing::TempDir;
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
+using Result = ::loadstar::testing::CommandResult;
 
-Result Shell(const std::string& command) {
-  Result result{-1, ""};
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, n);
-  int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Result Shell(const std::string& command) { return ::loadstar::testing::RunShell(command); }
 
-Result RunCli(const std::string& args) {
-  return Shell(loadstar::testing::LoadstarBinary() + " " + args);
-}
+Result RunCli(const std::string& args) { return ::loadstar::testing::RunLoadstar(args); }
 
 int Lines(const std::string& s) {
   int n = 0;
@@ -77,7 +60,7 @@ TEST_F(QuantCliTest, SaveWithVariantsListInspectLoadExport) {
   EXPECT_THAT(saved.output, HasSubstr("saved variant fp4-bs128 of m"));
   Result listed = RunCli("store ls -o json" + store_);
   ASSERT_EQ(listed.exit_code, 0) << listed.output;
-  nlohmann::json ls = nlohmann::json::parse(listed.output);
+  nlohmann::json ls = nlohmann::json::parse(listed.stdout_only);
   EXPECT_EQ(ls[0]["variants"], nlohmann::json({"fp4-bs128", "int8", "nf4-bs64-dq"}));
   Result inspected = RunCli("store inspect m --variant nf4-bs64-dq" + store_);
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
@@ -93,7 +76,7 @@ TEST_F(QuantCliTest, SaveWithVariantsListInspectLoadExport) {
            {"--quantization int8", "artifact"}}) {
     Result loaded = RunCli("load m --devices host:1 -o json " + flags + store_);
     ASSERT_EQ(loaded.exit_code, 0) << flags << ": " << loaded.output;
-    nlohmann::json j = nlohmann::json::parse(loaded.output);
+    nlohmann::json j = nlohmann::json::parse(loaded.stdout_only);
     EXPECT_EQ(j["source"], source) << flags;
     EXPECT_GT(j["quantized_bytes"].get<uint64_t>(), 0u);
     EXPECT_LT(j["quantized_bytes"].get<uint64_t>(), 64 * 64 * 2 * 3 + 128 * 64 * 4 + 64 * 4);
@@ -103,12 +86,12 @@ TEST_F(QuantCliTest, SaveWithVariantsListInspectLoadExport) {
   }
   Result plain = RunCli("load m --devices host:1 -o json" + store_);
   ASSERT_EQ(plain.exit_code, 0) << plain.output;
-  EXPECT_FALSE(nlohmann::json::parse(plain.output).contains("quantized_bytes"));
+  EXPECT_FALSE(nlohmann::json::parse(plain.stdout_only).contains("quantized_bytes"));
 
   Result exported = RunCli("store export m --quantization nf4 --double-quant --out " +
                            dir_.Join("out") + " -o json" + store_);
   ASSERT_EQ(exported.exit_code, 0) << exported.output;
-  nlohmann::json e = nlohmann::json::parse(exported.output);
+  nlohmann::json e = nlohmann::json::parse(exported.stdout_only);
   EXPECT_EQ(e["source"], "artifact");
   EXPECT_EQ(e["files"], nlohmann::json({"model.safetensors", "config.json"}));
   Result again = RunCli("store export m --quantization nf4 --double-quant --out " +

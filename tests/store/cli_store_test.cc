@@ -1,5 +1,4 @@
 // `loadstar store ...` end to end through the built binary ($LOADSTAR_BIN, set by ctest).
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,23 +17,9 @@ using ::loadstar::testing::CheckpointBuilder;
 using ::loadstar::testing::TempDir;
 using ::testing::HasSubstr;
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
+using Result = ::loadstar::testing::CommandResult;
 
-Result RunCli(const std::string& args) {
-  std::string command = loadstar::testing::LoadstarBinary() + " " + args + " 2>&1";
-  Result result{-1, ""};
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, n);
-  int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+Result RunCli(const std::string& args) { return ::loadstar::testing::RunLoadstar(args); }
 
 class CliStoreTest : public ::testing::Test {
  protected:
@@ -59,14 +44,14 @@ TEST_F(CliStoreTest, SaveListInspectVerifyRemove) {
 
   Result listed = RunCli("store ls -o json" + flags_);
   ASSERT_EQ(listed.exit_code, 0) << listed.output;
-  nlohmann::json models = nlohmann::json::parse(listed.output);
+  nlohmann::json models = nlohmann::json::parse(listed.stdout_only);
   ASSERT_EQ(models.size(), 1u);
   EXPECT_EQ(models[0]["name"], "org/m");
   EXPECT_EQ(models[0]["bytes"], 544);
 
   Result inspected = RunCli("store inspect org/m -o json" + flags_);
   ASSERT_EQ(inspected.exit_code, 0) << inspected.output;
-  nlohmann::json manifest = nlohmann::json::parse(inspected.output);
+  nlohmann::json manifest = nlohmann::json::parse(inspected.stdout_only);
   EXPECT_EQ(manifest["tensors"][0]["name"], "model.embed.weight");
   EXPECT_EQ(manifest["tensors"][0]["shape"], nlohmann::json({32, 8}));
   Result text = RunCli("store inspect org/m" + flags_);

@@ -1,8 +1,13 @@
 #include "tests/util/test_util.h"
 
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <filesystem>
 #include <stdexcept>
 
@@ -23,6 +28,31 @@ TempDir::~TempDir() {
 std::string LoadstarBinary() {
   const char* bin = std::getenv("LOADSTAR_BIN");
   return bin != nullptr ? bin : "loadstar";
+}
+
+CommandResult RunShell(const std::string& command) {
+  CommandResult result;
+  // stderr goes to a file of this run's own temp dir: parallel tests never share it.
+  TempDir dir;
+  const std::string err_path = dir.Join("stderr");
+  FILE* pipe = ::popen(("(" + command + ") 2>'" + err_path + "'").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
+    result.stdout_only.append(buffer, n);
+  }
+  int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream err(err_path, std::ios::binary);
+  std::ostringstream err_text;
+  err_text << err.rdbuf();
+  result.output = result.stdout_only + err_text.str();
+  return result;
+}
+
+CommandResult RunLoadstar(const std::string& args) {
+  return RunShell(LoadstarBinary() + " " + args);
 }
 
 }  // namespace loadstar::testing

@@ -22,4 +22,17 @@ class TempDir {
 // Path of the `loadstar` binary under test ($LOADSTAR_BIN, set by ctest).
 std::string LoadstarBinary();
 
+// What a shell command did.
+struct CommandResult {
+  int exit_code = -1;     // -1 when it did not exit normally (or could not start)
+  std::string output;     // stdout, then stderr: everything a user would see
+  std::string stdout_only;  // stdout alone: what `-o json` prints (logs go to stderr)
+};
+
+// Runs `command` with /bin/sh and collects its stdout and stderr separately.
+CommandResult RunShell(const std::string& command);
+
+// Runs `LoadstarBinary() + " " + args`.
+CommandResult RunLoadstar(const std::string& args);
+
 }  // namespace loadstar::testing
