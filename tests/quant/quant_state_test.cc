@@ -48,7 +48,9 @@ TEST(QuantStateTest, FourBitRoundTrip) {
     const auto tensors = Serialize4bit("model.layers.0.mlp.up_proj.weight", *q);
     EXPECT_EQ(tensors.size(), dq ? 6u : 4u);
     for (const auto& t : tensors) {
-      if (t.name != "model.layers.0.mlp.up_proj.weight") EXPECT_TRUE(IsQuantStateTensorName(t.name)) << t.name;
+      if (t.name != "model.layers.0.mlp.up_proj.weight") {
+        EXPECT_TRUE(IsQuantStateTensorName(t.name)) << t.name;
+      }
     }
     auto back = Parse4bit("model.layers.0.mlp.up_proj.weight", LookupIn(tensors));
     ASSERT_TRUE(back.ok()) << back.status();
