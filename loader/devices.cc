@@ -5,6 +5,7 @@
 #include "loader/cuda_devices.h"
 #include "loader/device.h"
 #include "loader/host_device.h"
+#include "spdlog/spdlog.h"
 
 namespace loadstar::loader {
 namespace {
@@ -14,6 +15,12 @@ constexpr int kMaxHostDevices = 64;
 
 absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeHostDevices(int n, uint64_t bytes,
                                                                      uint64_t retain) {
+  // Reclaim what killed processes left behind before taking more host memory.
+  static const int stale_removed = RemoveStaleHostShm();
+  if (stale_removed > 0) {
+    spdlog::info("removed {} shared-memory objects of loadstar processes that are gone",
+                 stale_removed);
+  }
   std::vector<std::unique_ptr<Device>> devices;
   for (int i = 0; i < n; ++i) devices.push_back(std::make_unique<HostDevice>(i, bytes, retain));
   return devices;

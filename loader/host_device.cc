@@ -6,11 +6,15 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace loadstar::loader {
 namespace {
@@ -57,6 +61,26 @@ std::string HostShmPrefix(int pid) {
     if (!(fields >> field)) return "";
   }
   return absl::StrCat("/loadstar-", pid, "-", field, "-");
+}
+
+int RemoveStaleHostShm() {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
+    std::string name = entry.path().filename().string();
+    // "loadstar-<pid>-<start>-<n>" (or "loadstar-<pid>-<n>" from older builds).
+    if (name.rfind("loadstar-", 0) != 0) continue;
+    std::vector<std::string> fields = absl::StrSplit(name.substr(9), '-');
+    int pid = 0;
+    if (fields.size() < 2 || !absl::SimpleAtoi(fields[0], &pid) || pid <= 0) continue;
+    std::string owner = HostShmPrefix(pid);
+    bool owner_alive =
+        !owner.empty() &&
+        (fields.size() < 3 || owner == absl::StrCat("/loadstar-", pid, "-", fields[1], "-"));
+    if (owner_alive) continue;
+    if (::shm_unlink(("/" + name).c_str()) == 0) ++removed;
+  }
+  return removed;
 }
 
 HostDevice::HostDevice(int index, uint64_t memory_bytes, uint64_t retain_bytes)

@@ -35,6 +35,12 @@ namespace loadstar::loader {
 // left behind (a killed worker cannot unlink them). Empty if `pid` is not running.
 std::string HostShmPrefix(int pid);
 
+// Unlinks the host-device shm objects left in /dev/shm by loadstar processes that are no
+// longer running (a worker killed with SIGKILL cannot unlink its own), so their memory
+// returns to the system. Objects of live processes are kept; a consumer that still maps
+// a removed object keeps its mapping. Returns how many objects were removed.
+int RemoveStaleHostShm();
+
 class HostDevice final : public Device {
  public:
   // `index` names the device ("host:<index>"); `memory_bytes` bounds the sum of its live

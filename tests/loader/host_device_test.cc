@@ -169,6 +169,39 @@ TEST(HostDeviceTest, RetainedMemoryIsReusedUnderAFreshName) {
   EXPECT_EQ(device.retained_bytes(), 100u << 10);
 }
 
+// A child that exited stands for a worker killed with SIGKILL: its objects must go, while
+// the objects of this (live) process stay.
+TEST(HostDeviceTest, RemoveStaleHostShmRemovesOnlyDeadProcessesObjects) {
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::syscall(SYS_exit_group, 0);
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+
+  std::string dead_name = "/loadstar-" + std::to_string(child) + "-12345-0";
+  int fd = ::shm_open(dead_name.c_str(), O_CREAT | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+
+  HostDevice device(0, 1 << 20);
+  absl::StatusOr<Allocation> live = device.Allocate(4096);
+  ASSERT_TRUE(live.ok()) << live.status();
+  absl::StatusOr<ExportedHandle> handle = device.Export(*live);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+
+  EXPECT_GE(RemoveStaleHostShm(), 1);
+  int dead_fd = ::shm_open(dead_name.c_str(), O_RDWR, 0600);
+  EXPECT_LT(dead_fd, 0) << dead_name << " of a dead process was kept";
+  if (dead_fd >= 0) {
+    ::close(dead_fd);
+    ::shm_unlink(dead_name.c_str());
+  }
+  int live_fd = ::shm_open(handle->shm_name.c_str(), O_RDWR, 0600);
+  EXPECT_GE(live_fd, 0) << handle->shm_name << " of this live process was removed";
+  if (live_fd >= 0) ::close(live_fd);
+  EXPECT_TRUE(device.Free(*live).ok());
+}
+
 TEST(CreateDevicesTest, Specs) {
   auto two = CreateDevices("host:2", 1 << 20);
   ASSERT_TRUE(two.ok());
