@@ -10,7 +10,6 @@
 #include "quant/quant_types.h"
 
 namespace loadstar::kernels {
-namespace {
 
 absl::StatusOr<GpuElement> ElementOf(DType dtype) {
   switch (dtype) {
@@ -25,6 +24,8 @@ absl::StatusOr<GpuElement> ElementOf(DType dtype) {
           fmt::format("GPU quantization takes F32/F16/BF16, not {}", DTypeName(dtype)));
   }
 }
+
+namespace {
 
 Gpu4bit KindOf(quant::QuantType type) {
   return type == quant::QuantType::kFp4 ? Gpu4bit::kFp4 : Gpu4bit::kNf4;

@@ -21,10 +21,15 @@
 
 #include "absl/status/statusor.h"
 #include "base/dtype.h"
+#include "kernels/quantize_kernels.h"
 #include "quant/blockwise.h"
 #include "quant/int8.h"
 
 namespace loadstar::kernels {
+
+// The kernels' element type for a floating dtype; InvalidArgument for anything but
+// F32/F16/BF16.
+absl::StatusOr<GpuElement> ElementOf(DType dtype);
 
 class GpuQuantizer {
  public:

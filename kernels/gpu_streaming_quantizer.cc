@@ -11,23 +11,6 @@
 #include "quant/quant_types.h"
 
 namespace loadstar::kernels {
-namespace {
-
-absl::StatusOr<GpuElement> ElementOf(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return GpuElement::kF32;
-    case DType::kF16:
-      return GpuElement::kF16;
-    case DType::kBF16:
-      return GpuElement::kBF16;
-    default:
-      return absl::InvalidArgumentError(
-          fmt::format("GPU quantization takes F32/F16/BF16, not {}", DTypeName(dtype)));
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<GpuStreamingQuantizer>> GpuStreamingQuantizer::Create(
     const GpuQuantizer* gpu, Options options, cudaStream_t stream) {
