@@ -1,0 +1,228 @@
+"""Client: the controller's and workers' gRPC services behind plain Python calls.
+
+One channel to the controller (deployments and leases) and one per worker address met in
+a lease (instance handles, tensor and file streams), all with the same credentials: the
+bearer token as `authorization` metadata on every call (the daemons check it in one place)
+and TLS when asked. Every gRPC failure surfaces as a `loadstar.Error` subclass naming the
+call, the daemon and the cause.
+"""
+import os
+import threading
+
+import grpc
+
+from . import config as _config
+from . import errors
+from .lease import Lease
+from .v1 import controller_pb2, controller_pb2_grpc, worker_pb2, worker_pb2_grpc
+
+DEFAULT_ADDR = "127.0.0.1:7070"
+# Unary control calls answer in milliseconds; this only bounds a daemon that hangs.
+# Acquire has none: a cold start legitimately takes as long as the load (the controller
+# bounds the wait itself).
+CONTROL_TIMEOUT_S = 60.0
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20)]
+
+
+def _read(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise errors.Error(f"cannot read the {what} {path}: {e.strerror}") from None
+
+
+def _tls_credentials(tls):
+    """grpc.ChannelCredentials for `tls`: True (system roots), or a dict / object with
+    `ca`, `cert`, `key` PEM file paths (cert and key together, for mTLS)."""
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    get = tls.get if isinstance(tls, dict) else (lambda k: getattr(tls, k, None))
+    if isinstance(tls, dict):
+        unknown = set(tls) - {"ca", "cert", "key"}
+        if unknown:
+            raise ValueError(f"unknown tls keys {sorted(unknown)}; expected ca, cert, key")
+    ca, cert, key = get("ca"), get("cert"), get("key")
+    if (cert is None) != (key is None):
+        raise ValueError("tls: cert and key go together (client certificate for mTLS)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca, "TLS CA certificate") if ca else None,
+        private_key=_read(key, "TLS private key") if key else None,
+        certificate_chain=_read(cert, "TLS certificate") if cert else None)
+
+
+def _token(token, token_file):
+    if token is not None and token_file is not None:
+        raise ValueError("pass token or token_file, not both")
+    if token is None:
+        token_file = token_file or os.environ.get("LOADSTAR_TOKEN_FILE") or None
+        if token_file:
+            token = _read(token_file, "token file").decode().strip()
+            if not token:
+                raise errors.Error(f"the token file {token_file} is empty")
+    return token or None
+
+
+class _Service:
+    """One daemon's stub with the client's metadata; turns RpcErrors into loadstar Errors."""
+
+    def __init__(self, stub, target, metadata):
+        self._stub = stub
+        self.target = target
+        self._metadata = metadata
+
+    def call(self, method, request, what, timeout=CONTROL_TIMEOUT_S):
+        try:
+            return getattr(self._stub, method)(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as e:
+            raise errors.from_rpc(e, what, self.target) from None
+
+    def stream(self, method, request, what):
+        """Yields the messages of a server stream; a failure mid-stream raises too."""
+        try:
+            for message in getattr(self._stub, method)(request, metadata=self._metadata):
+                yield message
+        except grpc.RpcError as e:
+            raise errors.from_rpc(e, what, self.target) from None
+
+
+class Client:
+    """A connection to a loadstar cluster.
+
+    addr: the controller, HOST:PORT (default $LOADSTAR_ADDR, else 127.0.0.1:7070).
+    token / token_file: the bearer token, or a file holding it (default
+    $LOADSTAR_TOKEN_FILE); none sends no token.
+    tls: None (plaintext), True (TLS with the system's roots), or {ca, cert, key} paths
+    (a dict or an object with those attributes).
+    """
+
+    def __init__(self, addr=None, token=None, token_file=None, tls=None):
+        self.addr = addr or os.environ.get("LOADSTAR_ADDR") or DEFAULT_ADDR
+        token = _token(token, token_file)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._credentials = _tls_credentials(tls) if tls not in (None, False) else None
+        self._lock = threading.Lock()
+        self._channels = []
+        self.controller = _Service(controller_pb2_grpc.ControllerStub(self._channel(self.addr)),
+                                   f"controller {self.addr}", self._metadata)
+        self._workers = {}
+
+    def _channel(self, addr):
+        if self._credentials is not None:
+            channel = grpc.secure_channel(addr, self._credentials, options=_CHANNEL_OPTIONS)
+        else:
+            channel = grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+        self._channels.append(channel)
+        return channel
+
+    def worker(self, address):
+        """The Worker service at `address` (one channel per address, reused)."""
+        with self._lock:
+            service = self._workers.get(address)
+            if service is None:
+                service = _Service(worker_pb2_grpc.WorkerStub(self._channel(address)),
+                                   f"worker {address}", self._metadata)
+                self._workers[address] = service
+            return service
+
+    def close(self):
+        """Closes every channel; leases acquired through this client stop renewing."""
+        with self._lock:
+            channels, self._channels = self._channels, []
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # Deployments.
+
+    def deploy(self, model=None, *, config_yaml=None, **fields):
+        """Creates or updates a deployment; returns the Deployment message.
+
+        Either `model` (the store name, also the deployment's name) with the config's
+        fields as keywords (see loadstar.config: num_gpus, torch_dtype, quantization,
+        quantization_config (a BitsAndBytesConfig or dict), device_map, min_instances,
+        max_instances, keep_alive, target, backend_config, auto_scaling_config, ...), or the
+        whole SPEC §3.2 YAML as `config_yaml`.
+        """
+        if config_yaml is not None:
+            if model is not None or fields:
+                raise ValueError("pass config_yaml alone, or model with keyword fields")
+            text = config_yaml
+            what = "Deploy(config_yaml)"
+        else:
+            text = _config.to_yaml(_config.deployment_config(model, fields))
+            what = f"Deploy({model!r})"
+        response = self.controller.call(
+            "Deploy", controller_pb2.DeployRequest(config_yaml=text), what)
+        return response.deployment
+
+    def status(self, name=None):
+        """The Deployment message of `name`, or the list of all deployments."""
+        if name is not None:
+            return self.controller.call("GetDeployment", controller_pb2.NameRequest(name=name),
+                                        f"GetDeployment({name!r})")
+        return list(self.controller.call("ListDeployments",
+                                         controller_pb2.ListDeploymentsRequest(),
+                                         "ListDeployments").deployments)
+
+    def delete(self, name):
+        """Deletes a deployment; its instances unload once their leases end."""
+        self.controller.call("Delete", controller_pb2.NameRequest(name=name), f"Delete({name!r})")
+
+    def workers(self):
+        """The WorkerStatus messages of the registered workers."""
+        return list(self.controller.call("ListWorkers", controller_pb2.ListWorkersRequest(),
+                                         "ListWorkers").workers)
+
+    # Leases.
+
+    def acquire(self, name, ttl=None):
+        """A Lease on a ready instance of deployment `name` (cold-starting one if needed).
+
+        ttl: seconds the lease lives without renewal (default: the controller's). The Lease
+        renews itself every ttl/3 until released (see loadstar.lease).
+        """
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds, got {ttl!r}")
+        proto = self.controller.call(
+            "Acquire", controller_pb2.AcquireRequest(deployment=name, ttl_seconds=ttl or 0),
+            f"Acquire({name!r})", timeout=None)
+        return Lease(self, proto)
+
+    def renew(self, lease_id):
+        """Renews a lease by id; returns the Lease message (new expiry)."""
+        return self.controller.call("RenewLease", controller_pb2.LeaseRequest(lease_id=lease_id),
+                                    f"RenewLease({lease_id!r})")
+
+    def release(self, lease_id):
+        """Releases a lease by id (a Lease object's own release() also stops its renewal)."""
+        if isinstance(lease_id, Lease):
+            lease_id.release()
+            return
+        self.controller.call("Release", controller_pb2.LeaseRequest(lease_id=lease_id),
+                             f"Release({lease_id!r})")
+
+    # Worker calls used by Lease.
+
+    def get_instance(self, worker_address, instance_id):
+        return self.worker(worker_address).call(
+            "GetInstance", worker_pb2.InstanceRequest(instance_id=instance_id),
+            f"GetInstance({instance_id!r})")
+
+    def read_tensor(self, worker_address, instance_id, tensor, offset=0, length=0):
+        """Yields the TensorChunk messages of one tensor's bytes."""
+        request = worker_pb2.ReadTensorRequest(instance_id=instance_id, tensor=tensor,
+                                               offset=offset, length=length)
+        return self.worker(worker_address).stream("ReadTensor", request,
+                                                  f"ReadTensor({instance_id!r}, {tensor!r})")
+
+    def read_model_file(self, worker_address, model, name):
+        """Yields the TensorChunk messages of one kept file of a stored model."""
+        request = worker_pb2.ReadModelFileRequest(model=model, name=name)
+        return self.worker(worker_address).stream("ReadModelFile", request,
+                                                  f"ReadModelFile({model!r}, {name!r})")
