@@ -14,6 +14,7 @@ get a transformers model ready to generate, built without reading a checkpoint:
 The lease lives on the model (`model.loadstar_lease`); dropping the model releases it.
 """
 import os
+import re
 import warnings
 
 from . import config as _config
@@ -199,6 +200,22 @@ def _match_prefix(model, sd):
     return sd
 
 
+def _unexpected_to_report(model, keys):
+    """Drops the unexpected keys from_pretrained drops silently: the model's
+    _keys_to_ignore_on_load_unexpected, and buffers that used to be persistent
+    (position_ids, rotary_emb.inv_freq) when the model now has them non-persistent."""
+    patterns = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+    buffers = [name for name, _ in model.named_buffers()]
+    if any(b.endswith("rotary_emb.inv_freq") for b in buffers):
+        patterns.add(r"rotary_emb\.inv_freq")
+    if any(b.endswith("position_ids") for b in buffers):
+        patterns.add(r"(^|\.)position_ids$")
+    if not patterns:
+        return list(keys)
+    ignore = re.compile("|".join(f"({p})" for p in patterns))
+    return [k for k in keys if ignore.search(k) is None]
+
+
 def _build(lease, hf_model_class):
     import accelerate
     import transformers
@@ -235,7 +252,7 @@ def _build(lease, hf_model_class):
         quantized.replace_linear_modules(model, modules, spec.quantization)
         quantized.bind_quantized_weights(model, modules, sd)
     result = model.load_state_dict(sd, strict=False, assign=True)
-    unexpected = [k for k in result.unexpected_keys]
+    unexpected = _unexpected_to_report(model, result.unexpected_keys)
     if unexpected:
         warnings.warn(f"load_model: {len(unexpected)} tensors of {handle.model} have no place in "
                       f"{type(model).__name__}: {', '.join(unexpected[:5])}"
