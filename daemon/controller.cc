@@ -108,14 +108,26 @@ absl::Status Controller::Delete(const std::string& name) {
   for (auto& [id, inst] : instances_) {
     if (inst.deployment == name) ids.push_back(id);
   }
+  deployments_.erase(it);
+  Persist(options_.state->DeleteDeployment(name));
   for (const std::string& id : ids) {
     Instance& inst = instances_.at(id);
+    if (inst.leases > 0 && inst.state == "ready") {
+      // SPEC §3.5: a leased instance's memory stays until its leases end or expire
+      // (ReleaseLeaseLocked unloads it then). Its records outlive the deployment's.
+      inst.state = "unloading";
+      inst.draining = true;
+      PersistInstanceLocked(inst);
+      for (const auto& [lease_id, lease] : leases_.leases()) {
+        if (lease.instance_id == id) Persist(options_.state->PutLease(lease));
+      }
+      EventLocked(inst, fmt::format("deleted; unloads when its {} lease(s) end", inst.leases));
+      continue;
+    }
     for (const LeaseRecord& l : leases_.RemoveInstance(id)) (void)l;
     StopInstanceLocked(inst);  // cancels a running load; the worker frees its memory
     instances_.erase(id);
   }
-  deployments_.erase(it);
-  Persist(options_.state->DeleteDeployment(name));
   v1::DeploymentEvent e;
   e.set_deployment(name);
   e.set_state("deleted");
@@ -253,6 +265,15 @@ absl::StatusOr<v1::Lease> Controller::RenewLease(const std::string& lease_id) {
   return LeaseProtoLocked(lease, false);
 }
 
+absl::StatusOr<v1::Lease> Controller::GetLease(const std::string& lease_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.leases().find(lease_id);
+  if (it == leases_.leases().end() || it->second.expires_unix_ms <= options_.clock->NowMillis()) {
+    return absl::NotFoundError(fmt::format("lease {} does not exist (released or expired)", lease_id));
+  }
+  return LeaseProtoLocked(it->second, false);
+}
+
 absl::Status Controller::Release(const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(LeaseRecord lease, leases_.Release(lease_id));
@@ -267,7 +288,16 @@ void Controller::ReleaseLeaseLocked(const LeaseRecord& lease) {
   Instance& inst = it->second;
   if (inst.leases > 0 && --inst.leases == 0) {
     inst.idle_since_ms = options_.clock->NowMillis();
-    PersistInstanceLocked(inst);
+    if (inst.draining) {
+      spdlog::info("instance {} of deleted deployment {}: last lease ended, unloading", inst.id,
+                   inst.deployment);
+      EventLocked(inst, "last lease ended");
+      StopInstanceLocked(inst);
+      Persist(options_.state->DeleteInstance(inst.id));
+      instances_.erase(it);
+    } else {
+      PersistInstanceLocked(inst);
+    }
   }
   changed_.SignalAll();
 }

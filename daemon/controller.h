@@ -5,6 +5,9 @@
 //
 // Life of an instance: pending (placed, load starting) -> loading -> ready -> unloading ->
 // gone; a failed load or a lost worker removes it and the autoscaler places a new one.
+// Memory under a live lease is never unloaded (SPEC §3.5): scale-down only picks instances
+// without leases, and Delete leaves leased instances "unloading" (draining) until their
+// last lease is released or expires.
 // Every change is written through to the StateStore; Create() recovers from it and the
 // first heartbeat of each worker reconciles what it really holds.
 //
@@ -69,6 +72,7 @@ class Controller {
   absl::StatusOr<loadstar::v1::Lease> Acquire(const std::string& deployment, double ttl_seconds,
                                               int64_t deadline_ms);
   absl::StatusOr<loadstar::v1::Lease> RenewLease(const std::string& lease_id);
+  absl::StatusOr<loadstar::v1::Lease> GetLease(const std::string& lease_id);
   absl::Status Release(const std::string& lease_id);
 
   std::vector<loadstar::v1::WorkerStatus> ListWorkers();
@@ -101,6 +105,8 @@ class Controller {
     int64_t idle_since_ms = 0;
     int64_t ready_since_ms = 0;
     bool recovered = false;  // restored from the state store; no load call of ours is running
+    // Its deployment was deleted while it was leased: unloaded when the last lease ends.
+    bool draining = false;
     std::shared_ptr<CallCanceller> canceller = std::make_shared<CallCanceller>();
   };
   struct Deployment {

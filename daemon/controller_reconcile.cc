@@ -67,7 +67,9 @@ absl::Status Controller::Recover() {
   }
   for (const InstanceRecord& r : snap->instances) {
     const WorkerRegistry::Entry* w = workers_.Find(r.worker_id);
-    if (!deployments_.contains(r.deployment) || w == nullptr) {
+    // A leased instance of a deleted deployment is still draining (Controller::Delete).
+    const bool draining = r.state == "unloading";
+    if ((!deployments_.contains(r.deployment) && !draining) || w == nullptr) {
       Persist(options_.state->DeleteInstance(r.instance_id));
       continue;
     }
@@ -75,7 +77,8 @@ absl::Status Controller::Recover() {
     inst.id = r.instance_id;
     inst.deployment = r.deployment;
     inst.worker_id = r.worker_id;
-    inst.state = r.state == "ready" ? "ready" : "loading";
+    inst.state = draining ? "unloading" : r.state == "ready" ? "ready" : "loading";
+    inst.draining = draining;
     inst.idle_since_ms = r.idle_since_unix_ms;
     inst.ready_since_ms = now;
     inst.bytes_per_device = r.bytes_per_device;
@@ -96,6 +99,16 @@ absl::Status Controller::Recover() {
     }
     leases_.Restore(l);
     ++it->second.leases;
+  }
+  // Draining instances whose leases ended while no controller ran: unload them now.
+  std::vector<std::string> drained;
+  for (const auto& [id, inst] : instances_) {
+    if (inst.draining && inst.leases == 0) drained.push_back(id);
+  }
+  for (const std::string& id : drained) {
+    StopInstanceLocked(instances_.at(id));
+    Persist(options_.state->DeleteInstance(id));
+    instances_.erase(id);
   }
   if (!deployments_.empty()) {
     spdlog::info("recovered {} deployments, {} instances, {} leases, {} workers",
@@ -372,6 +385,7 @@ void Controller::ReconcileWorkerLocked(const v1::WorkerInfo& info) {
     }
     if (!inst.recovered) continue;
     inst.recovered = false;
+    if (inst.draining) continue;  // stays "unloading" until its leases end
     inst.load_seconds = r->second->load_seconds();
     if (r->second->state() == "ready" && inst.state != "ready") {
       inst.state = "ready";

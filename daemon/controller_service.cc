@@ -64,6 +64,12 @@ grpc::Status ControllerService::Acquire(grpc::ServerContext* ctx, const v1::Acqu
   return Respond(controller_->Acquire(req->deployment(), req->ttl_seconds(), deadline_ms), resp);
 }
 
+grpc::Status ControllerService::GetLease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
+                                         v1::Lease* resp) {
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return Respond(controller_->GetLease(req->lease_id()), resp);
+}
+
 grpc::Status ControllerService::RenewLease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                            v1::Lease* resp) {
   RETURN_IF_GRPC_ERROR(auth_.Check(ctx));

@@ -26,6 +26,8 @@ class ControllerService final : public loadstar::v1::Controller::Service {
                                grpc::ServerWriter<loadstar::v1::DeploymentEvent>* writer) override;
   grpc::Status Acquire(grpc::ServerContext* ctx, const loadstar::v1::AcquireRequest* req,
                        loadstar::v1::Lease* resp) override;
+  grpc::Status GetLease(grpc::ServerContext* ctx, const loadstar::v1::LeaseRequest* req,
+                        loadstar::v1::Lease* resp) override;
   grpc::Status RenewLease(grpc::ServerContext* ctx, const loadstar::v1::LeaseRequest* req,
                           loadstar::v1::Lease* resp) override;
   grpc::Status Release(grpc::ServerContext* ctx, const loadstar::v1::LeaseRequest* req,

@@ -67,6 +67,14 @@ class InstanceLoader {
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
       const loader::CancellationToken& cancelled) = 0;
 
+  // The kept non-weight files of stored model `model` (config.json, tokenizer files, ...),
+  // sorted by name; NotFound for an unknown model.
+  virtual absl::StatusOr<std::vector<loadstar::v1::ModelFile>> ModelFiles(
+      const std::string& model) const = 0;
+  // The bytes of file `name` (one of ModelFiles(model)); NotFound for any other name.
+  virtual absl::StatusOr<std::string> ReadModelFile(const std::string& model,
+                                                    const std::string& name) const = 0;
+
   virtual absl::Status Prefetch(const std::string& model) = 0;
   virtual absl::Status Evict(const std::string& model) = 0;
 

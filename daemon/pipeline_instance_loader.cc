@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
 #include "loader/model_source.h"
+#include "store/hf_checkpoint.h"
 #include "loader/quantized_load.h"
 #include "quant/policy.h"
 #include "nlohmann/json.hpp"
@@ -51,6 +53,7 @@ void FillQuantState(const std::string& info, v1::QuantState* q) {
   q->set_nested_absmax_offset(JsonInt(j, "nested_absmax_offset", -1));
   q->set_nested_quant_map_offset(JsonInt(j, "nested_quant_map_offset", -1));
   q->set_nested_blocksize(static_cast<uint32_t>(JsonInt(j, "nested_blocksize", 0)));
+  q->set_scb_offset(JsonInt(j, "scb_offset", -1));
   if (j.contains("nested_offset") && j["nested_offset"].is_number()) {
     q->set_nested_offset(j["nested_offset"].get<float>());
   }
@@ -255,6 +258,32 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                                                      static_cast<uint32_t>(p.total_tensors)});
                                          }));
   return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec);
+}
+
+absl::StatusOr<std::vector<v1::ModelFile>> PipelineInstanceLoader::ModelFiles(
+    const std::string& model) const {
+  ASSIGN_OR_RETURN(store::Manifest manifest, store_->GetManifest(model));
+  ASSIGN_OR_RETURN(std::string dir, store_->ModelDir(model));
+  std::vector<v1::ModelFile> files;
+  for (const std::string& name : manifest.extra_files) {
+    ASSIGN_OR_RETURN(uint64_t size, store_->env()->GetFileSize(JoinPath(dir, name)));
+    v1::ModelFile& f = files.emplace_back();
+    f.set_name(name);
+    f.set_size(size);
+  }
+  return files;
+}
+
+absl::StatusOr<std::string> PipelineInstanceLoader::ReadModelFile(const std::string& model,
+                                                                  const std::string& name) const {
+  ASSIGN_OR_RETURN(store::Manifest manifest, store_->GetManifest(model));
+  // Only names the manifest lists: a request can never reach outside the model directory.
+  if (std::find(manifest.extra_files.begin(), manifest.extra_files.end(), name) ==
+      manifest.extra_files.end()) {
+    return absl::NotFoundError(fmt::format("model '{}' keeps no file '{}'", model, name));
+  }
+  ASSIGN_OR_RETURN(std::string dir, store_->ModelDir(model));
+  return ReadFileToString(store_->env(), JoinPath(dir, name), store::kMaxKeptFileBytes);
 }
 
 absl::Status PipelineInstanceLoader::Prefetch(const std::string& model) {

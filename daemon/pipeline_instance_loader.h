@@ -48,6 +48,10 @@ class PipelineInstanceLoader : public InstanceLoader {
   absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
       const loader::CancellationToken& cancelled) override;
+  absl::StatusOr<std::vector<loadstar::v1::ModelFile>> ModelFiles(
+      const std::string& model) const override;
+  absl::StatusOr<std::string> ReadModelFile(const std::string& model,
+                                            const std::string& name) const override;
   absl::Status Prefetch(const std::string& model) override;
   absl::Status Evict(const std::string& model) override;
   absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const LoadedInstance& instance,

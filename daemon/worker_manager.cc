@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "base/status_macros.h"
+
 namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
@@ -68,11 +70,20 @@ absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
     instances_.erase(it);
     return loaded.status();
   }
+  absl::StatusOr<std::vector<v1::ModelFile>> files = loader_->ModelFiles(request.spec().model());
+  if (!files.ok()) {
+    doomed = std::move(*loaded);
+    instances_.erase(it);
+    return files.status();
+  }
   Instance& inst = it->second;
   inst.loaded = std::move(*loaded);
   inst.handle = inst.loaded->Handle();
   inst.handle.set_instance_id(id);
   inst.handle.set_model(request.spec().model());
+  inst.handle.set_worker_id(worker_id_);
+  *inst.handle.mutable_spec() = request.spec();
+  for (v1::ModelFile& f : *files) *inst.handle.add_files() = std::move(f);
   inst.report.set_state("ready");
   inst.report.set_load_seconds(seconds);
   inst.report.set_bytes(inst.handle.bytes());
@@ -151,6 +162,19 @@ absl::Status WorkerManager::ReadTensor(const v1::ReadTensorRequest& request,
     }
     offset += n;
   }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerManager::ReadModelFile(
+    const v1::ReadModelFileRequest& request,
+    const std::function<bool(uint64_t, std::string_view)>& sink) {
+  ASSIGN_OR_RETURN(std::string bytes, loader_->ReadModelFile(request.model(), request.name()));
+  uint64_t offset = 0;
+  do {  // at least one chunk, so an empty file still answers
+    std::string_view chunk = std::string_view(bytes).substr(offset, kReadChunkBytes);
+    if (!sink(offset, chunk)) return absl::CancelledError("the reader went away");
+    offset += chunk.size();
+  } while (offset < bytes.size());
   return absl::OkStatus();
 }
 

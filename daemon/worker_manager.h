@@ -40,6 +40,10 @@ class WorkerManager {
   // which returns false to stop.
   absl::Status ReadTensor(const loadstar::v1::ReadTensorRequest& request,
                           const std::function<bool(uint64_t, std::string_view)>& sink);
+  // Streams a kept non-weight file of a stored model (InstanceLoader::ReadModelFile) in
+  // chunks to `sink` (one empty chunk for an empty file).
+  absl::Status ReadModelFile(const loadstar::v1::ReadModelFileRequest& request,
+                             const std::function<bool(uint64_t, std::string_view)>& sink);
   absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const loadstar::v1::ProbeRequest& request);
 
   std::vector<loadstar::v1::InstanceReport> Instances() const;

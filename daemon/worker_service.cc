@@ -54,6 +54,18 @@ grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadT
   }));
 }
 
+grpc::Status WorkerService::ReadModelFile(grpc::ServerContext* ctx,
+                                          const v1::ReadModelFileRequest* req,
+                                          grpc::ServerWriter<v1::TensorChunk>* writer) {
+  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
+  return ToGrpc(manager_->ReadModelFile(*req, [&](uint64_t offset, std::string_view data) {
+    v1::TensorChunk chunk;
+    chunk.set_offset(offset);
+    chunk.set_data(std::string(data));
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  }));
+}
+
 grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* resp) {
   RETURN_IF_GRPC_ERROR(auth_.Check(ctx));

@@ -21,6 +21,9 @@ class WorkerService final : public loadstar::v1::Worker::Service {
                            loadstar::v1::InstanceHandle* resp) override;
   grpc::Status ReadTensor(grpc::ServerContext* ctx, const loadstar::v1::ReadTensorRequest* req,
                           grpc::ServerWriter<loadstar::v1::TensorChunk>* writer) override;
+  grpc::Status ReadModelFile(grpc::ServerContext* ctx,
+                             const loadstar::v1::ReadModelFileRequest* req,
+                             grpc::ServerWriter<loadstar::v1::TensorChunk>* writer) override;
   grpc::Status ListModels(grpc::ServerContext* ctx, const loadstar::v1::ListModelsRequest* req,
                           loadstar::v1::ListModelsResponse* resp) override;
   grpc::Status Prefetch(grpc::ServerContext* ctx, const loadstar::v1::ModelRequest* req,

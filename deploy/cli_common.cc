@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_format.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace loadstar::cli {
 namespace {
@@ -92,6 +93,16 @@ void Progress::Finish() {
   if (finished_) return;
   finished_ = true;
   if (!quiet_ && tty_ && last_print_us_ != 0) std::fputc('\n', stderr);
+}
+
+std::string ProtoToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
 }
 
 }  // namespace loadstar::cli

@@ -11,6 +11,10 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 
+namespace google::protobuf {
+class Message;
+}
+
 namespace loadstar::cli {
 
 // Runs a command body. On error prints one line "loadstar: <message>" to stderr and
@@ -43,6 +47,10 @@ class Progress {
   uint64_t last_print_us_ = 0;
 };
 
+// A message as indented JSON with the proto field names, every field printed (zeros,
+// false and empty strings included, so scripts never meet a missing key).
+std::string ProtoToJson(const google::protobuf::Message& m);
+
 // Human-readable bytes: "1.50 GiB".
 std::string FormatBytes(uint64_t bytes);
 
@@ -52,5 +60,6 @@ void RegisterStoreCommands(CLI::App& app);    // store save|ls|inspect|verify|rm
 void RegisterStoreExportCommand(CLI::App& store_cmd);  // store export
 void RegisterLoadCommand(CLI::App& app);      // load
 void RegisterControlCommands(CLI::App& app);  // up|controller|worker|deploy|delete|status|acquire|release
+void RegisterInstanceCommand(CLI::App& app);  // instance
 
 }  // namespace loadstar::cli

@@ -17,7 +17,6 @@
 #include "daemon/rpc_util.h"
 #include "deploy/cli_common.h"
 #include "deploy/cli_daemons.h"
-#include "google/protobuf/util/json_util.h"
 #include "loadstar/v1/controller.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "yaml-cpp/yaml.h"
@@ -79,15 +78,6 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   c.auth = daemon::TokenAuth(token);
   c.stub = v1::Controller::NewStub(daemon::MakeChannel(c.address));
   return c;
-}
-
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
 }
 
 std::string Ago(int64_t unix_ms) {
@@ -237,7 +227,7 @@ void RegisterControlCommands(CLI::App& app) {
       RETURN_IF_ERROR(c.Check(c.stub->Deploy(c.Context().get(), req, &resp)));
       if (!df->no_wait) RETURN_IF_ERROR(WaitReady(c, resp.deployment(), df->wait_seconds));
       if (df->client.output == "json") {
-        std::printf("%s\n", ToJson(resp.deployment()).c_str());
+        std::printf("%s\n", ProtoToJson(resp.deployment()).c_str());
       } else {
         std::printf("deployed %s (min %u, max %u, keep_alive %gs)\n",
                     resp.deployment().name().c_str(), resp.deployment().min_instances(),
@@ -292,8 +282,8 @@ void RegisterControlCommands(CLI::App& app) {
         for (const v1::Deployment& d : deployments) *out.add_deployments() = d;
         // {"deployments": [...], "workers": [...]}, empty lists included.
         nlohmann::json j;
-        j["deployments"] = nlohmann::json::parse(ToJson(out)).value("deployments", nlohmann::json::array());
-        j["workers"] = nlohmann::json::parse(ToJson(workers)).value("workers", nlohmann::json::array());
+        j["deployments"] = nlohmann::json::parse(ProtoToJson(out)).value("deployments", nlohmann::json::array());
+        j["workers"] = nlohmann::json::parse(ProtoToJson(workers)).value("workers", nlohmann::json::array());
         std::printf("%s\n", j.dump(2).c_str());
         return absl::OkStatus();
       }
@@ -324,7 +314,7 @@ void RegisterControlCommands(CLI::App& app) {
       v1::Lease lease;
       RETURN_IF_ERROR(c.Check(c.stub->Acquire(c.Context(af->timeout).get(), req, &lease)));
       if (af->client.output == "json") {
-        std::printf("%s\n", ToJson(lease).c_str());
+        std::printf("%s\n", ProtoToJson(lease).c_str());
       } else {
         std::printf("lease %s\ninstance %s on %s (%s) devices %s%s\nexpires in %.0fs\n",
                     lease.lease_id().c_str(), lease.instance().instance_id().c_str(),

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   loadstar::cli::RegisterStoreCommands(app);
   loadstar::cli::RegisterLoadCommand(app);
   loadstar::cli::RegisterControlCommands(app);
+  loadstar::cli::RegisterInstanceCommand(app);
 
   try {
     app.parse(argc, argv);

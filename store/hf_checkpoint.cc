@@ -1,5 +1,6 @@
 #include "store/hf_checkpoint.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -76,7 +77,54 @@ absl::Status CheckShardsAgainstIndex(const HfCheckpoint& checkpoint,
   return absl::OkStatus();
 }
 
+// Weight files in any format a Hugging Face repository may carry, and their indexes: the
+// store holds weights as tensors, never as opaque files.
+bool IsWeightFile(std::string_view name) {
+  static constexpr std::string_view kWeightSuffixes[] = {
+      ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx",
+      ".onnx_data", ".gguf", ".tflite", ".ot", ".npz", ".pb", ".index.json"};
+  for (std::string_view suffix : kWeightSuffixes) {
+    if (name.ends_with(suffix)) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> ListKeptFiles(Env* env, const std::string& dir) {
+  std::vector<std::string> kept;
+  uint64_t total = 0, largest = 0;
+  std::string largest_name;
+  // Adds the files of `sub` ("" for `dir` itself); descends one level from the top.
+  auto scan = [&](const std::string& sub, auto& self) -> absl::Status {
+    std::string path = sub.empty() ? dir : JoinPath(dir, sub);
+    ASSIGN_OR_RETURN(std::vector<std::string> children, env->GetChildren(path));
+    for (const std::string& child : children) {
+      if (!IsPlainFileName(child)) continue;
+      std::string rel = sub.empty() ? child : sub + "/" + child;
+      std::string full = JoinPath(dir, rel);
+      if (env->IsDirectory(full)) {
+        if (sub.empty()) RETURN_IF_ERROR(self(child, self));
+        continue;
+      }
+      if (IsWeightFile(child)) continue;
+      ASSIGN_OR_RETURN(uint64_t size, env->GetFileSize(full));
+      total += size;
+      if (size >= largest) largest = size, largest_name = rel;
+      kept.push_back(rel);
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(scan("", scan));
+  if (total > kMaxKeptFileBytes) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: the non-weight files come to {} bytes, more than the {} MiB the store keeps "
+        "(largest: {}, {} bytes); remove what a consumer does not need",
+        dir, total, kMaxKeptFileBytes >> 20, largest_name, largest));
+  }
+  std::sort(kept.begin(), kept.end());
+  return kept;
+}
 
 size_t HfCheckpoint::TensorCount() const {
   size_t count = 0;
@@ -100,10 +148,7 @@ absl::StatusOr<HfCheckpoint> OpenHfCheckpoint(Env* env, const std::string& dir) 
     return absl::InvalidArgumentError(
         fmt::format("{}: no config.json (not a Hugging Face model directory)", dir));
   }
-  for (const char* name : kExtraFileNames) {
-    if (env->FileExists(JoinPath(dir, name))) checkpoint.extra_files.push_back(name);
-  }
-  std::sort(checkpoint.extra_files.begin(), checkpoint.extra_files.end());
+  ASSIGN_OR_RETURN(checkpoint.extra_files, ListKeptFiles(env, dir));
 
   std::string index_path = JoinPath(dir, kIndexFileName);
   if (env->FileExists(index_path)) {

@@ -1,7 +1,8 @@
 // A Hugging Face model directory as `save_pretrained` writes it (SPEC §4 "Input"):
 //   config.json + model.safetensors, or
 //   config.json + model-0000x-of-0000y.safetensors + model.safetensors.index.json
-// plus optional small files (generation_config.json, tokenizer files) the store keeps.
+// plus the small non-weight files (generation_config.json, tokenizer files,
+// sentence-transformers modules, ...) that the store keeps and serves to consumers.
 // Opening validates every shard (safetensors.h) and, when sharded, that the index's
 // weight_map matches the shards exactly.
 //
@@ -20,19 +21,22 @@ namespace loadstar::store {
 inline constexpr char kSingleFileName[] = "model.safetensors";
 inline constexpr char kIndexFileName[] = "model.safetensors.index.json";
 
-// Small files copied from a checkpoint next to the manifest when present (config.json is
-// required and always copied).
-inline constexpr const char* kExtraFileNames[] = {
-    "config.json",          "generation_config.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json",           "merges.txt",             "vocab.txt",
-    "added_tokens.json",
-};
+// At most this many bytes of non-weight files are kept with a model (SPEC §4).
+inline constexpr uint64_t kMaxKeptFileBytes = 64ull << 20;
+
+// The non-weight files of checkpoint directory `dir` that the store keeps, as paths
+// relative to `dir`, sorted: every regular file of the directory and of its immediate
+// subdirectories (sentence-transformers' "1_Pooling/config.json") except weights in any
+// format (safetensors, PyTorch .bin/.pt, ONNX, GGUF, ...), their index files, and hidden
+// entries. Names outside [A-Za-z0-9._-] are skipped (they cannot be named safely in a
+// manifest). InvalidArgument naming the total and the largest file when the kept files
+// exceed kMaxKeptFileBytes.
+absl::StatusOr<std::vector<std::string>> ListKeptFiles(Env* env, const std::string& dir);
 
 struct HfCheckpoint {
   std::string dir;
   std::vector<SafetensorsFile> shards;    // in index order (shard file name order)
-  std::vector<std::string> extra_files;   // names (in `dir`) of kExtraFileNames present
+  std::vector<std::string> extra_files;   // ListKeptFiles(dir); config.json among them
 
   size_t TensorCount() const;
   uint64_t TotalBytes() const;

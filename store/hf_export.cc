@@ -11,6 +11,7 @@
 
 #include "base/env.h"
 #include "base/status_macros.h"
+#include "store/hf_checkpoint.h"
 #include "quant/quant_state.h"
 #include "store/quantized_artifact.h"
 #include "store/safetensors_writer.h"
@@ -88,7 +89,10 @@ absl::Status WriteExport(const Store& store, const Manifest& manifest,
   for (const std::string& extra : manifest.extra_files) {
     if (extra == "config.json") continue;
     ASSIGN_OR_RETURN(std::string bytes,
-                     ReadFileToString(env, JoinPath(model_dir, extra), 1ull << 30));
+                     ReadFileToString(env, JoinPath(model_dir, extra), kMaxKeptFileBytes));
+    if (extra.find('/') != std::string::npos) {
+      RETURN_IF_ERROR(env->CreateDirs(DirName(JoinPath(dir, extra))));
+    }
     RETURN_IF_ERROR(WriteFileAtomically(env, JoinPath(dir, extra), bytes));
     result->files.push_back(extra);
   }

@@ -139,12 +139,15 @@ absl::StatusOr<ManifestTensor> ParseTensor(const Checker& check, const json& ent
   return tensor;
 }
 
+// `kept_paths`: entries may be DIR/NAME (IsKeptFilePath), else plain names.
 absl::Status ParseFileNames(const Checker& check, const json& array, std::string_view key,
-                            std::vector<std::string>* out) {
+                            std::vector<std::string>* out, bool kept_paths = false) {
   if (!array.is_array()) return check.Error(key, "must be an array of file names");
   std::set<std::string> seen;
   for (const json& name : array) {
-    if (!name.is_string() || !IsPlainFileName(name.get<std::string>())) {
+    bool valid = name.is_string() && (kept_paths ? IsKeptFilePath(name.get<std::string>())
+                                                 : IsPlainFileName(name.get<std::string>()));
+    if (!valid) {
       return check.Error(key, fmt::format("invalid file name {}", JsonSnippet(name)));
     }
     if (!seen.insert(name.get<std::string>()).second) {
@@ -226,7 +229,8 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view text, std::string_view s
   RETURN_IF_ERROR(ParseFileNames(check, root.at("files"), "files", &manifest.files));
   if (root.contains("extra_files")) {
     RETURN_IF_ERROR(
-        ParseFileNames(check, root.at("extra_files"), "extra_files", &manifest.extra_files));
+        ParseFileNames(check, root.at("extra_files"), "extra_files", &manifest.extra_files,
+                       /*kept_paths=*/true));
   }
   if (manifest.files.size() > UINT32_MAX) return check.Error("files", "too many files");
 

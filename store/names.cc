@@ -20,6 +20,12 @@ bool IsPlainFileName(std::string_view name) {
   return true;
 }
 
+bool IsKeptFilePath(std::string_view path) {
+  size_t slash = path.find('/');
+  if (slash == std::string_view::npos) return IsPlainFileName(path);
+  return IsPlainFileName(path.substr(0, slash)) && IsPlainFileName(path.substr(slash + 1));
+}
+
 absl::Status ValidateModelName(std::string_view name) {
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(fmt::format(

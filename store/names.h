@@ -21,4 +21,8 @@ absl::Status ValidateVariantKey(std::string_view key);
 // One path component of [A-Za-z0-9._-], not starting with '.', at most 255 bytes.
 bool IsPlainFileName(std::string_view name);
 
+// A kept non-weight file of a model: a plain file name, or DIR/NAME with both plain
+// (sentence-transformers keeps "1_Pooling/config.json"). Never absolute, never "..".
+bool IsKeptFilePath(std::string_view path);
+
 }  // namespace loadstar::store

@@ -24,8 +24,6 @@ constexpr char kManifestName[] = "manifest.json";
 constexpr char kVariantsDirName[] = "variants";
 // Manifests are a few hundred bytes per tensor; this bounds what a corrupt file can cost.
 constexpr uint64_t kMaxManifestBytes = 256ull << 20;
-// Extra files are JSON/text (tokenizer.json can be tens of MiB).
-constexpr uint64_t kMaxExtraFileBytes = 512ull << 20;
 
 // Temp entries are "<pid>-<counter>-<purpose>", so Open can tell which belong to a
 // process that no longer runs.
@@ -171,7 +169,10 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
     fields.name = name;
     for (const std::string& extra : checkpoint.extra_files) {
       ASSIGN_OR_RETURN(std::string data, ReadFileToString(env, JoinPath(src_dir, extra),
-                                                          kMaxExtraFileBytes));
+                                                          kMaxKeptFileBytes));
+      if (extra.find('/') != std::string::npos) {
+        RETURN_IF_ERROR(env->CreateDirs(DirName(JoinPath(tmp, extra))));
+      }
       RETURN_IF_ERROR(WriteFileDurably(env, JoinPath(tmp, extra), data));
       fields.extra_files.push_back(extra);
     }

@@ -278,5 +278,87 @@ TEST_F(ControllerTest, WatchStreamsProgressUntilDeleted) {
   EXPECT_EQ(states.back(), "deleted");
 }
 
+// SPEC §3.5: an instance's memory is never freed while a lease on it is live.
+TEST_F(ControllerTest, DeleteWhileLeasedWaitsForTheLastRelease) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {keep_alive: 0}\n").ok());
+  auto a = c->Acquire("m", 30, Deadline());
+  auto b = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(c->Delete("m").ok());
+  EXPECT_EQ(c->GetDeployment("m").status().code(), absl::StatusCode::kNotFound);
+  Pass(*c, 3);
+  // Still loaded: two consumers are attached to its memory.
+  EXPECT_EQ(w->loader->live_instances(), 1);
+  ASSERT_TRUE(c->RenewLease(a->lease_id()).ok());
+  ASSERT_TRUE(c->Release(a->lease_id()).ok());
+  Pass(*c, 2);
+  EXPECT_EQ(w->loader->live_instances(), 1);
+  ASSERT_TRUE(c->Release(b->lease_id()).ok());
+  EXPECT_TRUE(Eventually([&] { return w->loader->live_instances() == 0; }));
+  // A new deployment of the same name loads afresh.
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  auto fresh = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_TRUE(fresh->cold_start());
+  EXPECT_NE(fresh->instance().instance_id(), a->instance().instance_id());
+}
+
+TEST_F(ControllerTest, DeletedLeasedInstanceUnloadsWhenTheLeaseExpires) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  auto lease = c->Acquire("m", 4, Deadline());
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE(c->Delete("m").ok());
+  Pass(*c, 2);
+  EXPECT_EQ(w->loader->live_instances(), 1);
+  EXPECT_TRUE(c->GetLease(lease->lease_id()).ok());
+  Pass(*c, 4);  // the consumer stopped renewing
+  EXPECT_EQ(c->GetLease(lease->lease_id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Eventually([&] { return w->loader->live_instances() == 0; }));
+}
+
+TEST_F(ControllerTest, DrainingInstanceSurvivesARestart) {
+  loadstar::testing::TempDir dir;
+  auto state = OpenSqliteStateStore(dir.Join("state.db"));
+  ASSERT_TRUE(state.ok());
+  FakeWorkers::Node* w;
+  std::string lease_id;
+  {
+    auto c = Make(state->get());
+    w = AddWorker(*c, "w1");
+    ASSERT_TRUE(c->Deploy("model: m\n").ok());
+    auto lease = c->Acquire("m", 60, Deadline());
+    ASSERT_TRUE(lease.ok());
+    lease_id = lease->lease_id();
+    ASSERT_TRUE(c->Delete("m").ok());
+  }
+  auto c = Make(state->get());
+  Heartbeat(*c, w);
+  c->Tick();
+  // The recovered controller neither drops the leased memory nor serves it again.
+  EXPECT_EQ(w->loader->live_instances(), 1);
+  EXPECT_EQ(c->GetDeployment("m").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->Release(lease_id).ok());
+  EXPECT_TRUE(Eventually([&] { return w->loader->live_instances() == 0; }));
+}
+
+TEST_F(ControllerTest, GetLeaseDoesNotRenew) {
+  auto c = Make();
+  AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  auto lease = c->Acquire("m", 3, Deadline());
+  ASSERT_TRUE(lease.ok());
+  Pass(*c, 2);
+  auto got = c->GetLease(lease->lease_id());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->expires_unix_ms(), lease->expires_unix_ms());
+  EXPECT_EQ(got->instance().instance_id(), lease->instance().instance_id());
+  Pass(*c, 2);
+  EXPECT_EQ(c->GetLease(lease->lease_id()).status().code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace loadstar::daemon

@@ -23,6 +23,11 @@ class FakeInstanceLoader : public InstanceLoader {
     absl::MutexLock lock(&mu_);
     models_[name] = bytes;
   }
+  // A kept non-weight file of `model` (served by ModelFiles / ReadModelFile).
+  void AddFile(const std::string& model, const std::string& name, std::string contents) {
+    absl::MutexLock lock(&mu_);
+    files_[model][name] = std::move(contents);
+  }
   void set_load_seconds(double s) {
     absl::MutexLock lock(&mu_);
     load_seconds_ = s;
@@ -92,6 +97,29 @@ class FakeInstanceLoader : public InstanceLoader {
     return instance;
   }
 
+  absl::StatusOr<std::vector<loadstar::v1::ModelFile>> ModelFiles(
+      const std::string& model) const override {
+    absl::MutexLock lock(&mu_);
+    if (!models_.contains(model)) return absl::NotFoundError("no model '" + model + "'");
+    std::vector<loadstar::v1::ModelFile> out;
+    auto it = files_.find(model);
+    if (it == files_.end()) return out;
+    for (const auto& [name, contents] : it->second) {
+      auto& f = out.emplace_back();
+      f.set_name(name);
+      f.set_size(contents.size());
+    }
+    return out;
+  }
+  absl::StatusOr<std::string> ReadModelFile(const std::string& model,
+                                            const std::string& name) const override {
+    absl::MutexLock lock(&mu_);
+    auto it = files_.find(model);
+    if (it == files_.end() || !it->second.contains(name)) {
+      return absl::NotFoundError("model '" + model + "' keeps no file '" + name + "'");
+    }
+    return it->second.at(name);
+  }
   absl::Status Prefetch(const std::string&) override { return absl::OkStatus(); }
   absl::Status Evict(const std::string&) override { return absl::OkStatus(); }
   absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const LoadedInstance&, const std::string&,
@@ -139,6 +167,7 @@ class FakeInstanceLoader : public InstanceLoader {
   const uint64_t device_bytes_;
   mutable absl::Mutex mu_;
   std::map<std::string, uint64_t> models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::string>> files_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> used_ ABSL_GUARDED_BY(mu_);
   double load_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   int live_ ABSL_GUARDED_BY(mu_) = 0;

@@ -59,6 +59,54 @@ TEST(WorkerManagerTest, LoadServeUnload) {
   EXPECT_EQ(w.GetInstance("i1").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(WorkerManagerTest, HandleCarriesSpecFilesAndWorker) {
+  testing::FakeInstanceLoader loader(1, 1 << 30);
+  loader.AddModel("m", 1 << 20);
+  loader.AddFile("m", "config.json", "{}");
+  // Larger than one ReadModelFile chunk (1 MiB), so it streams in pieces.
+  std::string tokenizer((5 << 19) + 7, 't');
+  tokenizer[12345] = 'x';
+  loader.AddFile("m", "tokenizer.json", tokenizer);
+  loader.AddFile("m", "1_Pooling/config.json", "");
+  WorkerManager w("w7", "addr", &loader);
+  loadstar::v1::LoadInstanceRequest req = Request("i1", "m");
+  req.mutable_spec()->set_torch_dtype("bfloat16");
+  req.mutable_spec()->mutable_quantization()->set_method("nf4");
+  ASSERT_TRUE(w.Load(req, [](auto&) { return true; }).ok());
+  auto handle = w.GetInstance("i1");
+  ASSERT_TRUE(handle.ok());
+  EXPECT_EQ(handle->worker_id(), "w7");
+  EXPECT_EQ(handle->spec().torch_dtype(), "bfloat16");
+  EXPECT_EQ(handle->spec().quantization().method(), "nf4");
+  ASSERT_EQ(handle->files_size(), 3);
+  EXPECT_EQ(handle->files(0).name(), "1_Pooling/config.json");
+  EXPECT_EQ(handle->files(2).name(), "tokenizer.json");
+  EXPECT_EQ(handle->files(2).size(), tokenizer.size());
+
+  auto read_file = [&](const std::string& name, std::string* out, int* chunks) {
+    loadstar::v1::ReadModelFileRequest r;
+    r.set_model("m");
+    r.set_name(name);
+    return w.ReadModelFile(r, [&](uint64_t offset, std::string_view data) {
+      EXPECT_EQ(offset, out->size());
+      out->append(data);
+      ++*chunks;
+      return true;
+    });
+  };
+  std::string got;
+  int chunks = 0;
+  ASSERT_TRUE(read_file("tokenizer.json", &got, &chunks).ok());
+  EXPECT_EQ(got, tokenizer);
+  EXPECT_EQ(chunks, 3);
+  got.clear();
+  chunks = 0;
+  ASSERT_TRUE(read_file("1_Pooling/config.json", &got, &chunks).ok());
+  EXPECT_EQ(got, "");
+  EXPECT_EQ(chunks, 1);  // an empty file still answers once
+  EXPECT_EQ(read_file("../manifest.json", &got, &chunks).code(), absl::StatusCode::kNotFound);
+}
+
 TEST(WorkerManagerTest, UnloadDuringLoadCancelsAndFrees) {
   testing::FakeInstanceLoader loader(1, 1 << 30);
   loader.AddModel("m", 1 << 20);

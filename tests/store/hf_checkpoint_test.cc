@@ -52,6 +52,38 @@ TEST_F(HfCheckpointTest, OpensSingleFile) {
   EXPECT_THAT(checkpoint->extra_files, ElementsAre("config.json", "generation_config.json"));
 }
 
+// SPEC §4: the small non-weight files are kept, sentence-transformers modules included;
+// weights in any other format and hidden files are not.
+TEST_F(HfCheckpointTest, KeepsEveryNonWeightFileOneLevelDeep) {
+  builder_.Add("w", DType::kF16, {2, 2})
+      .ExtraFile("tokenizer.json", "{}")
+      .ExtraFile("modules.json", "[]")
+      .ExtraFile("1_Pooling/config.json", "{}")
+      .ExtraFile("README.md", "# m")
+      .ExtraFile("pytorch_model.bin", "weights")
+      .ExtraFile("onnx/model.onnx", "weights")
+      .ExtraFile("tf_model.h5", "weights")
+      .ExtraFile(".gitattributes", "*.bin lfs")
+      .ExtraFile("a/b/deep.json", "{}")
+      .ExtraFile("bad name.txt", "?");
+  ASSERT_TRUE(builder_.Write(src()).ok());
+  absl::StatusOr<HfCheckpoint> checkpoint = OpenHfCheckpoint(Env::Default(), src());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  EXPECT_THAT(checkpoint->extra_files,
+              ElementsAre("1_Pooling/config.json", "README.md", "config.json", "modules.json",
+                          "tokenizer.json"));
+}
+
+TEST_F(HfCheckpointTest, RefusesMoreThan64MiBOfNonWeightFiles) {
+  builder_.Add("w", DType::kF16, {2, 2})
+      .ExtraFile("notes.txt", std::string(40 << 20, 'n'))
+      .ExtraFile("1_Dense/big.json", std::string(30 << 20, 'j'));
+  ASSERT_TRUE(builder_.Write(src()).ok());
+  std::string error = Error();
+  EXPECT_THAT(error, HasSubstr("64 MiB"));
+  EXPECT_THAT(error, HasSubstr("largest: notes.txt"));
+}
+
 TEST_F(HfCheckpointTest, OpensSharded) {
   WriteSharded();
   absl::StatusOr<HfCheckpoint> checkpoint = OpenHfCheckpoint(Env::Default(), src());

@@ -115,6 +115,18 @@ TEST(ManifestTest, RejectsFileNamesThatLeaveTheDirectory) {
               HasSubstr("duplicate file name"));
 }
 
+TEST(ManifestTest, KeptFilesMayBeOneDirectoryDeepButNeverLeave) {
+  EXPECT_THAT(ParseError([](nlohmann::json& j) { j["extra_files"] = {"../config.json"}; }),
+              HasSubstr("invalid file name \"../config.json\""));
+  EXPECT_THAT(ParseError([](nlohmann::json& j) { j["extra_files"] = {"a/b/c.json"}; }),
+              HasSubstr("invalid file name"));
+  EXPECT_THAT(ParseError([](nlohmann::json& j) { j["extra_files"] = {"/etc/passwd"}; }),
+              HasSubstr("invalid file name"));
+  // Data files stay one plain name.
+  EXPECT_THAT(ParseError([](nlohmann::json& j) { j["files"][0] = "sub/data.bin"; }),
+              HasSubstr("invalid file name"));
+}
+
 TEST(ManifestTest, RejectsBadTensorFields) {
   EXPECT_THAT(ParseError([](nlohmann::json& j) { j["tensors"][0]["dtype"] = "F12"; }),
               HasSubstr("tensor \"a.weight\": unknown dtype \"F12\""));

@@ -80,12 +80,18 @@ TEST_F(StoreTest, SaveShardedCheckpointWritesOneDataFilePerShard) {
   for (int i = 0; i < 7; ++i) {
     builder.Add("layers." + std::to_string(i) + ".weight", DType::kF16, {33, 17});
   }
-  builder.Shards(3).ExtraFile("tokenizer.json", R"({"model": {}})");
+  builder.Shards(3)
+      .ExtraFile("tokenizer.json", R"({"model": {}})")
+      .ExtraFile("1_Pooling/config.json", R"({"pooling_mode_mean_tokens": true})");
   std::string src = WriteSource(builder);
   absl::StatusOr<Manifest> saved = store_->Save(src, "org/sharded");
   ASSERT_TRUE(saved.ok()) << saved.status();
   EXPECT_THAT(saved->files, ElementsAre("data-00000.bin", "data-00001.bin", "data-00002.bin"));
-  EXPECT_THAT(saved->extra_files, ElementsAre("config.json", "tokenizer.json"));
+  EXPECT_THAT(saved->extra_files,
+              ElementsAre("1_Pooling/config.json", "config.json", "tokenizer.json"));
+  // The manifest with a nested kept file reads back.
+  EXPECT_THAT(store_->GetManifest("org/sharded")->extra_files,
+              ElementsAre("1_Pooling/config.json", "config.json", "tokenizer.json"));
   ExpectSameTensors(builder, *saved);
   absl::StatusOr<std::string> dir = store_->ModelDir("org/sharded");
   ASSERT_TRUE(dir.ok());
@@ -93,6 +99,8 @@ TEST_F(StoreTest, SaveShardedCheckpointWritesOneDataFilePerShard) {
             ReadFileToString(Env::Default(), src + "/config.json").value());
   EXPECT_EQ(ReadFileToString(Env::Default(), *dir + "/tokenizer.json").value(),
             R"({"model": {}})");
+  EXPECT_EQ(ReadFileToString(Env::Default(), *dir + "/1_Pooling/config.json").value(),
+            R"({"pooling_mode_mean_tokens": true})");
 }
 
 TEST_F(StoreTest, ProgressReachesTotal) {

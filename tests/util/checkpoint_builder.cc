@@ -184,6 +184,9 @@ absl::Status CheckpointBuilder::Write(const std::string& dir) const {
   }
   RETURN_IF_ERROR(WriteFileAtomically(env, JoinPath(dir, "config.json"), config));
   for (const auto& [name, contents] : extra_files_) {
+    if (name.find('/') != std::string::npos) {
+      RETURN_IF_ERROR(env->CreateDirs(DirName(JoinPath(dir, name))));
+    }
     RETURN_IF_ERROR(WriteFileAtomically(env, JoinPath(dir, name), contents));
   }
   auto shards = Split();
