@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 
 #include "deploy/client/client.h"
 #include "deploy/client/mapped_instance.h"
@@ -90,10 +91,25 @@ TEST_F(AttachClientTest, LeaseRenewsPastItsTtlAndDeleteWaitsForIt) {
   std::this_thread::sleep_for(std::chrono::seconds(4));  // > 2 TTLs: only renewal keeps it
   EXPECT_TRUE((*lease)->status().ok()) << (*lease)->status();
   EXPECT_TRUE(client_->GetLease((*lease)->id()).ok());
-  // Deleting the deployment while the lease is live leaves its memory in place.
+  auto handle = (*lease)->Handle();
+  ASSERT_TRUE(handle.ok());
+  auto mapped = client::MappedInstance::Map(*handle);
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  std::map<std::string, std::string> before;
+  for (const client::TensorView& v : (*mapped)->tensors()) {
+    before[v.info->name()].assign(static_cast<const char*>(v.data), v.size);
+  }
+  // Deleting the deployment while the lease is live leaves its memory in place, and a
+  // model loaded meanwhile onto the same worker never gets (or overwrites) that memory.
   ASSERT_EQ(Cli(addr_, {"delete", "org/tiny"}).exit_code, 0);
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  CliResult other = Cli(addr_, {"deploy", "--model", "tiny-nf4", "--quantization", "nf4",
+                                "--min-instances", "2", "--max-instances", "2"});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
   ExpectMappedEqualsReadTensor(**lease);
+  for (const client::TensorView& v : (*mapped)->tensors()) {
+    EXPECT_EQ(std::memcmp(before[v.info->name()].data(), v.data, v.size), 0) << v.info->name();
+  }
+  mapped->reset();
   std::string instance = (*lease)->lease().instance().instance_id();
   std::string worker = (*lease)->lease().instance().worker_address();
   ASSERT_TRUE((*lease)->Release().ok());
