@@ -123,11 +123,11 @@ def test_state_dict_maps_without_touching(client, opt):
 def test_model_garbage_collected_releases_its_lease(client, opt):
     model = lt.load_model("opt-tied", client=client)
     lease_id = model.loadstar_lease.id
-    client.renew(lease_id)
+    assert client.get_lease(lease_id).lease_id == lease_id
     del model
     gc.collect()
     with pytest.raises(loadstar.NotFound):
-        client.renew(lease_id)
+        client.get_lease(lease_id)
 
 
 def test_dtype_other_than_served_is_refused(client, opt):

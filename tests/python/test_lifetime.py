@@ -29,8 +29,10 @@ def leases_of(client, name):
 
 def consumer(cluster, name, ttl, then):
     """A Python subprocess that acquires `name`, maps it, prints the lease id, then `then`."""
+    # torch is imported before the acquire: a long import holds the GIL and would starve
+    # the renewal thread of a lease with a TTL this short.
     code = textwrap.dedent(f"""
-        import sys, time, loadstar
+        import sys, time, torch, loadstar
         lease = loadstar.Client({cluster.addr!r}).acquire({name!r}, ttl={ttl})
         sd = lease.state_dict()
         print(lease.id, flush=True)
@@ -47,6 +49,7 @@ def test_lease_renewed_past_its_ttl_stays_valid(client, tiny):
         sd = lease.state_dict()
         snapshot = {k: v.clone() for k, v in sd.items()}
         time.sleep(5)  # 2.5 TTLs: alive only because the background thread renews it
+        assert client.get_lease(lease.id).expires_unix_ms > time.time() * 1000
         assert lease.renew() > time.time() * 1000
         handle = client.get_instance(lease.instance.worker_address, lease.instance.instance_id)
         assert handle.instance_id == lease.instance.instance_id
@@ -70,7 +73,7 @@ def test_killed_consumer_lease_expires_and_instance_unloads(cluster, client, tin
     # Nobody renews: the lease expires after its 1 s TTL, then keep_alive (1 s) unloads.
     wait_until(lambda: leases_of(client, "tiny-kill") == 0, 10, "the killed consumer's lease to expire")
     with pytest.raises(loadstar.NotFound):
-        client.renew(lease_id)
+        client.get_lease(lease_id)
     wait_until(lambda: len(client.status("tiny-kill").instances) == 0, 15,
                "the idle instance to be unloaded")
 
@@ -82,7 +85,7 @@ def test_consumer_exit_releases_its_lease(cluster, client, tiny):
     assert proc.wait(timeout=60) == 0
     # Released at interpreter exit, not left to its 60 s TTL.
     with pytest.raises(loadstar.NotFound):
-        client.renew(lease_id)
+        client.get_lease(lease_id)
     assert leases_of(client, "tiny-exit") == 0
 
 

@@ -199,6 +199,12 @@ class Client:
         return self.controller.call("RenewLease", controller_pb2.LeaseRequest(lease_id=lease_id),
                                     f"RenewLease({lease_id!r})")
 
+    def get_lease(self, lease_id):
+        """The Lease message of a live lease, as it stands (not renewed); NotFound once it
+        was released or expired."""
+        return self.controller.call("GetLease", controller_pb2.LeaseRequest(lease_id=lease_id),
+                                    f"GetLease({lease_id!r})")
+
     def release(self, lease_id):
         """Releases a lease by id (a Lease object's own release() also stops its renewal)."""
         if isinstance(lease_id, Lease):
