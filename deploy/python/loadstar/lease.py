@@ -11,6 +11,10 @@ Tensors mapped from the instance keep their Lease alive (the mapping holds it), 
 model built on them keeps its lease for as long as the model lives, and dropping the
 model (and the lease object) releases it.
 
+The renewal thread needs the GIL: choose a TTL well above the longest stretch this
+process may hold it (a large import or a long C call that does not release it), or the
+lease can expire while the process is alive.
+
 A failed renewal is remembered and raised by the next use of the lease (handle(),
 state_dict(), files_dir(), renew(), release()): the memory can no longer be trusted
 once the lease may have expired.
