@@ -47,8 +47,11 @@ class Cluster:
         self.bin = loadstar_bin()
         self.token_file = None
         os.makedirs(self.store, exist_ok=True)
+        # A generous heartbeat timeout: on a box where ctest runs other suites alongside,
+        # a starved heartbeat must not mark the worker lost in the middle of a test.
         args = [self.bin, "up", "--workers", str(workers), "--devices", "host:2",
-                "--device-memory", "4GiB", "--store", self.store, "--addr", self.addr]
+                "--device-memory", "4GiB", "--store", self.store, "--addr", self.addr,
+                "--heartbeat-timeout", "30"]
         if token:
             self.token_file = os.path.join(root, "token")
             with open(self.token_file, "w") as f:

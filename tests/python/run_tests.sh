@@ -45,7 +45,11 @@ case $mode in
     fi
     export LOADSTAR_BIN=${LOADSTAR_BIN:-$build/deploy/loadstar}
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-    exec "$py" -m pytest -q -p no:cacheprovider -o "tmp_path_retention_count=0" "$@"
+    # One temp root per module: ctest runs modules in parallel, and pytest's shared
+    # /tmp/pytest-of-$USER would let one run's clean-up delete another's stores.
+    base=$build/python/tmp/$(basename "${1%.py}")
+    mkdir -p "$(dirname "$base")"
+    exec "$py" -m pytest -q -p no:cacheprovider --basetemp "$base" "$@"
     ;;
   *)
     echo "usage: run_tests.sh package|test BUILD_DIR [MODULE...]" >&2

@@ -80,6 +80,8 @@ def test_quantized_matches_export_and_bnb(cluster, client, src, tmp_path, case):
         assert qs.blocksize == (blocksize or 64)
         assert qs.nested == (export_kind == "nf4-dq")
         assert qs.quant_type == export_kind.split("-")[0]
+        described = model.config.quantization_config.to_dict()
+        assert described.get("bnb_4bit_blocksize", 64) == (blocksize or 64)
     # No re-quantization: the layer's bytes are the instance's mapped bytes.
     served = model.loadstar_lease.state_dict()["model.layers.0.mlp.down_proj.weight"]
     assert layer.weight.data.data_ptr() == served.data_ptr()

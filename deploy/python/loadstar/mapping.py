@@ -93,12 +93,6 @@ class HostRegion(mmap.mmap):
         region.keepalive = keepalive
         return region
 
-    def address(self):
-        """The mapping's virtual address (for tests and diagnostics)."""
-        import torch
-
-        return torch.frombuffer(self, dtype=torch.uint8, count=1).data_ptr() if len(self) else 0
-
 
 class _IpcHandle(ctypes.Structure):
     _fields_ = [("reserved", ctypes.c_char * 64)]  # cudaIpcMemHandle_t

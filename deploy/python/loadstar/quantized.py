@@ -35,11 +35,15 @@ def bnb_config(quantization):
         return transformers.BitsAndBytesConfig(
             load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold,
             llm_int8_skip_modules=list(q.skip_modules) or None)
-    return transformers.BitsAndBytesConfig(
+    config = transformers.BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=q.method,
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=q.compute_dtype or "float32",
         llm_int8_skip_modules=list(q.skip_modules) or None)
+    if q.blocksize and q.blocksize != 64:
+        # loadstar's extension, as `store export` writes it into config.json.
+        config.bnb_4bit_blocksize = q.blocksize
+    return config
 
 
 def replace_linear_modules(model, modules, quantization):
