@@ -216,10 +216,8 @@ def main():
         def redeploy(quant, how, flags):
             name = deploy_flags[quant][1]
             if mode.get(name) != how:
-                if name in mode:
-                    cluster.cli("delete", name)
-                    cluster.wait(lambda: not deployed(name), f"{name} to be deleted")
-                cluster.cli("deploy", *deploy_flags[quant], *flags)
+                cluster.cli("deploy", *deploy_flags[quant], *flags,
+                            *(["--replace"] if name in mode else []))
                 mode[name] = how
             return name
 
@@ -233,15 +231,6 @@ def main():
             cluster.wait(lambda: any(i.state == "ready" for i in cluster.instances(name)),
                          f"{name} to be ready")
             return name
-
-        def deployed(name):
-            import loadstar
-
-            try:
-                cluster.instances(name)
-                return True
-            except loadstar.NotFound:
-                return False
 
         runs = {}
         for r in range(args.rounds):
