@@ -140,7 +140,7 @@ class Cluster:
     def start(self):
         self.proc = subprocess.Popen(
             [self.bin, "up", "--workers", "1", "--devices", "host:2", "--store", self.store,
-             "--addr", self.addr, "--host-cache-bytes", "0"],
+             "--addr", self.addr, "--host-cache-bytes", "0", "--state", "memory"],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 30
         while subprocess.run([self.bin, "status"], capture_output=True, env=self.env).returncode:
