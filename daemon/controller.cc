@@ -62,36 +62,53 @@ void Controller::Persist(const absl::Status& status) {
   if (!status.ok()) spdlog::error("state store: {}", std::string(status.message()));
 }
 
-absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml) {
+absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml,
+                                                 bool replace) {
   ASSIGN_OR_RETURN(DeploymentConfig config, ParseDeploymentConfig(config_yaml));
   absl::MutexLock lock(&mu_);
-  const std::string& name = config.model;
-  if (auto it = deployments_.find(name); it != deployments_.end()) {
-    if (SameDeploymentConfig(it->second.config, config)) return ToProtoLocked(name, it->second);
-    return absl::AlreadyExistsError(fmt::format(
-        "deployment '{}' exists with a different config; delete it first", name));
+  const std::string name = config.name;
+  auto existing = deployments_.find(name);
+  if (existing != deployments_.end()) {
+    if (SameDeploymentConfig(existing->second.config, config)) {
+      return ToProtoLocked(name, existing->second);
+    }
+    if (!replace) {
+      return absl::AlreadyExistsError(fmt::format(
+          "deployment '{}' exists with a different config; `loadstar update {} --config FILE` "
+          "(or deploy --replace) rolls it to the new one, or give this one another name:",
+          name, name));
+    }
   }
   Deployment d;
   d.config = config;
   d.yaml = DeploymentConfigToYaml(config);
-  d.created_ms = options_.clock->NowMillis();
+  d.digest = ConfigDigest(d.yaml);
+  d.created_ms = existing != deployments_.end() ? existing->second.created_ms
+                                                 : options_.clock->NowMillis();
   // Fail fast on what can never work: an unknown model or a placement no worker can take.
   PlacementRequest request = PlacementRequestLocked(name, d);
   bool any_alive = false;
   for (const auto& [id, w] : workers_.entries()) any_alive |= !w.lost;
   if (any_alive) {
     if (request.checkpoint_bytes == 0) {
-      return absl::NotFoundError(
-          fmt::format("model '{}' is not in the store of any registered worker", name));
+      return absl::NotFoundError(fmt::format(
+          "model '{}' is not in the store of any registered worker", config.model));
     }
     Placement p = options_.policy->Place(SnapshotLocked(), request);
     if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) return p.reason;
   }
   Persist(options_.state->PutDeployment({name, d.yaml, d.created_ms}));
+  const bool updated = existing != deployments_.end();
+  if (updated) {
+    // Keep what the running deployment knows about demand and errors.
+    d.waiting = existing->second.waiting;
+    d.error_seq = existing->second.error_seq;
+    spdlog::info("updating {}: rolling its instances to the new config", name);
+  }
   auto& stored = deployments_[name] = std::move(d);
   v1::DeploymentEvent e;
   e.set_deployment(name);
-  e.set_state("deployed");
+  e.set_state(updated ? "updated" : "deployed");
   events_.emplace_back(next_event_seq_++, e);
   ReconcileLocked(name);
   changed_.SignalAll();
@@ -216,10 +233,19 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
     Deployment& d = it->second;
     // The least-leased ready instance, if it is under the concurrency target, or if the
     // deployment is at max_instances with nothing still loading (no better one is coming).
+    // During a rolling update an outdated instance serves only until a current one is
+    // ready, so consumers never wait for the roll.
     Instance* best = nullptr;
+    Instance* best_outdated = nullptr;
     uint32_t alive = 0, loading = 0;
     for (auto& [id, inst] : instances_) {
       if (inst.deployment != name || inst.state == "unloading") continue;
+      if (inst.config_digest != d.digest) {
+        if (inst.state == "ready" && (best_outdated == nullptr || inst.leases < best_outdated->leases)) {
+          best_outdated = &inst;
+        }
+        continue;
+      }
       ++alive;
       if (inst.state != "ready") {
         ++loading;
@@ -227,7 +253,12 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
       }
       if (best == nullptr || inst.leases < best->leases) best = &inst;
     }
+
     bool saturated = loading == 0 && alive >= d.config.auto_scaling.max_instances;
+    if (best == nullptr && best_outdated != nullptr) {
+      best = best_outdated;
+      saturated = true;
+    }
     if (best != nullptr && (best->leases < d.config.auto_scaling.target || saturated)) {
       LeaseRecord lease =
           leases_.Create(name, best->id, ttl_seconds, options_.clock->NowMillis());
@@ -245,9 +276,20 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
     }
     int64_t now = options_.clock->NowMillis();
     if (now >= deadline_ms) {
+      // Say where it stands: each instance's state and progress, or why none was placed.
+      std::string where;
+      for (const auto& [id, inst] : instances_) {
+        if (inst.deployment != name || inst.state == "unloading") continue;
+        where += where.empty() ? "" : "; ";
+        where += fmt::format("instance {} {} on {}", id, inst.state, inst.worker_id);
+        if (inst.state == "loading" && inst.bytes_total > 0) {
+          where += fmt::format(" at {:.0f}%", 100.0 * inst.bytes_done / inst.bytes_total);
+        }
+      }
+      if (!d.message.empty()) where += (where.empty() ? "" : "; ") + d.message;
       return absl::DeadlineExceededError(fmt::format(
           "no instance of '{}' became ready in time{}", name,
-          d.message.empty() ? "" : " (" + d.message + ")"));
+          where.empty() ? "" : " (" + where + ")"));
     }
     ++d.waiting;
     ReconcileLocked(name);  // cold start now rather than at the next tick
@@ -349,6 +391,14 @@ v1::Instance Controller::InstanceProtoLocked(const Instance& inst) {
   p.set_bytes_done(inst.bytes_done);
   p.set_bytes_total(inst.bytes_total);
   p.set_leases(inst.leases);
+  auto d = deployments_.find(inst.deployment);
+  p.set_outdated(d != deployments_.end() && d->second.digest != inst.config_digest);
+  if (d != deployments_.end()) {
+    const quant::QuantConfig& q = d->second.config.quantization;
+    p.set_quantization(q.type == quant::QuantType::kNone ? "none" : q.VariantKey());
+  }
+  p.set_source(inst.source);
+  p.set_device_bytes(inst.bytes_per_device * inst.devices.size());
   return p;
 }
 

@@ -58,7 +58,13 @@ class Controller {
   static absl::StatusOr<std::unique_ptr<Controller>> Create(ControllerOptions options);
   ~Controller();  // stops the loop, cancels in-flight worker calls, joins their threads
 
-  absl::StatusOr<loadstar::v1::Deployment> Deploy(const std::string& config_yaml);
+  // Creates the deployment named by the config (`name:`, default the model). The same
+  // config again is a no-op. A different config for an existing name is ALREADY_EXISTS,
+  // unless `replace`: then its instances are rolled to the new config (new ones loaded
+  // before old ones go, never below min_instances while capacity allows; leased old
+  // instances stay until their leases end).
+  absl::StatusOr<loadstar::v1::Deployment> Deploy(const std::string& config_yaml,
+                                                  bool replace = false);
   absl::Status Delete(const std::string& name);
   absl::StatusOr<loadstar::v1::Deployment> GetDeployment(const std::string& name);
   std::vector<loadstar::v1::Deployment> ListDeployments();
@@ -107,6 +113,8 @@ class Controller {
     bool recovered = false;  // restored from the state store; no load call of ours is running
     // Its deployment was deleted while it was leased: unloaded when the last lease ends.
     bool draining = false;
+    std::string config_digest;  // ConfigDigest of the config it was loaded with
+    std::string source;         // as the worker reported it when ready
     std::shared_ptr<CallCanceller> canceller = std::make_shared<CallCanceller>();
   };
   struct Deployment {
@@ -115,6 +123,8 @@ class Controller {
     int64_t created_ms = 0;
     uint32_t waiting = 0;  // Acquire calls waiting for an instance
     uint32_t desired = 0;
+    std::string digest;    // ConfigDigest(yaml): instances with another one are outdated
+    bool placement_blocked = false;  // the last placement had to wait for memory
     std::string message;   // why it is not progressing
     absl::Status last_error;        // of the last failed load or placement
     uint64_t error_seq = 0;         // bumped with last_error
@@ -133,6 +143,12 @@ class Controller {
   void StartLoadLocked(const std::string& name, Deployment& d, const Placement& placement,
                        uint64_t bytes_per_device) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StopInstanceLocked(Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unloads an instance nobody needs any more and forgets it (scale-down, rolled away).
+  void RetireInstanceLocked(const std::string& id, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replaced outdated instances of a rolling update, as min_instances and leases allow.
+  void RollLocked(const std::string& name, Deployment& d, uint32_t current_ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveInstanceLocked(const std::string& id, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReconcileWorkerLocked(const loadstar::v1::WorkerInfo& info)

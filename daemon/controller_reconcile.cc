@@ -63,6 +63,7 @@ absl::Status Controller::Recover() {
     Deployment& d = deployments_[r.name];
     d.config = *config;
     d.yaml = r.config_yaml;
+    d.digest = ConfigDigest(d.yaml);
     d.created_ms = r.created_unix_ms;
   }
   for (const InstanceRecord& r : snap->instances) {
@@ -83,6 +84,10 @@ absl::Status Controller::Recover() {
     inst.ready_since_ms = now;
     inst.bytes_per_device = r.bytes_per_device;
     inst.recovered = true;
+    // Records written before rolling updates carry no digest: the current config's.
+    auto dit = deployments_.find(r.deployment);
+    inst.config_digest = !r.config_digest.empty() ? r.config_digest
+                         : dit != deployments_.end() ? dit->second.digest : "";
     for (absl::string_view s : absl::StrSplit(r.devices, ',', absl::SkipEmpty())) {
       uint32_t index = static_cast<uint32_t>(std::stoul(std::string(s)));
       inst.devices.push_back(index);
@@ -130,8 +135,10 @@ void Controller::Tick() {
       if (inst.worker_id == worker_id) ids.push_back(id);
     }
     for (const std::string& id : ids) {
-      instances_.at(id).canceller->Cancel();
-      RemoveInstanceLocked(id, fmt::format("worker {} was lost", worker_id));
+      Instance& inst = instances_.at(id);
+      inst.canceller->Cancel();
+      RemoveInstanceLocked(id, fmt::format("worker {} lost {}; rescheduling", worker_id,
+                                           inst.state == "ready" ? "with it" : "during load"));
     }
   }
   for (const LeaseRecord& lease : leases_.Expire(now)) {
@@ -149,38 +156,49 @@ void Controller::ReconcileLocked(const std::string& name) {
   if (dit == deployments_.end() || stopping_) return;
   Deployment& d = dit->second;
   int64_t now = options_.clock->NowMillis();
-  std::vector<InstanceLoad> loads;
+  std::vector<InstanceLoad> loads;  // on the current config
+  uint32_t outdated = 0, outdated_leases = 0, current_ready = 0;
   for (const auto& [id, inst] : instances_) {
     if (inst.deployment != name || inst.state == "unloading") continue;
+    if (inst.config_digest != d.digest) {
+      ++outdated;
+      outdated_leases += inst.leases;
+      continue;
+    }
     loads.push_back({id, inst.state == "ready", inst.leases, inst.idle_since_ms});
+    current_ready += inst.state == "ready";
   }
-  ScalingDecision decision = DecideScaling(d.config.auto_scaling, loads, d.waiting, now);
-  d.desired = decision.desired;
-  if (decision.start == 0 && loads.size() >= d.desired) d.message.clear();
-  if (!decision.stop.empty()) {
-    auto it = instances_.find(decision.stop);
+  // The consumers of outdated instances are demand on the new config too.
+  ScalingDecision decision =
+      DecideScaling(d.config.auto_scaling, loads, d.waiting + outdated_leases, now);
+  // A rolling update replaces outdated instances one for one, up to max_instances.
+  uint32_t want = std::max(decision.desired,
+                           std::min(outdated, d.config.auto_scaling.max_instances));
+  uint32_t start = want > loads.size() ? want - static_cast<uint32_t>(loads.size()) : 0;
+  d.desired = want;
+  if (start == 0 && loads.size() >= d.desired) d.message.clear();
+  if (!decision.stop.empty() && start == 0) {
     spdlog::info("scaling {} down: instance {} idle for {} s", name, decision.stop,
                  d.config.auto_scaling.keep_alive);
-    StopInstanceLocked(it->second);
-    it->second.state = "unloading";
-    EventLocked(it->second, "idle past keep_alive");
-    Persist(options_.state->DeleteInstance(decision.stop));
-    instances_.erase(it);
-    changed_.SignalAll();
+    RetireInstanceLocked(decision.stop, "idle past keep_alive");
   }
-  if (decision.start == 0 || now < d.retry_after_ms) return;
+  if (outdated > 0) RollLocked(name, d, current_ready);
+  if (start == 0 || now < d.retry_after_ms) return;
   ClusterSnapshot cluster = SnapshotLocked();
   PlacementRequest request = PlacementRequestLocked(name, d);
-  for (uint32_t i = 0; i < decision.start; ++i) {
+  for (uint32_t i = 0; i < start; ++i) {
     Placement p;
     if (request.checkpoint_bytes == 0) {
       p.reason = cluster.workers.empty()
-                     ? absl::UnavailableError("no worker is registered")
+                     ? absl::UnavailableError(workers_.entries().empty()
+                                                  ? "no worker is registered"
+                                                  : "no worker is alive (every registered one is lost)")
                      : absl::NotFoundError(fmt::format(
                            "model '{}' is not in the store of any registered worker", name));
     } else {
       p = options_.policy->Place(cluster, request);
     }
+    d.placement_blocked = p.kind == Placement::Kind::kRetryLater;
     if (p.kind != Placement::Kind::kPlaced) {
       if (d.message != p.reason.message()) {
         spdlog::warn("cannot place {}: {}", name, std::string(p.reason.message()));
@@ -200,6 +218,7 @@ void Controller::ReconcileLocked(const std::string& name) {
       if (w.worker_id != p.worker_id) continue;
       for (uint32_t dev : p.devices) w.devices[dev].free_bytes -= per_device;
       w.queue_wait_seconds += p.estimated_seconds;
+      ++w.replicas[name];
     }
   }
 }
@@ -234,6 +253,7 @@ ClusterSnapshot Controller::SnapshotLocked() {
       ds.free_bytes -= std::min(ds.free_bytes, inst.bytes_per_device);
     }
     if (inst.state == "ready") w.resident.insert(inst.deployment);
+    if (inst.state != "unloading") ++w.replicas[inst.deployment];
     if (inst.state == "loading" && inst.bytes_total > inst.bytes_done) {
       w.queue_wait_seconds += static_cast<double>(inst.bytes_total - inst.bytes_done) /
                               std::min(w.disk_bandwidth, w.copy_bandwidth);
@@ -249,6 +269,8 @@ PlacementRequest Controller::PlacementRequestLocked(const std::string& name, con
   r.variant = VariantKey(d.config.quantization);
   r.num_gpus = d.config.num_gpus;
   r.allowed_workers = d.config.placement.memory_pool;
+  r.local_disk = d.config.placement.local_disk;
+  r.spread_required = d.config.placement.spread == "required";
   for (const auto& [id, entry] : workers_.entries()) {
     if (entry.lost) continue;
     for (const v1::StoredModel& m : entry.info.models()) {
@@ -272,6 +294,7 @@ void Controller::StartLoadLocked(const std::string& name, Deployment& d, const P
   inst.devices = p.devices;
   for (uint32_t dev : p.devices) inst.device_names.push_back(w->info.devices(dev).name());
   inst.bytes_per_device = bytes_per_device;
+  inst.config_digest = d.digest;
   v1::LoadInstanceRequest request;
   request.set_instance_id(inst.id);
   request.set_deployment(name);
@@ -311,6 +334,7 @@ void Controller::RunLoad(std::string instance_id, std::string address,
   int64_t now = options_.clock->NowMillis();
   if (result.ok()) {
     inst.state = "ready";
+    inst.source = result->source();
     inst.load_seconds = result->load_seconds();
     inst.bytes_done = inst.bytes_total = std::max(inst.bytes_total, result->bytes());
     inst.ready_since_ms = inst.idle_since_ms = now;
@@ -324,6 +348,10 @@ void Controller::RunLoad(std::string instance_id, std::string address,
   absl::Status status(result.status().code(),
                       fmt::format("loading '{}' on worker {}: {}", inst.deployment,
                                   inst.worker_id, std::string(result.status().message())));
+  if (absl::IsUnavailable(result.status()) || absl::IsCancelled(result.status())) {
+    status = absl::UnavailableError(
+        fmt::format("worker {} lost during load; rescheduling", inst.worker_id));
+  }
   spdlog::warn("{}", std::string(status.message()));
   if (absl::IsUnavailable(status)) workers_.MarkSuspect(inst.worker_id);
   auto dit = deployments_.find(inst.deployment);
@@ -344,6 +372,51 @@ void Controller::StopInstanceLocked(Instance& inst) {
   tasks_.Spawn([this, worker = inst.worker_id, address = w->info.address(), id = inst.id] {
     RunUnload(worker, address, id);
   });
+}
+
+void Controller::RetireInstanceLocked(const std::string& id, const std::string& why) {
+  auto it = instances_.find(id);
+  if (it == instances_.end()) return;
+  StopInstanceLocked(it->second);
+  it->second.state = "unloading";
+  EventLocked(it->second, why);
+  Persist(options_.state->DeleteInstance(id));
+  instances_.erase(it);
+  changed_.SignalAll();
+}
+
+void Controller::RollLocked(const std::string& name, Deployment& d, uint32_t current_ready) {
+  std::vector<std::string> loading, idle;
+  uint32_t outdated_ready = 0;
+  for (const auto& [id, inst] : instances_) {
+    if (inst.deployment != name || inst.state == "unloading" ||
+        inst.config_digest == d.digest) {
+      continue;
+    }
+    if (inst.state != "ready") {
+      loading.push_back(id);  // still loading the replaced config: not worth finishing
+      continue;
+    }
+    ++outdated_ready;
+    if (inst.leases == 0) idle.push_back(id);  // leased ones stay until released
+  }
+  for (const std::string& id : loading) RetireInstanceLocked(id, "replaced by an update");
+  bool current_loading = false;
+  for (const auto& [id, inst] : instances_) {
+    current_loading |= inst.deployment == name && inst.config_digest == d.digest &&
+                       inst.state != "ready" && inst.state != "unloading";
+  }
+  const uint32_t min = d.config.auto_scaling.min_instances;
+  for (const std::string& id : idle) {
+    // Keep min_instances ready across old and new, unless the old ones hold the memory
+    // the new ones wait for (then capacity does not allow it).
+    bool keeps_min = current_ready + outdated_ready - 1 >= min;
+    bool frees_capacity = d.placement_blocked && !current_loading;
+    if (!keeps_min && !frees_capacity) break;
+    RetireInstanceLocked(id, "replaced by an update");
+    --outdated_ready;
+    if (!keeps_min) break;  // one at a time, so the freed memory goes to a new instance
+  }
 }
 
 void Controller::RunUnload(std::string worker_id, std::string address, std::string instance_id) {
@@ -426,7 +499,7 @@ void Controller::EventLocked(const Instance& inst, const std::string& message) {
 void Controller::PersistInstanceLocked(const Instance& inst) {
   Persist(options_.state->PutInstance({inst.id, inst.deployment, inst.worker_id, inst.state,
                                        inst.idle_since_ms, absl::StrJoin(inst.devices, ","),
-                                       inst.bytes_per_device}));
+                                       inst.bytes_per_device, inst.config_digest}));
 }
 
 }  // namespace loadstar::daemon

@@ -14,7 +14,7 @@ constexpr int64_t kDefaultAcquireWaitMs = 300'000;
 grpc::Status ControllerService::Deploy(grpc::ServerContext* ctx, const v1::DeployRequest* req,
                                        v1::DeployResponse* resp) {
   RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
-  auto d = controller_->Deploy(req->config_yaml());
+  auto d = controller_->Deploy(req->config_yaml(), req->replace());
   if (!d.ok()) return ToGrpc(d.status());
   *resp->mutable_deployment() = *d;
   return grpc::Status::OK;

@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "daemon/yaml_fields.h"
 #include "store/names.h"
+#include <xxhash.h>
 
 namespace loadstar::daemon {
 namespace {
@@ -107,6 +108,10 @@ absl::Status ParseAutoScaling(const YAML::Node& node, AutoScalingConfig* a) {
 
 }  // namespace
 
+std::string ConfigDigest(std::string_view normalized_yaml) {
+  return fmt::format("{:016x}", XXH3_64bits(normalized_yaml.data(), normalized_yaml.size()));
+}
+
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key) {
   static const std::regex kSize(R"(^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$)",
                                 std::regex::icase);
@@ -138,6 +143,13 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
     return Invalid("model", fmt::format("'{}' is not a valid store name ({})", c.model,
                                         std::string(s.message())));
   }
+  RETURN_IF_ERROR(m.GetString("name", &c.name));
+  if (c.name.empty()) c.name = c.model;
+  // Deployment names follow the store's naming rule, so they are safe in paths and URLs.
+  if (absl::Status s = store::ValidateModelName(c.name); !s.ok()) {
+    return Invalid("name", fmt::format("'{}' is not a valid deployment name ({})", c.name,
+                                       std::string(s.message())));
+  }
   RETURN_IF_ERROR(m.GetUint("num_gpus", &c.num_gpus));
   if (c.num_gpus == 0) return Invalid("num_gpus", "0 must be at least 1");
   bool has_quant_config = false;
@@ -158,6 +170,12 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
     ASSIGN_OR_RETURN(YamlMap p, YamlMap::Open(m.Node("placement_config"), "placement_config"));
     RETURN_IF_ERROR(p.GetStringList("local_disk", &c.placement.local_disk));
     RETURN_IF_ERROR(p.GetStringList("memory_pool", &c.placement.memory_pool));
+    RETURN_IF_ERROR(p.GetString("spread", &c.placement.spread));
+    if (c.placement.spread.empty()) c.placement.spread = "preferred";
+    if (c.placement.spread != "preferred" && c.placement.spread != "required") {
+      return Invalid("placement_config.spread",
+                     fmt::format("'{}' is not preferred or required", c.placement.spread));
+    }
     RETURN_IF_ERROR(p.Finish());
   }
   RETURN_IF_ERROR(m.Finish());
@@ -183,6 +201,7 @@ bool SameDeploymentConfig(const DeploymentConfig& a, const DeploymentConfig& b) 
 std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << c.name;
   out << YAML::Key << "model" << YAML::Value << c.model;
   out << YAML::Key << "num_gpus" << YAML::Value << c.num_gpus;
   out << YAML::Key << "backend_config" << YAML::Value << YAML::BeginMap;
@@ -214,6 +233,7 @@ std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
   out << YAML::Key << "placement_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "local_disk" << YAML::Value << c.placement.local_disk;
   out << YAML::Key << "memory_pool" << YAML::Value << c.placement.memory_pool;
+  out << YAML::Key << "spread" << YAML::Value << c.placement.spread;
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -26,14 +26,21 @@ struct AutoScalingConfig {
 };
 
 struct PlacementConfig {
-  std::vector<std::string> local_disk;   // workers holding the model on disk (hint)
+  // Workers whose local store may be read for the model; a worker not listed can still
+  // host an instance from its host cache. Empty: any.
+  std::vector<std::string> local_disk;
   std::vector<std::string> memory_pool;  // workers allowed to host instances; empty: any
+  // Replicas over workers: "preferred" (a worker with fewer replicas of this deployment
+  // wins) or "required" (never two on one worker).
+  std::string spread = "preferred";
 
   bool operator==(const PlacementConfig&) const = default;
 };
 
 struct DeploymentConfig {
-  std::string model;  // store name; also the deployment's name
+  std::string name;   // the deployment's name; default: the model's (one model may be
+                      // deployed under several names with different configs)
+  std::string model;  // store name
   uint32_t num_gpus = 1;
   std::string torch_dtype;           // empty: keep the checkpoint's dtypes
   std::string device_map = "auto";   // auto | tensor_parallel | "custom" (see layer_map)
@@ -54,6 +61,10 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml);
 
 // Normalized YAML; parsing it gives the same config.
 std::string DeploymentConfigToYaml(const DeploymentConfig& config);
+
+// A short digest of a normalized config (DeploymentConfigToYaml): what an instance records
+// of the config it was loaded with, so an update can tell old instances from new.
+std::string ConfigDigest(std::string_view normalized_yaml);
 
 // "20GiB", "512MB", "1024" -> bytes. `key` names the field in the error.
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key);

@@ -47,6 +47,9 @@ class LoadedInstance {
   // against the handle's size by the caller).
   virtual absl::Status ReadTensor(const std::string& name, uint64_t offset, uint64_t n,
                                   char* dst) const = 0;
+  // Where the weights came from: "artifact" (a stored quantized variant) or "checkpoint"
+  // (the checkpoint, quantized while loading when the deployment quantizes).
+  virtual std::string source() const = 0;
 };
 
 class InstanceLoader {

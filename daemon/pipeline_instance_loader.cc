@@ -61,8 +61,11 @@ void FillQuantState(const std::string& info, v1::QuantState* q) {
 
 class PipelineLoadedInstance : public LoadedInstance {
  public:
-  PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model, v1::LoadSpec spec)
-      : model_(std::move(model)), spec_(std::move(spec)) {}
+  PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model, v1::LoadSpec spec,
+                         std::string source)
+      : model_(std::move(model)), spec_(std::move(spec)), source_(std::move(source)) {}
+
+  std::string source() const override { return source_; }
 
   const v1::LoadSpec& spec() const { return spec_; }
 
@@ -121,6 +124,7 @@ class PipelineLoadedInstance : public LoadedInstance {
  private:
   std::unique_ptr<loader::LoadedModel> model_;
   const v1::LoadSpec spec_;
+  const std::string source_;
 };
 
 }  // namespace
@@ -257,7 +261,8 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                                                      static_cast<uint32_t>(p.tensors),
                                                      static_cast<uint32_t>(p.total_tensors)});
                                          }));
-  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec);
+  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec,
+                                                  loaded.source);
 }
 
 absl::StatusOr<std::vector<v1::ModelFile>> PipelineInstanceLoader::ModelFiles(

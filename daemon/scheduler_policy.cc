@@ -54,8 +54,10 @@ double LoadTimePolicy::EstimateSeconds(const WorkerSnapshot& w, const PlacementR
   if (w.models_in_host_cache.contains(r.model)) {
     consider(static_cast<double>(r.checkpoint_bytes) / w.copy_bandwidth + quantize);
   }
-  if (has_variant) consider(loaded / std::min(w.disk_bandwidth, w.copy_bandwidth));
-  if (w.models_on_disk.contains(r.model)) {
+  bool disk_allowed = r.local_disk.empty() || std::find(r.local_disk.begin(), r.local_disk.end(),
+                                                        w.worker_id) != r.local_disk.end();
+  if (has_variant && disk_allowed) consider(loaded / std::min(w.disk_bandwidth, w.copy_bandwidth));
+  if (disk_allowed && w.models_on_disk.contains(r.model)) {
     // Quantizing overlaps the read (SPEC §5), so the slower of the two bounds the load.
     double read = static_cast<double>(r.checkpoint_bytes) /
                   std::min(w.disk_bandwidth, w.copy_bandwidth);
@@ -71,8 +73,9 @@ Placement LoadTimePolicy::Place(const ClusterSnapshot& cluster, const PlacementR
     return best;
   }
   uint64_t per_device = (r.loaded_bytes + r.num_gpus - 1) / std::max<uint32_t>(r.num_gpus, 1);
-  bool any_allowed = false, any_has_model = false, any_fits_idle = false;
+  bool any_allowed = false, any_has_model = false, any_fits_idle = false, any_unspread = false;
   double best_seconds = std::numeric_limits<double>::infinity();
+  uint32_t best_replicas = std::numeric_limits<uint32_t>::max();
   std::vector<uint32_t> devices;
   for (const WorkerSnapshot& w : cluster.workers) {
     if (!r.allowed_workers.empty() &&
@@ -86,8 +89,14 @@ Placement LoadTimePolicy::Place(const ClusterSnapshot& cluster, const PlacementR
     any_has_model = true;
     if (!PickDevices(w.devices, r.num_gpus, per_device, /*use_total=*/true, nullptr)) continue;
     any_fits_idle = true;
-    if (seconds >= best_seconds) continue;
+    auto held = w.replicas.find(r.deployment);
+    uint32_t replicas = held == w.replicas.end() ? 0 : held->second;
+    if (r.spread_required && replicas > 0) continue;
+    any_unspread = true;
+    // Fewer replicas of this deployment first (anti-affinity), then the faster load.
+    if (replicas > best_replicas || (replicas == best_replicas && seconds >= best_seconds)) continue;
     if (!PickDevices(w.devices, r.num_gpus, per_device, /*use_total=*/false, &devices)) continue;
+    best_replicas = replicas;
     best_seconds = seconds;
     best.kind = Placement::Kind::kPlaced;
     best.worker_id = w.worker_id;
@@ -99,8 +108,14 @@ Placement LoadTimePolicy::Place(const ClusterSnapshot& cluster, const PlacementR
     best.reason = absl::FailedPreconditionError(fmt::format(
         "no registered worker is in placement_config.memory_pool of '{}'", r.deployment));
   } else if (!any_has_model) {
-    best.reason = absl::FailedPreconditionError(
-        fmt::format("no eligible worker holds model '{}' in its store", r.model));
+    best.reason = absl::FailedPreconditionError(fmt::format(
+        "no eligible worker holds model '{}' in its store{}", r.model,
+        r.local_disk.empty() ? "" : " (placement_config.local_disk limits which stores are read)"));
+  } else if (any_fits_idle && !any_unspread) {
+    best.kind = Placement::Kind::kRetryLater;
+    best.reason = absl::ResourceExhaustedError(fmt::format(
+        "'{}' has placement_config.spread: required and every eligible worker already holds "
+        "one of its replicas; add a worker or lower max_instances", r.deployment));
   } else if (!any_fits_idle) {
     best.reason = absl::ResourceExhaustedError(fmt::format(
         "'{}' needs {} devices with {} bytes each; no eligible worker has them", r.deployment,

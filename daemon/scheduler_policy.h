@@ -6,14 +6,19 @@
 //   queue wait + bytes / bandwidth of the fastest tier holding the model
 //   (resident replica -> device copy; host cache -> copy; local disk -> disk)
 //   + quantization time (unless a quantized artifact is stored),
-// and picks the minimum among workers whose devices fit. The result tells "placed" from
-// "retry later" (fits an idle cluster, not the current one) from "infeasible" (never fits).
+// and picks the minimum among workers whose devices fit. Replicas of one deployment spread
+// over workers: a worker holding fewer of them always wins over one holding more (so one
+// worker's loss never takes every replica down), and the estimate decides among equals;
+// with `spread: required` a worker that already holds one is not a candidate at all. The
+// result tells "placed" from "retry later" (fits an idle cluster, not the current one)
+// from "infeasible" (never fits).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 
@@ -36,6 +41,8 @@ struct WorkerSnapshot {
   absl::flat_hash_set<std::string> variants_on_disk;   // "model@variant" (quantized artifacts)
   absl::flat_hash_set<std::string> models_in_host_cache;
   absl::flat_hash_set<std::string> resident;           // deployment names with a ready instance
+  // Instances per deployment on this worker, placed, loading or ready.
+  absl::flat_hash_map<std::string, uint32_t> replicas;
 };
 
 struct ClusterSnapshot {
@@ -50,6 +57,10 @@ struct PlacementRequest {
   uint64_t loaded_bytes = 0;      // bytes on devices after quantization
   uint32_t num_gpus = 1;
   std::vector<std::string> allowed_workers;  // placement_config.memory_pool; empty: any
+  // placement_config.local_disk: workers whose store may be read for the model; others
+  // can still host it from their host cache or a resident replica. Empty: any.
+  std::vector<std::string> local_disk;
+  bool spread_required = false;  // placement_config.spread: required
 };
 
 struct Placement {

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS deployments(name TEXT PRIMARY KEY, config_yaml TEXT N
   created_unix_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS instances(instance_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
   worker_id TEXT NOT NULL, state TEXT NOT NULL, idle_since_unix_ms INTEGER NOT NULL,
-  devices TEXT NOT NULL, bytes_per_device INTEGER NOT NULL);
+  devices TEXT NOT NULL, bytes_per_device INTEGER NOT NULL,
+  config_digest TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS leases(lease_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
   instance_id TEXT NOT NULL, expires_unix_ms INTEGER NOT NULL, ttl_seconds REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS workers(worker_id TEXT PRIMARY KEY, address TEXT NOT NULL,
@@ -64,6 +65,17 @@ class SqliteStateStore : public StateStore {
         absl::Status s = ExecLocked(sql);
         if (!s.ok()) return s;
       }
+      // Databases written before rolling updates lack the column: add it (an instance
+      // without a digest counts as loaded with its deployment's current config).
+      bool has_digest = false;
+      absl::Status s = Query("PRAGMA table_info(instances)", [&](sqlite3_stmt* st) {
+        has_digest |= Text(st, 1) == "config_digest";
+      });
+      if (!s.ok()) return s;
+      if (!has_digest) {
+        s = ExecLocked("ALTER TABLE instances ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';");
+        if (!s.ok()) return s;
+      }
     }
     checkpointer_ = std::thread([this] { CheckpointLoop(); });
     return absl::OkStatus();
@@ -90,9 +102,9 @@ class SqliteStateStore : public StateStore {
     return ExecLocked("COMMIT");
   }
   absl::Status PutInstance(const InstanceRecord& r) override {
-    return Run("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?,?,?)",
+    return Run("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?,?,?,?)",
                {r.instance_id, r.deployment, r.worker_id, r.state, r.idle_since_unix_ms,
-                r.devices, static_cast<int64_t>(r.bytes_per_device)});
+                r.devices, static_cast<int64_t>(r.bytes_per_device), r.config_digest});
   }
   absl::Status DeleteInstance(const std::string& id) override {
     absl::MutexLock lock(&mu_);
@@ -131,7 +143,8 @@ class SqliteStateStore : public StateStore {
       s = Query("SELECT * FROM instances ORDER BY instance_id", [&](sqlite3_stmt* st) {
         snap.instances.push_back({Text(st, 0), Text(st, 1), Text(st, 2), Text(st, 3),
                                   sqlite3_column_int64(st, 4), Text(st, 5),
-                                  static_cast<uint64_t>(sqlite3_column_int64(st, 6))});
+                                  static_cast<uint64_t>(sqlite3_column_int64(st, 6)),
+                                  Text(st, 7)});
       });
     }
     if (s.ok()) {

@@ -34,6 +34,8 @@ struct InstanceRecord {
   int64_t idle_since_unix_ms = 0;
   std::string devices;  // device indices on the worker, "0,1"
   uint64_t bytes_per_device = 0;
+  // ConfigDigest of the deployment config it was loaded with (an update makes it outdated).
+  std::string config_digest;
   bool operator==(const InstanceRecord&) const = default;
 };
 

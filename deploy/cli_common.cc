@@ -1,13 +1,17 @@
 #include "deploy/cli_common.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <algorithm>
 
 #include "absl/strings/str_format.h"
-#include "google/protobuf/util/json_util.h"
+#include "absl/strings/escaping.h"
+#include "google/protobuf/message.h"
 
 namespace loadstar::cli {
 namespace {
@@ -30,6 +34,46 @@ void Run(const std::function<absl::Status()>& body) {
 }
 
 int ExitCode() { return g_exit_code; }
+
+namespace {
+// Written before the handler is installed; the handler only reads it (async-signal-safe).
+char g_interrupt_line[1024];
+size_t g_interrupt_length = 0;
+
+void OnInterrupt(int) {
+  (void)!::write(2, g_interrupt_line, g_interrupt_length);
+  ::_exit(130);
+}
+}  // namespace
+
+void SayOnInterrupt(const std::string& message) {
+  struct sigaction sa {};
+  if (message.empty()) {
+    sa.sa_handler = SIG_DFL;
+  } else {
+    std::string line = "\nloadstar: interrupted; " + message + "\n";
+    g_interrupt_length = std::min(line.size(), sizeof(g_interrupt_line));
+    std::memcpy(g_interrupt_line, line.data(), g_interrupt_length);
+    sa.sa_handler = OnInterrupt;
+  }
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+namespace {
+CLI::Validator NumberCheck(bool zero_allowed) {
+  return CLI::Validator(
+      [zero_allowed](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not a number";
+        if (v > 0 || (zero_allowed && v == 0)) return "";
+        return std::string(zero_allowed ? "must be >= 0" : "must be > 0") + ", not " + text;
+      },
+      zero_allowed ? "NUMBER >= 0" : "NUMBER > 0");
+}
+}  // namespace
+
+const CLI::Validator kPositive = NumberCheck(false);
+const CLI::Validator kNonNegative = NumberCheck(true);
 
 void AddOutputFlag(CLI::App* cmd, std::string* format) {
   cmd->add_option("-o,--output", *format, "output format")
@@ -95,14 +139,62 @@ void Progress::Finish() {
   if (!quiet_ && tty_ && last_print_us_ != 0) std::fputc('\n', stderr);
 }
 
-std::string ProtoToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+namespace {
+
+namespace pb = google::protobuf;
+
+nlohmann::json FieldValue(const pb::Message& m, const pb::FieldDescriptor* f, int index) {
+  const pb::Reflection* r = m.GetReflection();
+  const bool rep = index >= 0;
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f);
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f);
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f);
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f);
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f);
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f);
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      return (rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f))->name();
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      std::string v = rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f);
+      // Bytes (a CUDA IPC handle) as base64, as protobuf's own JSON mapping writes them.
+      return f->type() == pb::FieldDescriptor::TYPE_BYTES ? absl::Base64Escape(v) : v;
+    }
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      return ProtoToJsonValue(rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f));
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+nlohmann::json ProtoToJsonValue(const google::protobuf::Message& m) {
+  nlohmann::json out = nlohmann::json::object();
+  const pb::Descriptor* d = m.GetDescriptor();
+  const pb::Reflection* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->is_repeated()) {
+      nlohmann::json items = nlohmann::json::array();
+      for (int k = 0; k < r->FieldSize(m, f); ++k) items.push_back(FieldValue(m, f, k));
+      out[f->name()] = std::move(items);
+    } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !r->HasField(m, f)) {
+      out[f->name()] = nullptr;  // an absent sub-message (a tensor that is not quantized)
+    } else {
+      out[f->name()] = FieldValue(m, f, -1);
+    }
+  }
   return out;
 }
+
+std::string ProtoToJson(const google::protobuf::Message& m) { return ProtoToJsonValue(m).dump(2); }
 
 }  // namespace loadstar::cli

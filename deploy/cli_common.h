@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "nlohmann/json.hpp"
 
 namespace google::protobuf {
 class Message;
@@ -21,6 +22,15 @@ namespace loadstar::cli {
 // records exit code 1 (2 for INVALID_ARGUMENT, i.e. bad usage/input).
 void Run(const std::function<absl::Status()>& body);
 int ExitCode();
+
+// While a command waits on work that goes on without it (a deploy's loads, a cold start),
+// Ctrl-C prints "loadstar: interrupted; <message>" (what keeps running and how to stop it)
+// and exits 130. An empty message restores the default handler.
+void SayOnInterrupt(const std::string& message);
+
+// Range checks for numeric flags whose errors read well ("--ttl: must be > 0, not -1").
+extern const CLI::Validator kPositive;
+extern const CLI::Validator kNonNegative;
 
 // Adds `-o, --output text|json` to `cmd`, storing into `format`.
 void AddOutputFlag(CLI::App* cmd, std::string* format);
@@ -47,9 +57,11 @@ class Progress {
   uint64_t last_print_us_ = 0;
 };
 
-// A message as indented JSON with the proto field names, every field printed (zeros,
-// false and empty strings included, so scripts never meet a missing key).
-std::string ProtoToJson(const google::protobuf::Message& m);
+// A message as JSON with the proto field names and every field present (zeros, false, empty
+// strings and lists included, an absent sub-message as null), so scripts never meet a
+// missing key. Every integer, 64-bit ones included, is a JSON number, in every command.
+nlohmann::json ProtoToJsonValue(const google::protobuf::Message& m);
+std::string ProtoToJson(const google::protobuf::Message& m);  // indented
 
 // Human-readable bytes: "1.50 GiB".
 std::string FormatBytes(uint64_t bytes);

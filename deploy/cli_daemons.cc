@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -214,7 +215,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   auto workers = std::make_shared<int>(1);
   CLI::App* up = app.add_subcommand("up", "a local cluster: controller + N workers in one process");
   AddControllerFlags(up, uf.get());
-  up->add_option("--addr", uf->addr, "controller address HOST:PORT (default 127.0.0.1:7070)");
+  up->add_option("--addr", uf->addr,
+                 "controller address HOST:PORT (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
   up->add_option("--workers", *workers, "number of workers (default 1)")->check(CLI::Range(1, 64));
   up->add_option("--devices", uw->devices, "devices per worker (default host:2)");
   up->add_option("--device-memory", uw->device_memory, "memory per host device (default 16GiB)");
@@ -222,6 +224,12 @@ void RegisterDaemonCommands(CLI::App& app) {
   up->add_option("--host-cache-bytes", uw->host_cache_bytes, "host cache per worker");
   up->callback([uf, uw, workers] {
     Run([&]() -> absl::Status {
+      // The address the CLI dials (SPEC §3.1): --addr, else $LOADSTAR_ADDR.
+      if (uf->addr.empty()) {
+        if (const char* env = std::getenv("LOADSTAR_ADDR"); env != nullptr && *env != '\0') {
+          uf->addr = env;
+        }
+      }
       if (uf->state.empty()) {
         uf->state = "sqlite:" + JoinPath(DirName(ResolveStoreDir(uw->store)), "controller.db");
       }

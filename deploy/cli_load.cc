@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "base/status_macros.h"
+#include "daemon/deployment_config.h"
 #include "deploy/cli_common.h"
 #include "deploy/cli_quant.h"
 #include "loader/device.h"
@@ -30,7 +31,7 @@ struct LoadFlags {
   std::string io_engine = "io_uring";
   int threads = 0;
   uint64_t chunk_mib = 4;
-  uint64_t device_memory_gib = 64;
+  std::string device_memory = "64GiB";
   bool cold = false;
   std::string output = "text";
   // --quantization (cli_quant.h): the stored variant when one matches (unless
@@ -55,8 +56,10 @@ absl::Status RunLoad(const LoadFlags& flags) {
   if (quantized && !flags.no_artifact) variant = loader::MatchingVariant(*store, flags.name, qconfig);
   ASSIGN_OR_RETURN(loader::ModelSource source,
                    loader::ModelSourceFromStore(*store, flags.name, variant));
+  ASSIGN_OR_RETURN(uint64_t device_memory,
+                   daemon::ParseByteSize(flags.device_memory, "--device-memory"));
   ASSIGN_OR_RETURN(std::vector<std::unique_ptr<loader::Device>> owned,
-                   loader::CreateDevices(flags.devices, flags.device_memory_gib << 30));
+                   loader::CreateDevices(flags.devices, device_memory));
   std::vector<loader::Device*> devices;
   for (auto& d : owned) devices.push_back(d.get());
 
@@ -151,9 +154,9 @@ void RegisterLoadCommand(CLI::App& app) {
   cmd->add_option("--threads", flags->threads, "loader threads (0: one per core)")
       ->default_val(0);
   cmd->add_option("--chunk-mib", flags->chunk_mib, "read size in MiB")->default_val(4);
-  cmd->add_option("--device-memory-gib", flags->device_memory_gib,
-                  "memory of each host device")
-      ->default_val(64);
+  cmd->add_option("--device-memory", flags->device_memory,
+                  "memory of each host device, e.g. 16GiB (as `worker` and `up` spell it)")
+      ->default_val("64GiB");
   cmd->add_flag("--cold", flags->cold,
                 "drop the model from the page cache first and read with O_DIRECT");
   cmd->add_option("--quantization", flags->quantization,

@@ -7,6 +7,7 @@
 
 #include "base/status_macros.h"
 #include "deploy/cli_common.h"
+#include "deploy/client/client.h"
 #include "deploy/cli_quant.h"
 #include "nlohmann/json.hpp"
 #include "store/quantized_artifact.h"
@@ -15,6 +16,8 @@
 
 namespace loadstar::cli {
 namespace {
+
+namespace v1 = loadstar::v1;
 
 using store::Manifest;
 using store::Store;
@@ -213,20 +216,41 @@ void RegisterVerify(CLI::App& store_cmd) {
   });
 }
 
+// After `store rm`: a deployment of the model keeps its ready instances, but its next
+// load fails. Asks the controller of $LOADSTAR_ADDR briefly; says nothing if none answers.
+void WarnIfDeployed(const std::string& model) {
+  absl::StatusOr<std::unique_ptr<client::Client>> c = client::Client::Connect({.rpc_seconds = 1});
+  if (!c.ok()) return;
+  absl::StatusOr<std::vector<v1::Deployment>> deployments = (*c)->ListDeployments();
+  if (!deployments.ok()) return;
+  std::string names;
+  for (const v1::Deployment& d : *deployments) {
+    if (d.model() == model) names += (names.empty() ? "" : ", ") + d.name();
+  }
+  if (names.empty()) return;
+  std::fprintf(stderr,
+               "warning: %s is deployed (%s at %s); its ready instances keep running, but new "
+               "loads of it will fail (--force hides this)\n",
+               model.c_str(), names.c_str(), (*c)->address().c_str());
+}
+
 void RegisterRemove(CLI::App& store_cmd) {
   struct Flags {
     std::string name;
     std::string store;
+    bool force = false;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = store_cmd.add_subcommand("rm", "remove a model and its variants");
   cmd->add_option("name", flags->name, "store name")->required();
   AddStoreFlag(cmd, &flags->store);
+  cmd->add_flag("--force", flags->force, "no warning when the model is deployed");
   cmd->callback([flags] {
     Run([&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(flags->store));
       RETURN_IF_ERROR(store->Remove(flags->name));
       std::printf("removed %s\n", flags->name.c_str());
+      if (!flags->force) WarnIfDeployed(flags->name);
       return absl::OkStatus();
     });
   });

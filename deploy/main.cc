@@ -1,4 +1,5 @@
 // The one `loadstar` binary: CLI commands and the daemons, as subcommands.
+#include <cstdio>
 #include <string>
 
 #include "base/logging.h"
@@ -23,8 +24,17 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One exit code scheme (0 ok, 1 runtime error, 2 usage error) and one line, as for
+    // every other error.
+    std::fprintf(stderr, "loadstar: %s (see --help)\n", e.what());
+    return 2;
   }
   return loadstar::cli::ExitCode();
 }

@@ -59,15 +59,22 @@ std::optional<std::vector<int>> Pack(const std::vector<Unit>& units, int n,
   return device;
 }
 
-// Tensor-parallel role of a weight, from its name.
+// Tensor-parallel role of a tensor, from its name (SPEC §5). Only layer parameters
+// (`.weight`, `.bias`) of the projections and embeddings split; buffers (BERT's
+// `embeddings.position_ids`), scalars and norms are replicated whatever their names say.
 ShardKind TensorParallelKind(const std::string& name, const std::vector<int64_t>& shape) {
-  bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  const bool is_weight = name.ends_with(".weight");
+  const bool is_bias = name.ends_with(".bias");
+  if ((!is_weight && !is_bias) || shape.empty() ||
+      Contains(name, {"norm", "Norm", "ln_", ".ln"})) {
+    return ShardKind::kWhole;
+  }
   if (IsEmbedding(name) || Contains(name, {"lm_head"})) {
-    return shape.empty() ? ShardKind::kWhole : ShardKind::kRows;
+    return is_weight && shape.size() == 2 ? ShardKind::kRows : ShardKind::kWhole;
   }
   if (Contains(name, {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "fc1",
                       "query", "key", "value", "intermediate.dense", "in_proj"})) {
-    return shape.empty() ? ShardKind::kWhole : ShardKind::kRows;
+    return ShardKind::kRows;
   }
   if (Contains(name, {"o_proj", "down_proj", "fc2", "dense", "out_proj"})) {
     // The bias of a row-parallel layer is added once, after the all-reduce: replicate.

@@ -97,11 +97,16 @@ absl::Status Client::Release(const std::string& lease_id) const {
                "controller at " + address_);
 }
 
-absl::StatusOr<v1::Instance> Client::FindInstance(const std::string& instance_id) const {
+absl::StatusOr<std::vector<v1::Deployment>> Client::ListDeployments() const {
   v1::ListDeploymentsResponse all;
   RETURN_IF_ERROR(Check(controller_->ListDeployments(Context(options_.rpc_seconds).get(), {}, &all),
                         "controller at " + address_));
-  for (const v1::Deployment& d : all.deployments()) {
+  return std::vector<v1::Deployment>(all.deployments().begin(), all.deployments().end());
+}
+
+absl::StatusOr<v1::Instance> Client::FindInstance(const std::string& instance_id) const {
+  ASSIGN_OR_RETURN(std::vector<v1::Deployment> all, ListDeployments());
+  for (const v1::Deployment& d : all) {
     for (const v1::Instance& i : d.instances()) {
       if (i.instance_id() == instance_id) return i;
     }

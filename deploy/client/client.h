@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 #include <map>
 #include <optional>
 
@@ -56,6 +57,7 @@ class Client {
   absl::StatusOr<loadstar::v1::Lease> GetLease(const std::string& lease_id) const;
   absl::StatusOr<loadstar::v1::Lease> RenewLease(const std::string& lease_id) const;
   absl::Status Release(const std::string& lease_id) const;
+  absl::StatusOr<std::vector<loadstar::v1::Deployment>> ListDeployments() const;
   // The instance `instance_id` as the controller lists it (its worker's address).
   absl::StatusOr<loadstar::v1::Instance> FindInstance(const std::string& instance_id) const;
 

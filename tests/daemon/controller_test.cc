@@ -360,5 +360,102 @@ TEST_F(ControllerTest, GetLeaseDoesNotRenew) {
   EXPECT_EQ(c->GetLease(lease->lease_id()).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(ControllerTest, ReplicasSpreadOverWorkers) {
+  auto c = Make();
+  FakeWorkers::Node* w1 = AddWorker(*c, "w1");
+  FakeWorkers::Node* w2 = AddWorker(*c, "w2");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {target: 1, max_instances: 4}\n").ok());
+  std::vector<std::string> leases;
+  for (int i = 0; i < 4; ++i) {
+    auto lease = c->Acquire("m", 30, Deadline());
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    leases.push_back(lease->lease_id());
+  }
+  EXPECT_EQ(w1->manager->Instances().size(), 2u);
+  EXPECT_EQ(w2->manager->Instances().size(), 2u);
+}
+
+TEST_F(ControllerTest, OneModelUnderSeveralNames) {
+  auto c = Make();
+  AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\n").ok());
+  auto nf4 = c->Deploy("name: m-nf4\nmodel: m\nquantization: nf4\n");
+  ASSERT_TRUE(nf4.ok()) << nf4.status();
+  EXPECT_EQ(nf4->name(), "m-nf4");
+  EXPECT_EQ(nf4->model(), "m");
+  auto a = c->Acquire("m", 30, Deadline());
+  auto b = c->Acquire("m-nf4", 30, Deadline());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->instance().instance_id(), b->instance().instance_id());
+  EXPECT_EQ(b->instance().quantization(), "nf4-bs64");
+  EXPECT_EQ(a->instance().quantization(), "none");
+  EXPECT_EQ(c->Deploy("name: ../x\nmodel: m\n").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ControllerTest, UpdateRollsWithoutDroppingBelowMinInstances) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {min_instances: 1, max_instances: 2}\n").ok());
+  ASSERT_TRUE(Eventually([&] { return c->GetDeployment("m")->instances(0).state() == "ready"; }));
+  std::string old_id = c->GetDeployment("m")->instances(0).instance_id();
+  const std::string next =
+      "model: m\nquantization: int8\nauto_scaling_config: {min_instances: 1, max_instances: 2}\n";
+  auto refused = c->Deploy(next);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("loadstar update m"));
+
+  w->loader->set_load_seconds(0.3);
+  ASSERT_TRUE(c->Deploy(next, /*replace=*/true).ok());
+  // While the new instance loads, the old one keeps serving.
+  auto during = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(during.ok());
+  EXPECT_EQ(during->instance().instance_id(), old_id);
+  EXPECT_TRUE(during->instance().outdated());
+  ASSERT_TRUE(Eventually([&] {
+    c->Tick();
+    auto d = c->GetDeployment("m");
+    int ready_new = 0;
+    for (const auto& i : d->instances()) ready_new += !i.outdated() && i.state() == "ready";
+    return ready_new == 1;
+  }));
+  c->Tick();
+  // The leased old instance stays until released; new acquires get the new config.
+  EXPECT_EQ(c->GetDeployment("m")->instances_size(), 2);
+  auto after = c->Acquire("m", 30, Deadline());
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->instance().outdated());
+  EXPECT_EQ(after->instance().quantization(), "int8");
+  ASSERT_TRUE(c->Release(during->lease_id()).ok());
+  c->Tick();
+  ASSERT_TRUE(Eventually([&] { return w->loader->live_instances() == 1; }));
+  auto d = c->GetDeployment("m");
+  ASSERT_EQ(d->instances_size(), 1);
+  EXPECT_NE(d->instances(0).instance_id(), old_id);
+}
+
+TEST_F(ControllerTest, UpdatedConfigSurvivesARestart) {
+  loadstar::testing::TempDir dir;
+  auto state = OpenSqliteStateStore(dir.Join("state.db"));
+  ASSERT_TRUE(state.ok());
+  FakeWorkers::Node* w;
+  {
+    auto c = Make(state->get());
+    w = AddWorker(*c, "w1");
+    ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {min_instances: 1}\n").ok());
+    ASSERT_TRUE(Eventually([&] { return c->GetDeployment("m")->instances(0).state() == "ready"; }));
+    w->loader->set_load_seconds(5);  // the new instance is still loading when we stop
+    ASSERT_TRUE(c->Deploy("model: m\nquantization: nf4\nauto_scaling_config: {min_instances: 1}\n",
+                          true).ok());
+  }
+  auto c = Make(state->get());
+  auto d = c->GetDeployment("m");
+  ASSERT_TRUE(d.ok());
+  EXPECT_THAT(d->config_yaml(), HasSubstr("nf4"));
+  bool old_outdated = false;
+  for (const auto& i : d->instances()) old_outdated |= i.outdated() && i.state() == "ready";
+  EXPECT_TRUE(old_outdated);  // the roll goes on after the restart
+}
+
 }  // namespace
 }  // namespace loadstar::daemon

@@ -157,6 +157,7 @@ class FakeInstanceLoader : public InstanceLoader {
       std::copy_n(data_.data() + offset, n, dst);
       return absl::OkStatus();
     }
+    std::string source() const override { return "checkpoint"; }
 
    private:
     FakeInstanceLoader* owner_;

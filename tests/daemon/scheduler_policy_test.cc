@@ -56,6 +56,55 @@ TEST(LoadTimePolicyTest, QueueWaitAndSkipsWorkersWithoutTheModel) {
   EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "idle");
 }
 
+// The case a user met: two workers reading the same store, one probed faster; every
+// replica went to the faster one.
+TEST(LoadTimePolicyTest, ReplicasSpreadOverWorkersBeforeTheFasterOneTakesTwo) {
+  ClusterSnapshot c;
+  c.workers = {Worker("fast", 2, 10 * GiB), Worker("slow", 2, 10 * GiB)};
+  c.workers[0].disk_bandwidth = 1.26e9;
+  c.workers[1].disk_bandwidth = 0.57e9;
+  EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "fast");
+  c.workers[0].replicas["m"] = 1;
+  EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "slow");
+  c.workers[1].replicas["m"] = 1;
+  EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "fast");  // equal: time decides
+  // Replicas of another deployment do not count.
+  c.workers[0].replicas["m"] = 0;
+  c.workers[0].replicas["other"] = 5;
+  EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "fast");
+}
+
+TEST(LoadTimePolicyTest, SpreadRequiredNeverStacksReplicas) {
+  ClusterSnapshot c;
+  c.workers = {Worker("a", 2, 10 * GiB), Worker("b", 2, 10 * GiB)};
+  c.workers[0].replicas["m"] = 1;
+  PlacementRequest r = Request(GiB);
+  r.spread_required = true;
+  EXPECT_EQ(LoadTimePolicy().Place(c, r).worker_id, "b");
+  c.workers[1].replicas["m"] = 1;
+  Placement p = LoadTimePolicy().Place(c, r);
+  EXPECT_EQ(p.kind, Placement::Kind::kRetryLater);
+  EXPECT_NE(std::string(p.reason.message()).find("spread: required"), std::string::npos);
+  r.spread_required = false;  // preferred: a second replica may share a worker
+  EXPECT_EQ(LoadTimePolicy().Place(c, r).kind, Placement::Kind::kPlaced);
+}
+
+TEST(LoadTimePolicyTest, LocalDiskLimitsWhichStoresAreRead) {
+  ClusterSnapshot c;
+  c.workers = {Worker("a", 1, 10 * GiB), Worker("b", 1, 10 * GiB), Worker("c", 1, 10 * GiB)};
+  c.workers[0].disk_bandwidth = 10e9;  // fastest, but not listed
+  c.workers[2].models_in_host_cache.insert("m");
+  PlacementRequest r = Request(GiB);
+  r.local_disk = {"b"};
+  EXPECT_EQ(LoadTimePolicy().Place(c, r).worker_id, "c");  // host cache still counts
+  c.workers[2].models_in_host_cache.clear();
+  EXPECT_EQ(LoadTimePolicy().Place(c, r).worker_id, "b");
+  r.local_disk = {"nowhere"};
+  Placement p = LoadTimePolicy().Place(c, r);
+  EXPECT_EQ(p.kind, Placement::Kind::kInfeasible);
+  EXPECT_NE(std::string(p.reason.message()).find("local_disk"), std::string::npos);
+}
+
 TEST(LoadTimePolicyTest, RespectsDeviceMemory) {
   ClusterSnapshot c;
   c.workers = {Worker("small", 4, 2 * GiB), Worker("big", 2, 8 * GiB)};

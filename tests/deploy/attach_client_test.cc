@@ -144,7 +144,7 @@ TEST_F(AttachClientTest, InstanceCommandPrintsTheHandle) {
     if (t["name"] == "model.layers.0.mlp.up_proj.weight") {
       saw_quant = true;
       EXPECT_EQ(t["quant"]["type"], "nf4");
-      EXPECT_EQ(t["quant"]["shape"], nlohmann::json({"512", "1024"}));
+      EXPECT_EQ(t["quant"]["shape"], nlohmann::json({512, 1024}));
     }
   }
   EXPECT_TRUE(saw_quant);

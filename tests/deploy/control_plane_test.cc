@@ -190,7 +190,7 @@ TEST_F(ControlPlaneTest, DeleteDuringLoadCancelsItAndFreesMemory) {
   EXPECT_TRUE(Eventually([&] {
     nlohmann::json w = Status(addr)["workers"][0]["info"];
     for (const auto& d : w["devices"]) {
-      if (d.value("free_bytes", "0") != d.value("total_bytes", "1")) return false;
+      if (d.value("free_bytes", uint64_t{0}) != d.value("total_bytes", uint64_t{1})) return false;
     }
     return true;
   }, 3));

@@ -146,6 +146,49 @@ TEST(LoadPlanTest, TensorParallelShards) {
   EXPECT_EQ(MakeLoadPlan(m, 2, options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// BERT / MiniLM: a 1-row position_ids buffer, norms named after the embeddings, and
+// biases; only the weights of the projections and the vocabulary split.
+TEST(LoadPlanTest, TensorParallelReplicatesBuffersNormsAndScalars) {
+  store::Manifest m;
+  m.name = "minilm";
+  m.files = {"data-00000.bin"};
+  m.tensors.push_back(T("embeddings.position_ids", {1, 512}, DType::kI64));
+  m.tensors.push_back(T("embeddings.word_embeddings.weight", {30522, 384}));
+  m.tensors.push_back(T("embeddings.token_type_embeddings.weight", {2, 384}));
+  m.tensors.push_back(T("embeddings.LayerNorm.weight", {384}));
+  m.tensors.push_back(T("encoder.layer.0.attention.self.query.weight", {384, 384}));
+  m.tensors.push_back(T("encoder.layer.0.attention.self.query.bias", {384}));
+  m.tensors.push_back(T("encoder.layer.0.attention.output.dense.weight", {384, 384}));
+  m.tensors.push_back(T("encoder.layer.0.attention.output.dense.bias", {384}));
+  m.tensors.push_back(T("encoder.layer.0.attention.output.LayerNorm.bias", {384}));
+  m.tensors.push_back(T("logit_scale", {}, DType::kF32));
+  PlanOptions options;
+  options.placement = Placement::kTensorParallel;
+  auto plan = MakeLoadPlan(m, 2, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::map<std::string, ShardKind> kind;
+  std::map<std::string, std::vector<int64_t>> shape;
+  for (const PlannedTensor& t : plan->tensors) {
+    kind[t.name] = t.shard_kind;
+    shape[t.name] = t.shape;
+  }
+  EXPECT_EQ(kind["embeddings.position_ids"], ShardKind::kWhole);
+  EXPECT_EQ(shape["embeddings.position_ids"], (std::vector<int64_t>{1, 512}));
+  EXPECT_EQ(kind["embeddings.LayerNorm.weight"], ShardKind::kWhole);
+  EXPECT_EQ(kind["encoder.layer.0.attention.output.LayerNorm.bias"], ShardKind::kWhole);
+  EXPECT_EQ(kind["logit_scale"], ShardKind::kWhole);
+  EXPECT_EQ(kind["embeddings.word_embeddings.weight"], ShardKind::kRows);
+  EXPECT_EQ(shape["embeddings.word_embeddings.weight"], (std::vector<int64_t>{15261, 384}));
+  EXPECT_EQ(kind["encoder.layer.0.attention.self.query.bias"], ShardKind::kRows);
+  EXPECT_EQ(kind["encoder.layer.0.attention.output.dense.weight"], ShardKind::kColumns);
+  EXPECT_EQ(kind["encoder.layer.0.attention.output.dense.bias"], ShardKind::kWhole);
+  // A weight whose split dimension does not divide is still an error, naming it.
+  m.tensors.push_back(T("encoder.layer.0.attention.self.key.weight", {383, 384}));
+  auto bad = MakeLoadPlan(m, 2, options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(bad.status().message()).find("self.key.weight"), std::string::npos);
+}
+
 class HalfSizeTransform : public TransformProvider {
  public:
   std::optional<TransformedTensor> Plan(const store::ManifestTensor& t) override {
