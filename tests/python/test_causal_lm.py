@@ -136,3 +136,14 @@ def test_dtype_other_than_served_is_refused(client, opt):
     # The lease taken to find out was released.
     dep = client.status("opt-tied")
     assert sum(i.leases for i in dep.instances) == 0
+
+
+def test_parameter_missing_from_the_instance_is_named(client, opt, monkeypatch):
+    with client.acquire("opt-tied") as lease:
+        served = lease.state_dict
+        monkeypatch.setattr(lease, "state_dict", lambda **kw: {
+            k: v for k, v in served(**kw).items() if k != "model.decoder.layers.1.fc1.weight"})
+        with pytest.raises(loadstar.Error, match=r"missing .*model\.decoder\.layers\.1\.fc1\.weight"):
+            lt.load_model(lease)
+        with pytest.raises(TypeError, match="cannot apply to an existing lease"):
+            lt.load_model(lease, min_instances=2)

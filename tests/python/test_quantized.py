@@ -7,6 +7,8 @@ of transformers + bitsandbytes quantizing the fp16 checkpoint on the fly (bnb's 
 quantizer differs from its CUDA kernels, which loadstar follows, on values at a decision
 threshold: tests/data/make_bnb_golden.py).
 """
+import copy
+
 import bitsandbytes as bnb
 import pytest
 import torch
@@ -78,13 +80,23 @@ def test_quantized_matches_export_and_bnb(cluster, client, src, tmp_path, case):
         assert isinstance(layer, bnb.nn.Linear4bit)
         qs = layer.weight.quant_state
         assert qs.blocksize == (blocksize or 64)
-        assert qs.nested == (export_kind == "nf4-dq")
+        # On CPUs with AVX512-BF16 bitsandbytes computes from its own CPU layout, which
+        # load_model builds up front (quantized.prepack_for_cpu) instead of at the first forward.
+        packed = getattr(qs, "packing_format_for_cpu", False)
+        assert packed == bool(bnb.functional.has_avx512bf16())
+        assert (qs.original_nested if packed else qs.nested) == (export_kind == "nf4-dq")
         assert qs.quant_type == export_kind.split("-")[0]
         described = model.config.quantization_config.to_dict()
         assert described.get("bnb_4bit_blocksize", 64) == (blocksize or 64)
-    # No re-quantization: the layer's bytes are the instance's mapped bytes.
+    # No re-quantization: the layer's bytes are the instance's mapped bytes, or (4-bit on
+    # CPUs with AVX512-BF16) bitsandbytes' CPU layout of exactly those bytes.
     served = model.loadstar_lease.state_dict()["model.layers.0.mlp.down_proj.weight"]
-    assert layer.weight.data.data_ptr() == served.data_ptr()
+    if getattr(getattr(layer.weight, "quant_state", None), "packing_format_for_cpu", False):
+        back, _ = bnb.functional._convert_weight_packed_for_cpu_inverse(
+            layer.weight.data, copy.deepcopy(layer.weight.quant_state))
+        assert torch.equal(back.reshape(-1), served.reshape(-1))
+    else:
+        assert layer.weight.data.data_ptr() == served.data_ptr()
     assert isinstance(model.lm_head, torch.nn.Linear)  # llm_int8_skip_modules default
 
     ours = logits(model)

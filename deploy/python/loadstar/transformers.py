@@ -265,6 +265,7 @@ def _build(lease, hf_model_class):
                            f"{handle.instance_id} of {handle.model}: {', '.join(on_meta[:10])}"
                            f"{' ...' if len(on_meta) > 10 else ''}")
     if modules:
+        quantized.prepack_for_cpu(model)
         model.config.quantization_config = quantized.bnb_config(spec.quantization)
         setattr(model, "is_loaded_in_8bit" if spec.quantization.method == "int8"
                 else "is_loaded_in_4bit", True)
