@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "base/status_macros.h"
 #include "daemon/load_spec.h"
@@ -159,27 +160,42 @@ absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::
 PipelineInstanceLoader::~PipelineInstanceLoader() = default;
 
 void PipelineInstanceLoader::MeasureBandwidth() {
+  // Medians of several runs: one read can land on a slow moment of a shared disk and then
+  // decide every placement (SPEC §7 scheduler).
   using Clock = std::chrono::steady_clock;
   constexpr size_t kBytes = 32 << 20;
+  constexpr int kRuns = 5;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
   std::vector<char> a(kBytes, 1), b(kBytes);
-  auto start = Clock::now();
-  for (int i = 0; i < 4; ++i) std::memcpy(b.data(), a.data(), kBytes);
-  double s = std::chrono::duration<double>(Clock::now() - start).count();
-  if (s > 0) copy_bandwidth_ = 4.0 * kBytes / s;
-  // Disk: write a scratch file, drop it from the page cache, read it back.
+  std::vector<double> copy;
+  for (int i = 0; i < kRuns; ++i) {
+    auto start = Clock::now();
+    std::memcpy(b.data(), a.data(), kBytes);
+    double s = std::chrono::duration<double>(Clock::now() - start).count();
+    if (s > 0) copy.push_back(kBytes / s);
+  }
+  if (!copy.empty()) copy_bandwidth_ = median(copy);
+  // Disk: write a scratch file, then read it back kRuns times, dropped from the page cache
+  // before each read.
   // Unique per process and loader: `loadstar up` runs several workers in one process.
   static std::atomic<int> counter{0};
   std::string path = JoinPath(store_->root(), fmt::format(".tmp/bw-{}-{}", ::getpid(), counter++));
   int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
   if (fd < 0) return;
-  bool ok = ::write(fd, a.data(), kBytes) == static_cast<ssize_t>(kBytes) && ::fsync(fd) == 0 &&
-            ::posix_fadvise(fd, 0, kBytes, POSIX_FADV_DONTNEED) == 0;
-  if (ok) {
-    start = Clock::now();
-    ok = ::pread(fd, b.data(), kBytes, 0) == static_cast<ssize_t>(kBytes);
-    s = std::chrono::duration<double>(Clock::now() - start).count();
-    if (ok && s > 0) disk_bandwidth_ = kBytes / s;
+  std::vector<double> disk;
+  if (::write(fd, a.data(), kBytes) == static_cast<ssize_t>(kBytes) && ::fsync(fd) == 0) {
+    for (int i = 0; i < kRuns; ++i) {
+      if (::posix_fadvise(fd, 0, kBytes, POSIX_FADV_DONTNEED) != 0) break;
+      auto start = Clock::now();
+      if (::pread(fd, b.data(), kBytes, 0) != static_cast<ssize_t>(kBytes)) break;
+      double s = std::chrono::duration<double>(Clock::now() - start).count();
+      if (s > 0) disk.push_back(kBytes / s);
+    }
   }
+  if (!disk.empty()) disk_bandwidth_ = median(disk);
   ::close(fd);
   ::unlink(path.c_str());
 }

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -144,15 +145,38 @@ TEST_F(ControllerTest, LostWorkerInstancesAreRescheduled) {
     auto d = c->GetDeployment("m");
     return d->instances_size() == 1 && d->instances(0).state() == "ready";
   }));
+  std::vector<std::string> messages;
+  std::atomic<bool> watching{false};
+  std::thread watcher([&] {
+    c->WatchDeployment("m", [&](const loadstar::v1::DeploymentEvent& e) {
+      watching = true;  // the first call replays the current instances
+      if (e.state() == "failed") messages.push_back(e.message());
+      return messages.empty();
+    }).IgnoreError();
+  });
+  ASSERT_TRUE(Eventually([&] { return watching.load(); }));
   AddWorker(*c, "w2");
   w1->down = true;
   Pass(*c, 4);
+  watcher.join();
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0], "worker w1 lost with it; rescheduling");
   EXPECT_EQ(c->ListWorkers()[0].state(), "lost");
   ASSERT_TRUE(Eventually([&] {
     auto d = c->GetDeployment("m");
     return d->instances_size() == 1 && d->instances(0).worker_id() == "w2" &&
            d->instances(0).state() == "ready";
   }));
+}
+
+TEST_F(ControllerTest, OnlyLostWorkersIsNotNoWorkerRegistered) {
+  auto c = Make();
+  FakeWorkers::Node* w = AddWorker(*c, "w1");
+  w->down = true;
+  Pass(*c, 4);
+  ASSERT_TRUE(c->Deploy("model: m\nauto_scaling_config: {min_instances: 1}\n").ok());
+  c->Tick();
+  EXPECT_THAT(c->GetDeployment("m")->message(), HasSubstr("no worker is alive"));
 }
 
 TEST_F(ControllerTest, RestartRecoversDeploymentsInstancesAndLeases) {

@@ -184,5 +184,39 @@ TEST_F(UserCliTest, LocalClusterSpreadsReplicasOverItsWorkers) {
   EXPECT_EQ(per_worker["worker-1"], 2);
 }
 
+TEST_F(UserCliTest, CtrlCOnDeploySaysWhatKeepsRunning) {
+  StartCluster({"--max-read-bandwidth", "600000"});  // ~5 s load
+  int out_fd = -1, err_fd = -1;
+  pid_t pid = testing::SpawnLoadstar(
+      {"deploy", "--model", "org/tiny", "--min-instances", "1", "--addr", addr_}, &out_fd, "",
+      &err_fd);
+  ASSERT_TRUE(Eventually([&] {
+    nlohmann::json i = Instances(addr_);
+    return i.size() == 1 && i[0].value("state", "") == "loading";
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(pid, SIGINT);
+  std::string err = testing::Drain(err_fd, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(out_fd);
+  ::close(err_fd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+  EXPECT_THAT(err, HasSubstr("loadstar: interrupted; org/tiny stays deployed and its instances "
+                             "keep loading (`loadstar status org/tiny`; `loadstar delete "
+                             "org/tiny` stops them)"));
+  EXPECT_EQ(Instances(addr_).size(), 1u);  // the load goes on
+}
+
+TEST_F(UserCliTest, ColdAcquireShowsProgressLikeDeploy) {
+  StartCluster({"--max-read-bandwidth", "1000000"});  // ~2.6 s
+  ASSERT_EQ(Cli(addr_, {"deploy", "--model", "org/tiny", "--no-wait"}).exit_code, 0);
+  CliResult r = Cli(addr_, {"acquire", "org/tiny"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("acquire org/tiny: "));
+  EXPECT_THAT(r.err, HasSubstr("cold start"));
+  EXPECT_THAT(r.out, HasSubstr("(cold start)"));
+}
+
 }  // namespace
 }  // namespace loadstar
