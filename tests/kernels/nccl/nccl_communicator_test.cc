@@ -12,6 +12,9 @@ namespace loadstar::kernels {
 namespace {
 
 // Device buffer on `ordinal`, filled from / read back to host vectors.
+// cudaMemset and a pageable cudaMemcpy run on the legacy stream and may return before the
+// device has the bytes; NCCL runs on non-blocking streams that do not wait for the legacy
+// stream. So every fill synchronizes the device before NCCL may touch the buffer.
 struct GpuBuffer {
   int ordinal = 0;
   void* ptr = nullptr;
@@ -20,6 +23,7 @@ struct GpuBuffer {
     cudaSetDevice(o);
     EXPECT_EQ(cudaMalloc(&ptr, n), cudaSuccess);
     EXPECT_EQ(cudaMemset(ptr, 0, n), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
   ~GpuBuffer() {
     cudaSetDevice(ordinal);
@@ -28,6 +32,7 @@ struct GpuBuffer {
   void Fill(const std::vector<uint8_t>& v) {
     cudaSetDevice(ordinal);
     EXPECT_EQ(cudaMemcpy(ptr, v.data(), v.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
   std::vector<uint8_t> Read(uint64_t n) {
     std::vector<uint8_t> v(n);
