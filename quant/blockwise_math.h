@@ -71,6 +71,8 @@ LOADSTAR_HOST_DEVICE float Fp4Value(uint8_t code) {
   const float sign = 1.0f - 2.0f * static_cast<float>((code & 0x08) >> 3);
   return magnitude[code & 0x07] * sign;
 }
+#undef LOADSTAR_NF4_TABLE
+#undef LOADSTAR_FP4_MAGNITUDES
 
 // NF4 encode of a normalized value: bitsandbytes' strict-`>` decision tree.
 LOADSTAR_HOST_DEVICE uint8_t EncodeNf4(float x) {
