@@ -8,7 +8,10 @@ through loadstar's GPU kernels and CPU path (the quant_dump binary); every outpu
 compared byte for byte with bitsandbytes' (packed codes, absmax, nested codes, nested
 absmax, offset; int8 rows and row stats).
 
-Usage: bnb_compare.py --quant-dump BIN --work DIR --gpus N
+Usage: bnb_compare.py --quant-dump BIN --work DIR --gpus N [--harness-self-test]
+--harness-self-test runs bitsandbytes on the CPU instead and compares with loadstar's CPU
+bytes only: a check of this script on a machine without a GPU, not of the claim (the
+CPU backend of bitsandbytes is not its CUDA kernels).
 Exit status: 0 all equal, 1 a difference or an error, 3 skipped: no GPU (N == 0, or no
 CUDA device in torch while none is expected). Prints one line per case and a summary line.
 Inputs with NaN/Inf/subnormals are compared too, but reported as informational: where
@@ -76,19 +79,23 @@ def tensor_bytes(t):
     return t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
 
 
-def first_difference(want, got, sections):
-    """Names the section and index of the first differing byte."""
+def differences(want, got, sections):
+    """None when equal; else, per differing section, how many elements differ and the
+    first one, e.g. "packed: 3 of 12702 differ, first [2048]; absmax: same"."""
+    if want == got:
+        return None
     if len(want) != len(got):
         return f"length {len(got)} != bitsandbytes' {len(want)}"
-    for i, (a, b) in enumerate(zip(want, got)):
-        if a != b:
-            start = 0
-            for name, size, width in sections:
-                if i < start + size:
-                    return f"{name}[{(i - start) // width}] differs (byte {i})"
-                start += size
-            return f"byte {i} differs"
-    return None
+    parts, start = [], 0
+    for name, size, width in sections:
+        a, b = want[start:start + size], got[start:start + size]
+        start += size
+        bad = [i for i in range(0, size, width) if a[i:i + width] != b[i:i + width]]
+        if bad:
+            parts.append(f"{name}: {len(bad)} of {size // width} differ, first [{bad[0] // width}]")
+        else:
+            parts.append(f"{name}: same")
+    return "; ".join(parts)
 
 
 def run(quant_dump, dtype_name, data, out_dir, int8):
@@ -110,11 +117,16 @@ def run(quant_dump, dtype_name, data, out_dir, int8):
         sys.exit(1)
 
 
+def sync(torch):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def bnb_4bit(F, torch, x, quant_type, blocksize, double_quant):
     """bitsandbytes' bytes in quant_dump's layout, and the sections for error messages."""
     packed, st = F.quantize_4bit(x, blocksize=blocksize, compress_statistics=bool(double_quant),
                                  quant_type=quant_type)
-    torch.cuda.synchronize()
+    sync(torch)
     sections = [("packed", packed.numel(), 1)]
     want = tensor_bytes(packed)
     if double_quant:
@@ -130,7 +142,7 @@ def bnb_4bit(F, torch, x, quant_type, blocksize, double_quant):
 
 def bnb_int8(F, torch, x):
     q, stats, _ = F.int8_vectorwise_quant(x, threshold=0.0)
-    torch.cuda.synchronize()
+    sync(torch)
     return (tensor_bytes(q) + tensor_bytes(stats.float()),
             [("int8", q.numel(), 1), ("row stats", 4 * stats.numel(), 4)])
 
@@ -147,7 +159,9 @@ def main():
     ap.add_argument("--quant-dump", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--gpus", type=int, required=True)
+    ap.add_argument("--harness-self-test", action="store_true")
     args = ap.parse_args()
+    self_test = args.harness_self_test
 
     # loadstar's bytes first (CPU always; GPU when quant_dump finds one).
     inputs = {}
@@ -166,7 +180,7 @@ def main():
             skip(f"torch not importable: {e}")
         print(f"FAIL: torch not importable on a GPU machine: {e}")
         return 1
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not self_test:
         if args.gpus == 0:
             skip("torch.cuda.is_available() is False")
         print(f"FAIL: nvidia-smi lists {args.gpus} GPU(s) but torch sees none")
@@ -182,20 +196,21 @@ def main():
     # compare loadstar with the wrong reference. (It picks the library of torch's CUDA
     # version, or the nearest of the same major.)
     native = getattr(getattr(cextension, "lib", None), "_lib", None)
-    if type(getattr(cextension, "lib", None)).__name__ != "CudaBNBNativeLibrary":
+    if type(getattr(cextension, "lib", None)).__name__ != "CudaBNBNativeLibrary" and not self_test:
         print(f"FAIL: bitsandbytes' CUDA library did not load ({type(cextension.lib).__name__}); "
               "see the log above")
         return 1
+    device = "cpu" if self_test else "cuda"
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), bitsandbytes "
           f"{bitsandbytes.__version__} ({getattr(native, '_name', '?')}), "
-          f"{torch.cuda.get_device_name(0)}")
+          f"{'harness self-test on the CPU' if self_test else torch.cuda.get_device_name(0)}")
 
     dtypes = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
     counts = {"same": 0, "diff": 0, "refused": 0, "info_same": 0, "info_diff": 0}
     for special in (False, True):
         for dname, dt in dtypes.items():
             data, out_dir = inputs[(special, dname)]
-            xg = torch.frombuffer(bytearray(data), dtype=dt).reshape(SHAPE).cuda()
+            xg = torch.frombuffer(bytearray(data), dtype=dt).reshape(SHAPE).to(device)
             cases = []
             for qt in ("nf4", "fp4"):
                 for bs in BLOCKSIZES:
@@ -217,15 +232,12 @@ def main():
                     print(f"{label}: {refused}")
                     continue
                 want, sections = ref
-                verdicts = []
-                for backend in ("gpu", "cpu"):
+                verdicts, ok = [], True
+                for backend in ("cpu",) if self_test else ("gpu", "cpu"):
                     got = read(os.path.join(out_dir, f"{backend}_{name}.bin"))
-                    if got is None:
-                        verdicts.append(f"{backend}: missing output")
-                        continue
-                    d = first_difference(want, got, sections)
-                    verdicts.append(f"{backend}: {'same' if d is None else d}")
-                ok = all(v.endswith(": same") for v in verdicts)
+                    d = "missing output" if got is None else differences(want, got, sections)
+                    ok = ok and d is None
+                    verdicts.append(f"{backend}: {'same' if d is None else '[' + d + ']'}")
                 key = ("info_" if special else "") + ("same" if ok else "diff")
                 counts[key] += 1
                 print(f"{label}: {'; '.join(verdicts)}")
