@@ -117,12 +117,6 @@ TEST(CudaDeviceTest, CreateCudaDevicesNamesEveryGpu) {
   EXPECT_TRUE(absl::IsInvalidArgument(CudaDevice::Create({.ordinal = 1000}).status()));
 }
 
-std::vector<uint8_t> Pattern(uint64_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 31 + seed * 7 + (i >> 9));
-  return v;
-}
-
 std::string Hex(const std::string& bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;
@@ -170,7 +164,7 @@ TEST(CudaDeviceTest, PinnedRingSlotsStreamThroughTheCopyLanes) {
   auto device = CudaDevice::Create({.ordinal = 0, .copy_lanes = 4});
   ASSERT_TRUE(device.ok()) << device.status();
   constexpr uint64_t kBytes = 160ull << 20;  // 10 slots' worth through a 4-slot ring
-  const std::vector<uint8_t> data = Pattern(kBytes, 3);
+  const std::vector<uint8_t> data = BytePattern(kBytes, 3);
   auto a = (*device)->Allocate(kBytes);
   ASSERT_TRUE(a.ok()) << a.status();
   std::vector<std::pair<loader::PinnedRing::Slot, loader::CopyTicket>> in_flight;
@@ -216,7 +210,7 @@ TEST(CudaDeviceIpcChild, OpensTheExportedHandle) {
   ASSERT_EQ(cudaIpcOpenMemHandle(&ptr, handle, cudaIpcMemLazyEnablePeerAccess), cudaSuccess);
   std::vector<uint8_t> back(bytes);
   ASSERT_EQ(cudaMemcpy(back.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_TRUE(back == Pattern(bytes, 9));
+  EXPECT_TRUE(back == BytePattern(bytes, 9));
   EXPECT_EQ(cudaIpcCloseMemHandle(ptr), cudaSuccess);
 }
 
@@ -225,7 +219,7 @@ TEST(CudaDeviceTest, ExportIsOpenedByASecondProcess) {
   auto device = CudaDevice::Create({});
   ASSERT_TRUE(device.ok()) << device.status();
   constexpr uint64_t kBytes = (4 << 20) + 3;
-  const std::vector<uint8_t> data = Pattern(kBytes, 9);
+  const std::vector<uint8_t> data = BytePattern(kBytes, 9);
   auto a = (*device)->Allocate(kBytes);
   ASSERT_TRUE(a.ok()) << a.status();
   auto t = (*device)->CopyToDeviceAsync(*a, 0, data.data(), kBytes);
