@@ -6,6 +6,7 @@
 //      bandwidth measured by a device-to-device cudaMemcpy (read + write)  target >= 0.6
 //   3. NCCL replica copy (>= 2 GPUs): NcclCommunicator::Broadcast bus bandwidth vs raw
 //      ncclBroadcast in one group call                                   target >= 0.7
+//      On one GPU: a one-rank NCCL copy beside cudaMemcpy, informational.
 // Without a GPU (or without CUDA in the build) it prints "skipped: no GPU" and exits 0.
 //
 // Usage: bench_gpu [--bytes N] (default 1 GiB per measurement) [--reps R] (default 5).
@@ -250,6 +251,55 @@ void BenchBroadcast(const Flags& f, int gpus) {
     ncclCommDestroy(comms[r]);
   }
 }
+
+// 3'. One GPU: NCCL still runs (a one-rank clique, out-of-place broadcast = a copy), so the
+// NCCL path is timed even where the SPEC ratio (>= 2 GPUs) cannot be. Informational: next
+// to a device-to-device cudaMemcpy and NcclCommunicator::Copy (a same-rank copy).
+void BenchNcclCopyOneGpu(const Flags& f) {
+  using namespace loadstar;
+  CHECK_CUDA(cudaSetDevice(0));
+  void *a = nullptr, *b = nullptr;
+  CHECK_CUDA(cudaMalloc(&a, f.bytes));
+  CHECK_CUDA(cudaMalloc(&b, f.bytes));
+  CHECK_CUDA(cudaMemset(a, 0x5a, f.bytes));
+  ncclComm_t comm;
+  int ordinal = 0;
+  if (ncclCommInitAll(&comm, 1, &ordinal) != ncclSuccess) {
+    std::fprintf(stderr, "ncclCommInitAll(1 GPU) failed\n");
+    std::exit(1);
+  }
+  auto ours = CheckOk(kernels::NcclCommunicator::Create({0}), "NcclCommunicator");
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  double best_nccl = 0, best_memcpy = 0, best_ours = 0;
+  for (int rep = 0; rep < f.reps + 1; ++rep) {
+    auto t0 = Clock::now();
+    if (ncclBroadcast(a, b, f.bytes, ncclUint8, 0, comm, stream) != ncclSuccess) {
+      std::fprintf(stderr, "ncclBroadcast(1 GPU) failed\n");
+      std::exit(1);
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    auto t1 = Clock::now();
+    if (rep > 0) best_nccl = std::max(best_nccl, f.bytes / Seconds(t0, t1) / 1e9);
+    t0 = Clock::now();
+    CHECK_CUDA(cudaMemcpyAsync(b, a, f.bytes, cudaMemcpyDeviceToDevice, stream));
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    t1 = Clock::now();
+    if (rep > 0) best_memcpy = std::max(best_memcpy, f.bytes / Seconds(t0, t1) / 1e9);
+    t0 = Clock::now();
+    CheckOk(ours->Copy({0, a, f.bytes}, {0, b, f.bytes}), "NcclCommunicator::Copy");
+    t1 = Clock::now();
+    if (rep > 0) best_ours = std::max(best_ours, f.bytes / Seconds(t0, t1) / 1e9);
+  }
+  std::printf("nccl copy, 1 GPU (info)      ncclBroadcast out-of-place %.2f GB/s, "
+              "cudaMemcpy D2D %.2f GB/s, NcclCommunicator::Copy %.2f GB/s\n",
+              best_nccl, best_memcpy, best_ours);
+  cudaStreamDestroy(stream);
+  ncclCommDestroy(comm);
+  cudaFree(a);
+  cudaFree(b);
+}
 #endif  // LOADSTAR_HAVE_NCCL
 #endif  // LOADSTAR_HAVE_CUDA
 
@@ -274,6 +324,7 @@ int main(int argc, char** argv) {
   BenchHostToGpu(flags);
   BenchQuantize(flags);
 #ifdef LOADSTAR_HAVE_NCCL
+  BenchNcclCopyOneGpu(flags);
   if (*count >= 2) {
     BenchBroadcast(flags, *count);
   } else {

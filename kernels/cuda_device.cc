@@ -89,6 +89,7 @@ uint64_t CudaDevice::free_memory() const {
   size_t free_bytes = 0, total = 0;
   if (cudaSetDevice(options_.ordinal) != cudaSuccess ||
       cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+    static_cast<void>(cudaGetLastError());  // reported as 0 free bytes, not to the next call
     return 0;
   }
   return free_bytes;
@@ -191,6 +192,9 @@ absl::Status CudaDevice::CopyToHost(void* dst, const loader::Allocation& src, ui
   if (bytes == 0) return absl::OkStatus();
   if (dst == nullptr) return absl::InvalidArgumentError("null copy destination");
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.ordinal));
+  // The copy lanes are non-blocking streams, which the legacy stream of cudaMemcpy does not
+  // wait for: finish every copy enqueued so far, or this could read bytes still in flight.
+  for (cudaStream_t s : streams_) CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
   CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, static_cast<const char*>(src.ptr) + offset, bytes,
                                   cudaMemcpyDeviceToHost));
   return absl::OkStatus();

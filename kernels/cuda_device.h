@@ -51,6 +51,8 @@ class CudaDevice : public loader::Device {
                                                        uint64_t offset, const void* src,
                                                        uint64_t bytes) override;
   absl::Status Wait(loader::CopyTicket ticket) override;
+  // Waits for every copy enqueued on the copy lanes first, so it sees their bytes even
+  // when the caller has not Waited for their tickets.
   absl::Status CopyToHost(void* dst, const loader::Allocation& src, uint64_t offset,
                           uint64_t bytes) override;
   absl::StatusOr<loader::ExportedHandle> Export(const loader::Allocation& allocation) override;

@@ -5,14 +5,13 @@
 #include "absl/strings/str_cat.h"
 
 namespace loadstar::kernels {
-namespace {
-
-// Strips the directory, so messages are stable across build trees.
-const char* BaseName(const char* file) {
+const char* SourceBaseName(const char* file) {
   const std::string_view f(file);
   const size_t slash = f.rfind("/kernels/");
   return slash == std::string_view::npos ? file : file + slash + 1;
 }
+
+namespace {
 
 absl::StatusCode CodeFor(cudaError_t error) {
   switch (error) {
@@ -35,20 +34,14 @@ absl::StatusCode CodeFor(cudaError_t error) {
 }  // namespace
 
 absl::Status CudaError(cudaError_t error, const char* expr, const char* file, int line) {
+  // The runtime keeps a failed call's error as the thread's "last error" until someone
+  // reads it, and the next kernel launcher's cudaGetLastError() would report it as its own
+  // failure. The error is now in our Status, so clear it. (A sticky error, e.g. an illegal
+  // address, stays: the context is unusable and every later call says so.)
+  static_cast<void>(cudaGetLastError());
   return absl::Status(CodeFor(error),
                       absl::StrCat(expr, " failed: ", cudaGetErrorString(error), " (",
-                                   cudaGetErrorName(error), ") at ", BaseName(file), ":", line));
-}
-
-absl::Status CublasError(cublasStatus_t error, const char* expr, const char* file, int line) {
-  absl::StatusCode code = absl::StatusCode::kInternal;
-  if (error == CUBLAS_STATUS_ALLOC_FAILED) code = absl::StatusCode::kResourceExhausted;
-  if (error == CUBLAS_STATUS_INVALID_VALUE) code = absl::StatusCode::kInvalidArgument;
-  if (error == CUBLAS_STATUS_NOT_SUPPORTED) code = absl::StatusCode::kUnimplemented;
-  if (error == CUBLAS_STATUS_NOT_INITIALIZED) code = absl::StatusCode::kFailedPrecondition;
-  return absl::Status(code, absl::StrCat(expr, " failed: ", cublasGetStatusString(error),
-                                         " (", cublasGetStatusName(error), ") at ",
-                                         BaseName(file), ":", line));
+                                   cudaGetErrorName(error), ") at ", SourceBaseName(file), ":", line));
 }
 
 absl::Status NoUsableGpu(cudaError_t error) {

@@ -7,6 +7,8 @@
 // "cudaMalloc(&p, n) failed: out of memory (cudaErrorMemoryAllocation) at
 // kernels/cuda_device.cc:57". Codes: out of memory -> ResourceExhausted, no driver / no
 // device -> FailedPrecondition, invalid argument -> InvalidArgument, else Internal.
+// CudaError (so every CUDA_RETURN_IF_ERROR) also clears the runtime's last error, so a
+// handled failure is not reported again by the next launch's cudaGetLastError().
 // Only .cc adapters include this (it pulls absl); .cu files return cudaError_t.
 #pragma once
 
@@ -19,7 +21,12 @@
 namespace loadstar::kernels {
 
 absl::Status CudaError(cudaError_t error, const char* expr, const char* file, int line);
+// Defined in cublas_status.cc (only its callers link libcublas).
 absl::Status CublasError(cublasStatus_t error, const char* expr, const char* file, int line);
+
+// `file` from "kernels/" on (the directory stripped), so messages are stable across
+// build trees.
+const char* SourceBaseName(const char* file);
 
 // "no usable GPU: <reason>" when the runtime finds no driver or no device; the count
 // otherwise (>= 1).
@@ -45,5 +52,9 @@ absl::Status NoUsableGpu(cudaError_t error);
     }                                                                                 \
   } while (0)
 
-// For destructors and cleanup paths that cannot return: logs nothing, just evaluates.
-#define CUDA_IGNORE_ERROR(expr) static_cast<void>(expr)
+// For destructors and cleanup paths that cannot return: logs nothing; a failure's last
+// error is cleared, as CUDA_RETURN_IF_ERROR does.
+#define CUDA_IGNORE_ERROR(expr)                                                       \
+  do {                                                                                \
+    if ((expr) != cudaSuccess) static_cast<void>(cudaGetLastError());                 \
+  } while (0)

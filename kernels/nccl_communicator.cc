@@ -4,6 +4,7 @@
 #include <nccl.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_status.h"
 
@@ -29,15 +30,19 @@ absl::Status NcclError(ncclResult_t result, const char* expr, const char* file, 
   } else if (result == ncclSystemError || result == ncclRemoteError) {
     code = absl::StatusCode::kUnavailable;
   }
+  static_cast<void>(cudaGetLastError());  // as CudaError: a failed CUDA call inside NCCL
   return absl::Status(code, absl::StrCat(expr, " failed: ", ncclGetErrorString(result),
-                                         " at ", file, ":", line));
+                                         " at ", SourceBaseName(file), ":", line));
 }
 
 }  // namespace
 
 struct NcclCommunicator::Impl {
-  std::vector<ncclComm_t> comms;
+  std::vector<ncclComm_t> comms;  // nullptr once aborted
   std::vector<cudaStream_t> streams;
+  // Set when a group failed after some ranks' operations were enqueued: the communicator
+  // was aborted and every later call fails with this reason.
+  std::string aborted;
 };
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
@@ -100,6 +105,29 @@ NcclCommunicator::~NcclCommunicator() {
   }
 }
 
+absl::Status NcclCommunicator::CheckUsable() const {
+  if (impl_->aborted.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("NCCL communicator was aborted after: ", impl_->aborted));
+}
+
+absl::Status NcclCommunicator::AbortPartialGroup(absl::Status error) {
+  // Some ranks' operations are in the open group and others are not: completing the group
+  // would leave the enqueued ranks waiting forever for peers that never join (NCCL
+  // versions that drop a failed group at ncclGroupEnd are fine too: abort is then merely
+  // conservative). Close the group, then abort every rank, which also stops kernels that
+  // were launched.
+  static_cast<void>(ncclGroupEnd());
+  for (ncclComm_t& c : impl_->comms) {
+    if (c != nullptr) static_cast<void>(ncclCommAbort(c));
+    c = nullptr;
+  }
+  static_cast<void>(cudaGetLastError());
+  impl_->aborted = std::string(error.message());
+  return absl::Status(error.code(),
+                      absl::StrCat(error.message(), "; communicator aborted (partial group)"));
+}
+
 absl::Status NcclCommunicator::SyncAll() {
   for (int r = 0; r < size(); ++r) {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[r]));
@@ -113,6 +141,7 @@ absl::Status NcclCommunicator::Broadcast(int root, std::span<const loader::Devic
   absl::Status s = ci::CheckBroadcast(root, buffers, bytes, size());
   if (!s.ok() || bytes == 0) return s;
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckUsable());
   // Single-process multi-GPU: every rank's call inside one group, or the first would
   // block waiting for the others.
   NCCL_RETURN_IF_ERROR(ncclGroupStart());
@@ -121,8 +150,10 @@ absl::Status NcclCommunicator::Broadcast(int root, std::span<const loader::Devic
         ncclBroadcast(buffers[root].data, buffers[r].data, bytes, ncclUint8, root,
                       impl_->comms[r], impl_->streams[r]);
     if (result != ncclSuccess) {
-      static_cast<void>(ncclGroupEnd());
-      NCCL_RETURN_IF_ERROR(result);
+      const absl::Status error = NcclError(result, "ncclBroadcast", __FILE__, __LINE__);
+      if (r > 0) return AbortPartialGroup(error);  // ranks 0..r-1 are enqueued
+      static_cast<void>(ncclGroupEnd());            // nothing enqueued: an empty group
+      return error;
     }
   }
   NCCL_RETURN_IF_ERROR(ncclGroupEnd());
@@ -134,6 +165,7 @@ absl::Status NcclCommunicator::Copy(const loader::DeviceSpan& src,
   absl::Status s = ci::CheckCopy(src, dst, size());
   if (!s.ok() || src.size == 0 || src.data == dst.data) return s;
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckUsable());
   if (src.rank == dst.rank) {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[src.rank]));
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst.data, src.data, src.size, cudaMemcpyDeviceToDevice,
@@ -142,14 +174,16 @@ absl::Status NcclCommunicator::Copy(const loader::DeviceSpan& src,
     NCCL_RETURN_IF_ERROR(ncclGroupStart());
     const ncclResult_t sent = ncclSend(src.data, src.size, ncclUint8, dst.rank,
                                        impl_->comms[src.rank], impl_->streams[src.rank]);
-    const ncclResult_t received =
-        sent == ncclSuccess ? ncclRecv(dst.data, src.size, ncclUint8, src.rank,
-                                       impl_->comms[dst.rank], impl_->streams[dst.rank])
-                            : sent;
-    const ncclResult_t ended = ncclGroupEnd();
-    NCCL_RETURN_IF_ERROR(sent);
-    NCCL_RETURN_IF_ERROR(received);
-    NCCL_RETURN_IF_ERROR(ended);
+    if (sent != ncclSuccess) {
+      static_cast<void>(ncclGroupEnd());  // nothing enqueued
+      NCCL_RETURN_IF_ERROR(sent);
+    }
+    const ncclResult_t received = ncclRecv(dst.data, src.size, ncclUint8, src.rank,
+                                           impl_->comms[dst.rank], impl_->streams[dst.rank]);
+    if (received != ncclSuccess) {  // the send is enqueued without its receive
+      return AbortPartialGroup(NcclError(received, "ncclRecv", __FILE__, __LINE__));
+    }
+    NCCL_RETURN_IF_ERROR(ncclGroupEnd());
   }
   return SyncAll();
 }
@@ -162,6 +196,7 @@ absl::Status NcclCommunicator::Scatter(const loader::DeviceSpan& src,
   const int root = src.rank;
   const char* base = static_cast<const char*>(src.data);
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckUsable());
   const char* own = base + static_cast<uint64_t>(root) * bytes_each;
   if (dsts[root].data != own) {
     CUDA_RETURN_IF_ERROR(cudaSetDevice(ordinals_[root]));
@@ -169,19 +204,26 @@ absl::Status NcclCommunicator::Scatter(const loader::DeviceSpan& src,
                                          cudaMemcpyDeviceToDevice, impl_->streams[root]));
   }
   NCCL_RETURN_IF_ERROR(ncclGroupStart());
-  ncclResult_t result = ncclSuccess;
-  for (int r = 0; r < size() && result == ncclSuccess; ++r) {
+  int enqueued = 0;  // sends and receives in the open group
+  for (int r = 0; r < size(); ++r) {
     if (r == root) continue;
-    result = ncclSend(base + static_cast<uint64_t>(r) * bytes_each, bytes_each, ncclUint8, r,
-                      impl_->comms[root], impl_->streams[root]);
+    ncclResult_t result =
+        ncclSend(base + static_cast<uint64_t>(r) * bytes_each, bytes_each, ncclUint8, r,
+                 impl_->comms[root], impl_->streams[root]);
     if (result == ncclSuccess) {
+      ++enqueued;
       result = ncclRecv(dsts[r].data, bytes_each, ncclUint8, root, impl_->comms[r],
                         impl_->streams[r]);
     }
+    if (result != ncclSuccess) {
+      const absl::Status error = NcclError(result, "ncclSend/ncclRecv", __FILE__, __LINE__);
+      if (enqueued > 0) return AbortPartialGroup(error);
+      static_cast<void>(ncclGroupEnd());
+      return error;
+    }
+    ++enqueued;
   }
-  const ncclResult_t ended = ncclGroupEnd();
-  NCCL_RETURN_IF_ERROR(result);
-  NCCL_RETURN_IF_ERROR(ended);
+  NCCL_RETURN_IF_ERROR(ncclGroupEnd());
   return SyncAll();
 }
 

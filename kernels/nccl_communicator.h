@@ -5,6 +5,10 @@
 // same-rank copies are cudaMemcpyAsync. Every call waits for its streams before it
 // returns (contract rule 1 of loader/communicator.h).
 //
+// A group that fails after some ranks' operations were enqueued cannot complete: the
+// communicator is then aborted (ncclCommAbort on every rank) and every later call returns
+// FailedPrecondition naming the first error.
+//
 // Thread safety: calls are serialized by a mutex, which also keeps every rank's
 // collectives in the same order, as NCCL requires.
 #pragma once
@@ -46,6 +50,11 @@ class NcclCommunicator : public loader::Communicator {
   NcclCommunicator(std::vector<int> ordinals, std::unique_ptr<Impl> impl);
   // Waits for every rank's stream.
   absl::Status SyncAll() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailedPrecondition once the communicator was aborted.
+  absl::Status CheckUsable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inside an open group whose ops were only partly enqueued: ends the group, aborts every
+  // rank's communicator and returns `error` with a note that it was aborted.
+  absl::Status AbortPartialGroup(absl::Status error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<int> ordinals_;
   absl::Mutex mu_;

@@ -33,35 +33,46 @@ enum class Fp4Kind : int { kFp4 = 1, kNf4 = 2 };
 // The largest finite float; the CUDA kernel starts its absmax reduction here.
 constexpr float kMinusFltMax = -3.40282346638528859811704183484516925e+38f;
 
-// NF4 code -> value (SPEC §6 table, code = index).
+// NF4 code -> value (SPEC §6 table, code = index) and the FP4 magnitudes by the low 3
+// bits: one list each, for the host's array and the device's __constant__ copy.
+#define LOADSTAR_NF4_TABLE                                                                  \
+  {-1.0f,                 -0.6961928009986877f,  -0.5250730514526367f, -0.39491748809814453f, \
+   -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,                 \
+   0.07958029955625534f,  0.16093020141124725f,  0.24611230194568634f, 0.33791524171829224f,  \
+   0.44070982933044434f,  0.5626170039176941f,   0.7229568362236023f,  1.0f}
+#define LOADSTAR_FP4_MAGNITUDES \
+  {0.0f, 0.005208333333f, 0.66666667f, 1.0f, 0.33333333f, 0.5f, 0.16666667f, 0.25f}
+
+#if defined(__CUDACC__)
+// Device code reads the tables from __constant__ memory (cached, broadcast when a warp's
+// lanes share a code) instead of building a local array, which nvcc places in per-thread
+// local memory because the index is not a compile-time constant. One copy per .cu file.
+static __constant__ float kNf4TableDevice[16] = LOADSTAR_NF4_TABLE;
+static __constant__ float kFp4MagnitudeDevice[8] = LOADSTAR_FP4_MAGNITUDES;
+#endif
+
 LOADSTAR_HOST_DEVICE float Nf4Value(uint8_t code) {
-  const float table[16] = {-1.0f,
-                           -0.6961928009986877f,
-                           -0.5250730514526367f,
-                           -0.39491748809814453f,
-                           -0.28444138169288635f,
-                           -0.18477343022823334f,
-                           -0.09105003625154495f,
-                           0.0f,
-                           0.07958029955625534f,
-                           0.16093020141124725f,
-                           0.24611230194568634f,
-                           0.33791524171829224f,
-                           0.44070982933044434f,
-                           0.5626170039176941f,
-                           0.7229568362236023f,
-                           1.0f};
+#if defined(__CUDA_ARCH__)
+  return kNf4TableDevice[code & 0x0F];
+#else
+  const float table[16] = LOADSTAR_NF4_TABLE;
   return table[code & 0x0F];
+#endif
 }
 
 // FP4 code -> value: magnitude by the low 3 bits, sign by bit 3 (bitsandbytes multiplies
 // the magnitude by 1 - 2*sign, which is exact).
 LOADSTAR_HOST_DEVICE float Fp4Value(uint8_t code) {
-  const float magnitude[8] = {0.0f,         0.005208333333f, 0.66666667f, 1.0f,
-                              0.33333333f,  0.5f,            0.16666667f, 0.25f};
+#if defined(__CUDA_ARCH__)
+  const float* magnitude = kFp4MagnitudeDevice;
+#else
+  const float magnitude[8] = LOADSTAR_FP4_MAGNITUDES;
+#endif
   const float sign = 1.0f - 2.0f * static_cast<float>((code & 0x08) >> 3);
   return magnitude[code & 0x07] * sign;
 }
+#undef LOADSTAR_NF4_TABLE
+#undef LOADSTAR_FP4_MAGNITUDES
 
 // NF4 encode of a normalized value: bitsandbytes' strict-`>` decision tree.
 LOADSTAR_HOST_DEVICE uint8_t EncodeNf4(float x) {

@@ -3,6 +3,12 @@
 // as __float2half_rn / __float2bfloat16_rn / torch's .to(float16|bfloat16): NaN stays NaN
 // (quiet, sign kept), overflow rounds to +-inf, subnormals are kept (no flush to zero).
 //
+// Device code uses the hardware conversions (cvt.rn.f16.f32 / cvt.rn.bf16.f32 / cvt.f32.f16;
+// sm_80+), which give the same bits for every non-NaN value; a NaN stays a NaN but its
+// payload may differ (the hardware returns its canonical NaN), as torch's GPU casts do.
+// tests/quant/golden_test.cc checks the host functions against torch; tests/kernels
+// compares the kernels' bytes with the host's.
+//
 // Half and BFloat16 are plain 16-bit storage types with the layout of __half /
 // __nv_bfloat16 / torch's storage, so device code may reinterpret pointers to those.
 #pragma once
@@ -10,6 +16,11 @@
 #include <cstdint>
 
 #include "quant/host_device.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
 
 namespace loadstar {
 
@@ -45,6 +56,9 @@ LOADSTAR_HOST_DEVICE float BitsToFloat(uint32_t u) {
 
 // fp16 bits -> fp32 (exact).
 LOADSTAR_HOST_DEVICE float HalfBitsToFloat(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(h));
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1Fu;
   uint32_t mant = h & 0x3FFu;
@@ -63,10 +77,14 @@ LOADSTAR_HOST_DEVICE float HalfBitsToFloat(uint16_t h) {
     return BitsToFloat(sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | (mant << 13));
   }
   return BitsToFloat(sign | ((exp + (127 - 15)) << 23) | (mant << 13));
+#endif
 }
 
 // fp32 -> fp16 bits, round to nearest even.
 LOADSTAR_HOST_DEVICE uint16_t FloatToHalfBits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __half_as_ushort(__float2half_rn(f));
+#else
   const uint32_t u = FloatBits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7FFFFFFFu;
@@ -94,6 +112,7 @@ LOADSTAR_HOST_DEVICE uint16_t FloatToHalfBits(float f) {
   const uint32_t rem = abs & 0x1FFFu;
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
   return static_cast<uint16_t>(sign | h);
+#endif
 }
 
 // bf16 bits -> fp32 (exact).
@@ -103,12 +122,16 @@ LOADSTAR_HOST_DEVICE float BFloat16BitsToFloat(uint16_t b) {
 
 // fp32 -> bf16 bits, round to nearest even; NaN becomes a quiet NaN with its sign.
 LOADSTAR_HOST_DEVICE uint16_t FloatToBFloat16Bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+#else
   const uint32_t u = FloatBits(f);
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
     return static_cast<uint16_t>((u >> 16) | 0x0040u);
   }
   const uint32_t rounding_bias = 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>((u + rounding_bias) >> 16);
+#endif
 }
 
 LOADSTAR_HOST_DEVICE float ToFloat(float x) { return x; }

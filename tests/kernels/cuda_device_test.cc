@@ -1,13 +1,20 @@
 #include "kernels/cuda_device.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda_host_allocator.h"
 #include "loader/cuda_devices.h"
+#include "loader/pinned_ring.h"
 #include "tests/kernels/gpu_test_util.h"
+#include "tests/util/test_util.h"
 
 namespace loadstar::kernels {
 namespace {
@@ -108,6 +115,125 @@ TEST(CudaDeviceTest, CreateCudaDevicesNamesEveryGpu) {
     EXPECT_EQ((*devices)[i]->name(), "cuda:" + std::to_string(i));
   }
   EXPECT_TRUE(absl::IsInvalidArgument(CudaDevice::Create({.ordinal = 1000}).status()));
+}
+
+std::string Hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+TEST(CudaDeviceTest, CopyToHostWaitsForCopiesNotYetWaitedFor) {
+  SKIP_WITHOUT_GPU();
+  auto device = CudaDevice::Create({.ordinal = 0, .copy_lanes = 4});
+  ASSERT_TRUE(device.ok()) << device.status();
+  // Pinned source, so the copies really are asynchronous; big enough to still be in
+  // flight when CopyToHost starts.
+  constexpr uint64_t kBytes = 256ull << 20, kChunk = 8ull << 20;
+  auto* src = static_cast<uint8_t*>(PinnedHostAllocator()->Allocate(kBytes, 4096));
+  ASSERT_NE(src, nullptr);
+  for (uint64_t i = 0; i < kBytes; i += 4096) std::memset(src + i, static_cast<int>(i >> 12), 4096);
+  auto a = (*device)->Allocate(kBytes);
+  ASSERT_TRUE(a.ok()) << a.status();
+  std::vector<loader::CopyTicket> tickets;
+  for (uint64_t off = 0; off < kBytes; off += kChunk) {
+    auto t = (*device)->CopyToDeviceAsync(*a, off, src + off, kChunk);
+    ASSERT_TRUE(t.ok()) << t.status();
+    tickets.push_back(*t);
+  }
+  std::vector<uint8_t> back(kBytes);
+  ASSERT_TRUE((*device)->CopyToHost(back.data(), *a, 0, kBytes).ok());  // no Wait first
+  EXPECT_EQ(0, std::memcmp(back.data(), src, kBytes));
+  for (auto t : tickets) EXPECT_TRUE((*device)->Wait(t).ok());
+  EXPECT_TRUE((*device)->Free(*a).ok());
+  PinnedHostAllocator()->Free(src);
+}
+
+// The pipeline's staging: a PinnedRing over the pinned allocator, every slot in flight
+// on its own lane at once, then recycled.
+TEST(CudaDeviceTest, PinnedRingSlotsStreamThroughTheCopyLanes) {
+  SKIP_WITHOUT_GPU();
+  auto ring = loader::PinnedRing::Create(
+      {.total_bytes = 64ull << 20, .slot_bytes = 16ull << 20, .allocator = PinnedHostAllocator()});
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  EXPECT_GE(PinnedHostAllocator()->pinned_count(), 1);
+  auto device = CudaDevice::Create({.ordinal = 0, .copy_lanes = 4});
+  ASSERT_TRUE(device.ok()) << device.status();
+  constexpr uint64_t kBytes = 160ull << 20;  // 10 slots' worth through a 4-slot ring
+  const std::vector<uint8_t> data = BytePattern(kBytes, 3);
+  auto a = (*device)->Allocate(kBytes);
+  ASSERT_TRUE(a.ok()) << a.status();
+  std::vector<std::pair<loader::PinnedRing::Slot, loader::CopyTicket>> in_flight;
+  for (uint64_t off = 0; off < kBytes;) {
+    auto slot = (*ring)->TryAcquire();
+    if (!slot) {  // ring full: retire the oldest copy and recycle its slot
+      ASSERT_TRUE((*device)->Wait(in_flight.front().second).ok());
+      (*ring)->Release(in_flight.front().first);
+      in_flight.erase(in_flight.begin());
+      continue;
+    }
+    const uint64_t n = std::min<uint64_t>(slot->size, kBytes - off);
+    std::memcpy(slot->data, data.data() + off, n);
+    auto t = (*device)->CopyToDeviceAsync(*a, off, slot->data, n);
+    ASSERT_TRUE(t.ok()) << t.status();
+    in_flight.push_back({*slot, *t});
+    off += n;
+  }
+  for (auto& [slot, ticket] : in_flight) {
+    ASSERT_TRUE((*device)->Wait(ticket).ok());
+    (*ring)->Release(slot);
+  }
+  std::vector<uint8_t> back(kBytes);
+  ASSERT_TRUE((*device)->CopyToHost(back.data(), *a, 0, kBytes).ok());
+  EXPECT_TRUE(back == data);
+  EXPECT_TRUE((*device)->Free(*a).ok());
+}
+
+// Child half of ExportIsOpenedByASecondProcess: runs only when the parent re-executes
+// this binary with LOADSTAR_IPC_HANDLE set (hex of the 64-byte handle).
+TEST(CudaDeviceIpcChild, OpensTheExportedHandle) {
+  const char* hex = std::getenv("LOADSTAR_IPC_HANDLE");
+  if (hex == nullptr) GTEST_SKIP() << "the child of ExportIsOpenedByASecondProcess";
+  SKIP_WITHOUT_GPU();
+  const uint64_t bytes = std::strtoull(std::getenv("LOADSTAR_IPC_BYTES"), nullptr, 10);
+  cudaIpcMemHandle_t handle;
+  ASSERT_EQ(std::strlen(hex), 2 * sizeof(handle));
+  for (size_t i = 0; i < sizeof(handle); ++i) {
+    reinterpret_cast<unsigned char*>(&handle)[i] =
+        static_cast<unsigned char>(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16));
+  }
+  void* ptr = nullptr;
+  ASSERT_EQ(cudaIpcOpenMemHandle(&ptr, handle, cudaIpcMemLazyEnablePeerAccess), cudaSuccess);
+  std::vector<uint8_t> back(bytes);
+  ASSERT_EQ(cudaMemcpy(back.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_TRUE(back == BytePattern(bytes, 9));
+  EXPECT_EQ(cudaIpcCloseMemHandle(ptr), cudaSuccess);
+}
+
+TEST(CudaDeviceTest, ExportIsOpenedByASecondProcess) {
+  SKIP_WITHOUT_GPU();
+  auto device = CudaDevice::Create({});
+  ASSERT_TRUE(device.ok()) << device.status();
+  constexpr uint64_t kBytes = (4 << 20) + 3;
+  const std::vector<uint8_t> data = BytePattern(kBytes, 9);
+  auto a = (*device)->Allocate(kBytes);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto t = (*device)->CopyToDeviceAsync(*a, 0, data.data(), kBytes);
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*device)->Wait(*t).ok());
+  auto handle = (*device)->Export(*a);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  const auto child = loadstar::testing::RunShell("LOADSTAR_IPC_HANDLE=" + Hex(handle->ipc_handle) +
+                              " LOADSTAR_IPC_BYTES=" + std::to_string(kBytes) +
+                              " /proc/" + std::to_string(getpid()) +
+                              "/exe --gtest_filter=CudaDeviceIpcChild.OpensTheExportedHandle");
+  EXPECT_EQ(child.exit_code, 0) << child.output;
+  EXPECT_NE(child.output.find("[  PASSED  ] 1 test"), std::string::npos) << child.output;
+  EXPECT_TRUE((*device)->Free(*a).ok());
 }
 
 }  // namespace

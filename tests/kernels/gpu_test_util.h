@@ -2,10 +2,24 @@
 // without a driver (cudaGetDeviceCount returns error 35 there).
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cuda_device.h"
+
+namespace loadstar::kernels {
+
+// `n` bytes that differ with `seed` and do not repeat with a short period, for byte-equal
+// round trips through device memory.
+inline std::vector<uint8_t> BytePattern(uint64_t n, int seed) {
+  std::vector<uint8_t> v(n);
+  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 13 + seed * 101 + (i >> 11));
+  return v;
+}
+
+}  // namespace loadstar::kernels
 
 // Skips the current test with "no usable GPU: <reason>" when there is no GPU.
 #define SKIP_WITHOUT_GPU()                                                           \

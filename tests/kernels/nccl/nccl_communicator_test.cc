@@ -12,6 +12,9 @@ namespace loadstar::kernels {
 namespace {
 
 // Device buffer on `ordinal`, filled from / read back to host vectors.
+// cudaMemset and a pageable cudaMemcpy run on the legacy stream and may return before the
+// device has the bytes; NCCL runs on non-blocking streams that do not wait for the legacy
+// stream. So every fill synchronizes the device before NCCL may touch the buffer.
 struct GpuBuffer {
   int ordinal = 0;
   void* ptr = nullptr;
@@ -20,6 +23,7 @@ struct GpuBuffer {
     cudaSetDevice(o);
     EXPECT_EQ(cudaMalloc(&ptr, n), cudaSuccess);
     EXPECT_EQ(cudaMemset(ptr, 0, n), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
   ~GpuBuffer() {
     cudaSetDevice(ordinal);
@@ -28,6 +32,7 @@ struct GpuBuffer {
   void Fill(const std::vector<uint8_t>& v) {
     cudaSetDevice(ordinal);
     EXPECT_EQ(cudaMemcpy(ptr, v.data(), v.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
   std::vector<uint8_t> Read(uint64_t n) {
     std::vector<uint8_t> v(n);
@@ -37,12 +42,6 @@ struct GpuBuffer {
   }
   loader::DeviceSpan Span(int rank) const { return {rank, ptr, size}; }
 };
-
-std::vector<uint8_t> Pattern(uint64_t n, int seed) {
-  std::vector<uint8_t> v(n);
-  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(i * 13 + seed * 101 + (i >> 11));
-  return v;
-}
 
 TEST(NcclCommunicatorTest, NoGpuIsFailedPrecondition) {
   if (UsableGpuCount().ok()) GTEST_SKIP() << "a GPU is usable here";
@@ -57,7 +56,7 @@ TEST(NcclCommunicatorTest, SingleGpuCopyAndBadRanks) {
   EXPECT_EQ((*comm)->size(), 1);
   const uint64_t n = (3 << 20) + 1;
   GpuBuffer a(0, n), b(0, n);
-  const auto data = Pattern(n, 1);
+  const auto data = BytePattern(n, 1);
   a.Fill(data);
   ASSERT_TRUE((*comm)->Copy(a.Span(0), b.Span(0)).ok());
   EXPECT_EQ(b.Read(n), data);
@@ -76,7 +75,7 @@ TEST(NcclCommunicatorTest, BroadcastScatterCopyAcrossGpusAreByteEqual) {
   const uint64_t n = (16 << 20) + 3;
   std::vector<std::unique_ptr<GpuBuffer>> bufs;
   for (int r = 0; r < ranks; ++r) bufs.push_back(std::make_unique<GpuBuffer>(r, n));
-  const auto data = Pattern(n, 2);
+  const auto data = BytePattern(n, 2);
   bufs[1]->Fill(data);
   std::vector<loader::DeviceSpan> spans;
   for (int r = 0; r < ranks; ++r) spans.push_back(bufs[r]->Span(r));
@@ -86,7 +85,7 @@ TEST(NcclCommunicatorTest, BroadcastScatterCopyAcrossGpusAreByteEqual) {
   // Scatter from rank 0: slice r of the source lands on rank r.
   const uint64_t each = n / ranks;
   GpuBuffer src(0, each * ranks);
-  const auto whole = Pattern(each * ranks, 3);
+  const auto whole = BytePattern(each * ranks, 3);
   src.Fill(whole);
   ASSERT_TRUE((*comm)->Scatter(src.Span(0), spans, each).ok());
   for (int r = 0; r < ranks; ++r) {
@@ -96,7 +95,7 @@ TEST(NcclCommunicatorTest, BroadcastScatterCopyAcrossGpusAreByteEqual) {
   }
 
   // Warm scale-out: copy rank 0's buffer to rank 1.
-  const auto again = Pattern(n, 4);
+  const auto again = BytePattern(n, 4);
   bufs[0]->Fill(again);
   ASSERT_TRUE((*comm)->Copy(bufs[0]->Span(0), bufs[1]->Span(1)).ok());
   EXPECT_EQ(bufs[1]->Read(n), again);
