@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy/client/cuda_ipc.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda_host_allocator.h"
 #include "loader/cuda_devices.h"
@@ -200,18 +201,24 @@ TEST(CudaDeviceIpcChild, OpensTheExportedHandle) {
   if (hex == nullptr) GTEST_SKIP() << "the child of ExportIsOpenedByASecondProcess";
   SKIP_WITHOUT_GPU();
   const uint64_t bytes = std::strtoull(std::getenv("LOADSTAR_IPC_BYTES"), nullptr, 10);
-  cudaIpcMemHandle_t handle;
-  ASSERT_EQ(std::strlen(hex), 2 * sizeof(handle));
-  for (size_t i = 0; i < sizeof(handle); ++i) {
-    reinterpret_cast<unsigned char*>(&handle)[i] =
-        static_cast<unsigned char>(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16));
+  const char* uuid = std::getenv("LOADSTAR_IPC_UUID");
+  std::string handle(std::strlen(hex) / 2, '\0');
+  ASSERT_EQ(std::strlen(hex), 2 * sizeof(cudaIpcMemHandle_t));
+  for (size_t i = 0; i < handle.size(); ++i) {
+    handle[i] = static_cast<char>(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16));
   }
-  void* ptr = nullptr;
-  ASSERT_EQ(cudaIpcOpenMemHandle(&ptr, handle, cudaIpcMemLazyEnablePeerAccess), cudaSuccess);
+  // Opened as an engine does, through the attach client (deploy/client/cuda_ipc.h), on
+  // the GPU the worker named by its UUID.
+  absl::StatusOr<void*> ptr =
+      loadstar::client::OpenCudaIpcHandle(handle, uuid != nullptr ? uuid : "");
+  ASSERT_TRUE(ptr.ok()) << ptr.status();
   std::vector<uint8_t> back(bytes);
-  ASSERT_EQ(cudaMemcpy(back.data(), ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(back.data(), *ptr, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_TRUE(back == BytePattern(bytes, 9));
-  EXPECT_EQ(cudaIpcCloseMemHandle(ptr), cudaSuccess);
+  EXPECT_TRUE(loadstar::client::CloseCudaIpcHandle(*ptr).ok());
+  // A UUID no GPU here has is one clear error.
+  absl::StatusOr<void*> wrong = loadstar::client::OpenCudaIpcHandle(handle, "GPU-nope");
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(CudaDeviceTest, ExportIsOpenedByASecondProcess) {
@@ -228,6 +235,7 @@ TEST(CudaDeviceTest, ExportIsOpenedByASecondProcess) {
   auto handle = (*device)->Export(*a);
   ASSERT_TRUE(handle.ok()) << handle.status();
   const auto child = loadstar::testing::RunShell("LOADSTAR_IPC_HANDLE=" + Hex(handle->ipc_handle) +
+                              " LOADSTAR_IPC_UUID=" + handle->device_uuid +
                               " LOADSTAR_IPC_BYTES=" + std::to_string(kBytes) +
                               " /proc/" + std::to_string(getpid()) +
                               "/exe --gtest_filter=CudaDeviceIpcChild.OpensTheExportedHandle");
