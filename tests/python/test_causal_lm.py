@@ -147,3 +147,14 @@ def test_parameter_missing_from_the_instance_is_named(client, opt, monkeypatch):
             lt.load_model(lease)
         with pytest.raises(TypeError, match="cannot apply to an existing lease"):
             lt.load_model(lease, min_instances=2)
+
+
+def test_same_model_under_another_name_and_dtype(client, opt):
+    """load_model deploys the stored fp16 OPT a second time, named, cast to bf16 by the
+    loader: the same as transformers casting the checkpoint at load."""
+    model = lt.load_model("opt-tied-bf16", model="opt-tied", torch_dtype=torch.bfloat16,
+                          client=client)
+    dep = client.status("opt-tied-bf16")
+    assert dep.model == "opt-tied" and dep.name == "opt-tied-bf16"
+    assert_same_as_transformers(model, opt, torch.bfloat16)
+    model.loadstar_lease.release()

@@ -18,6 +18,8 @@ def test_flat_fields_land_in_their_sections():
                  "backend_config": {"torch_dtype": "bfloat16", "device_map": "auto"},
                  "auto_scaling_config": {"min_instances": 0, "keep_alive": 5}}
     assert json.loads(config.to_yaml(c)) == c
+    assert config.deployment_config("opt", {"name": "opt-nf4", "quantization": "nf4"}) == \
+        {"model": "opt", "name": "opt-nf4", "quantization": "nf4"}
 
 
 def test_bitsandbytes_config_becomes_the_yaml_mapping():

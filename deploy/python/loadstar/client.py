@@ -140,14 +140,16 @@ class Client:
 
     # Deployments.
 
-    def deploy(self, model=None, *, config_yaml=None, **fields):
-        """Creates or updates a deployment; returns the Deployment message.
+    def deploy(self, model=None, *, config_yaml=None, replace=False, **fields):
+        """Creates a deployment; returns the Deployment message.
 
-        Either `model` (the store name, also the deployment's name) with the config's
-        fields as keywords (see loadstar.config: num_gpus, torch_dtype, quantization,
-        quantization_config (a BitsAndBytesConfig or dict), device_map, min_instances,
-        max_instances, keep_alive, target, backend_config, auto_scaling_config, ...), or the
-        whole SPEC §3.2 YAML as `config_yaml`.
+        Either `model` (the store name; the deployment's name too unless name= is given)
+        with the config's fields as keywords (see loadstar.config: name, num_gpus,
+        torch_dtype, quantization, quantization_config (a BitsAndBytesConfig or dict),
+        device_map, min_instances, max_instances, keep_alive, target, backend_config,
+        auto_scaling_config, ...), or the whole SPEC §3.2 YAML as `config_yaml`.
+        A deployment of that name with another config is AlreadyExists unless `replace`,
+        which rolls it to the new config (new instances load before old ones go).
         """
         if config_yaml is not None:
             if model is not None or fields:
@@ -158,7 +160,7 @@ class Client:
             text = _config.to_yaml(_config.deployment_config(model, fields))
             what = f"Deploy({model!r})"
         response = self.controller.call(
-            "Deploy", controller_pb2.DeployRequest(config_yaml=text), what)
+            "Deploy", controller_pb2.DeployRequest(config_yaml=text, replace=bool(replace)), what)
         return response.deployment
 
     def status(self, name=None):

@@ -1,8 +1,8 @@
 """Deployment configs (SPEC §3.2) from Python arguments.
 
 `Client.deploy` and `loadstar.transformers.load_model` take the YAML's fields as keyword
-arguments: the top-level keys themselves (num_gpus, quantization, backend_config,
-auto_scaling_config, placement_config) and, for convenience, the keys of backend_config
+arguments: the top-level keys themselves (name, num_gpus, quantization, backend_config,
+auto_scaling_config, placement_config; name defaults to the model's) and, for convenience, the keys of backend_config
 (torch_dtype, device_map, max_memory, quantization_config) and of auto_scaling_config
 (metric, target, min_instances, max_instances, keep_alive) given flat. The result is sent
 as JSON, which is YAML: the daemon validates it and names the key path of any error, so
@@ -11,7 +11,7 @@ the same key given twice, a value that is not a plain YAML value).
 """
 import json
 
-TOP_LEVEL = ("num_gpus", "quantization", "backend_config", "auto_scaling_config",
+TOP_LEVEL = ("name", "num_gpus", "quantization", "backend_config", "auto_scaling_config",
              "placement_config")
 BACKEND_KEYS = ("torch_dtype", "device_map", "max_memory", "quantization_config")
 AUTOSCALING_KEYS = ("metric", "target", "min_instances", "max_instances", "keep_alive")

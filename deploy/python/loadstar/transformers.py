@@ -93,11 +93,14 @@ def _acquire(name, client, torch_dtype, quantization_config, device_map, deploy_
         deployment = None
     if deployment is None:
         fields = dict(deploy_fields)
+        model = fields.pop("model", name)
+        if model != name:
+            fields["name"] = name
         fields["torch_dtype"] = _config.dtype_name(torch_dtype) if torch_dtype != "auto" else None
         fields["quantization_config"] = quantization_config
         if device_map != "auto":
             fields["device_map"] = device_map
-        client.deploy(model=name, **fields)
+        client.deploy(model=model, **fields)
     else:
         _check_scaling(name, deployment, deploy_fields)
     return client.acquire(name)
@@ -117,8 +120,9 @@ def load_model(name_or_lease, *, device_map="auto", torch_dtype=None, quantizati
     quantization_config: a transformers BitsAndBytesConfig or its dict.
     hf_model_class: a transformers class or its name ("AutoModelForCausalLM", "AutoModel").
     client: the Client to use (default Client()).
-    deploy_fields: further deployment fields for a new deployment (min_instances,
-        keep_alive, ...; see loadstar.config).
+    deploy_fields: further deployment fields for a new deployment (model= when the store
+        model's name is not the deployment's, min_instances, keep_alive, ...; see
+        loadstar.config).
     An existing deployment that serves another torch_dtype, quantization or placement is a
     ValueError, not a silent substitute.
     """
@@ -169,16 +173,25 @@ def _model_class(hf_model_class):
     return hf_model_class
 
 
-def _served_dtype(spec, sd):
-    """The dtype of the instance's non-quantized floating tensors."""
+def _served_dtype(spec, sd, quantized_modules):
+    """The dtype of the instance's non-quantized floating tensors (bitsandbytes' quant
+    state tensors of the quantized modules have their own)."""
     import torch
 
+    def companion(name):
+        return any(name == f"{m}.SCB" or name.startswith(f"{m}.weight.") for m in quantized_modules)
+
+    floats = [t for n, t in sd.items() if t.is_floating_point() and not companion(n)]
     if spec.torch_dtype:
-        return getattr(torch, spec.torch_dtype)
+        want = getattr(torch, spec.torch_dtype)
+        other = sorted({str(t.dtype) for t in floats if t.dtype != want})
+        if other:
+            raise errors.Error(f"the instance is loaded with torch_dtype {spec.torch_dtype} but "
+                               f"serves {', '.join(other)} tensors (not cast by the worker)")
+        return want
     counts = {}
-    for t in sd.values():
-        if t.is_floating_point():
-            counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    for t in floats:
+        counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
     if not counts:
         raise errors.Error("the instance has no floating-point tensor to take a dtype from")
     return max(counts, key=counts.get)
@@ -236,14 +249,14 @@ def _build(lease, hf_model_class):
     if len(devices) > 1 and any(d.type == "cuda" for d in devices):
         raise errors.Error(f"instance {handle.instance_id} spans {sorted(map(str, devices))}; "
                            f"load_model binds models on one device only")
-    dtype = _served_dtype(spec, sd)
+    modules = quantized.quantized_modules(handle)
+    dtype = _served_dtype(spec, sd, modules)
     cls = _model_class(hf_model_class)
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     make = getattr(cls, "_from_config", None) or cls.from_config
     with accelerate.init_empty_weights(include_buffers=False):
         model = make(config, **{dtype_kw: dtype})
 
-    modules = quantized.quantized_modules(handle)
     if spec.quantization.method not in ("", "none") and not modules:
         raise errors.Error(f"instance {handle.instance_id} is {spec.quantization.method} but its "
                            f"tensor table marks no quantized weight")
