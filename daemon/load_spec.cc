@@ -13,6 +13,9 @@ namespace v1 = loadstar::v1;
 absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& spec) {
   const v1::Quantization& q = spec.quantization();
   quant::QuantConfig c;
+  if (!spec.torch_dtype().empty()) {
+    ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
+  }
   if (q.method().empty() || q.method() == "none") return c;
   std::optional<quant::QuantType> type = quant::ParseQuantType(q.method());
   if (!type) {
@@ -25,9 +28,6 @@ absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& s
   if (!q.compute_dtype().empty()) {
     ASSIGN_OR_RETURN(c.compute_dtype, quant::ParseTorchDtype(q.compute_dtype(),
                                                              "quantization.compute_dtype"));
-  }
-  if (!spec.torch_dtype().empty()) {
-    ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
   }
   if (q.llm_int8_threshold() > 0) c.llm_int8_threshold = static_cast<float>(q.llm_int8_threshold());
   c.skip_modules.assign(q.skip_modules().begin(), q.skip_modules().end());

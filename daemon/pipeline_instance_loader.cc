@@ -271,7 +271,8 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
   ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigFromLoadSpec(spec));
   ASSIGN_OR_RETURN(loader::QuantizedLoad loaded,
                    loader::LoadQuantized(*pipeline_, *store_, spec.model(), qconfig, devices,
-                                         plan, {}, &cancelled,
+                                         plan, {.cast_to_torch_dtype = !spec.torch_dtype().empty()},
+                                         &cancelled,
                                          [&](const loader::LoadProgress& p) {
                                            progress({p.bytes, p.total_bytes,
                                                      static_cast<uint32_t>(p.tensors),

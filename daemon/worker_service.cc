@@ -4,6 +4,20 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
+namespace {
+// A byte-stream sink for ReadTensor / ReadModelFile: each piece becomes one TensorChunk;
+// false (stop) once the caller went away.
+std::function<bool(uint64_t, std::string_view)> ChunkWriter(
+    grpc::ServerContext* ctx, grpc::ServerWriter<v1::TensorChunk>* writer) {
+  return [ctx, writer](uint64_t offset, std::string_view data) {
+    v1::TensorChunk chunk;
+    chunk.set_offset(offset);
+    chunk.set_data(std::string(data));
+    return !ctx->IsCancelled() && writer->Write(chunk);
+  };
+}
+}  // namespace
+
 grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
                                          const v1::LoadInstanceRequest* req,
                                          grpc::ServerWriter<v1::LoadProgress>* writer) {
@@ -46,24 +60,14 @@ grpc::Status WorkerService::GetInstance(grpc::ServerContext* ctx, const v1::Inst
 grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadTensorRequest* req,
                                        grpc::ServerWriter<v1::TensorChunk>* writer) {
   RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
-  return ToGrpc(manager_->ReadTensor(*req, [&](uint64_t offset, std::string_view data) {
-    v1::TensorChunk chunk;
-    chunk.set_offset(offset);
-    chunk.set_data(std::string(data));
-    return !ctx->IsCancelled() && writer->Write(chunk);
-  }));
+  return ToGrpc(manager_->ReadTensor(*req, ChunkWriter(ctx, writer)));
 }
 
 grpc::Status WorkerService::ReadModelFile(grpc::ServerContext* ctx,
                                           const v1::ReadModelFileRequest* req,
                                           grpc::ServerWriter<v1::TensorChunk>* writer) {
   RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
-  return ToGrpc(manager_->ReadModelFile(*req, [&](uint64_t offset, std::string_view data) {
-    v1::TensorChunk chunk;
-    chunk.set_offset(offset);
-    chunk.set_data(std::string(data));
-    return !ctx->IsCancelled() && writer->Write(chunk);
-  }));
+  return ToGrpc(manager_->ReadModelFile(*req, ChunkWriter(ctx, writer)));
 }
 
 grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,

@@ -52,7 +52,15 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
   if (config.type != quant::QuantType::kNone && options.use_artifact) {
     out.variant = MatchingVariant(store, name, config);
   }
-  if (config.type == quant::QuantType::kNone || !out.variant.empty()) {
+  bool cast = false;
+  if (config.type == quant::QuantType::kNone && options.cast_to_torch_dtype) {
+    ASSIGN_OR_RETURN(store::Manifest manifest, store.GetManifest(name));
+    for (const store::ManifestTensor& t : manifest.tensors) {
+      bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
+      cast |= floating && t.dtype != config.torch_dtype;
+    }
+  }
+  if ((config.type == quant::QuantType::kNone && !cast) || !out.variant.empty()) {
     ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name, out.variant));
     PlanOptions plan = plan_options;
     plan.transform = nullptr;
@@ -65,6 +73,12 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
     return out;
   }
   if (plan_options.placement == Placement::kTensorParallel) {
+    if (cast) {
+      return absl::FailedPreconditionError(fmt::format(
+          "casting '{}' to {} while streaming does not combine with tensor_parallel "
+          "placement; deploy it with the checkpoint's torch_dtype", name,
+          TorchDTypeName(config.torch_dtype)));
+    }
     return absl::FailedPreconditionError(fmt::format(
         "quantize-while-streaming does not combine with tensor_parallel placement yet; store "
         "the variant first (`loadstar store save SRC --name {} --quantize {}`)",

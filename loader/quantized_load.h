@@ -7,7 +7,8 @@
 // byte-identical between the two paths, and every quantized weight carries its quant
 // state as transform_info (AnnotateQuantState).
 //
-// A QuantConfig of type none loads the checkpoint unchanged.
+// A QuantConfig of type none loads the checkpoint unchanged, or with its floating tensors
+// cast to torch_dtype (QuantizedLoadOptions::cast_to_torch_dtype).
 //
 // Thread safety: as LoadPipeline::Load.
 #pragma once
@@ -27,6 +28,9 @@ struct QuantizedLoadOptions {
   // Use a stored variant when one matches; off: always quantize while streaming.
   bool use_artifact = true;
   int quantize_threads = 1;  // per tensor; the pipeline's workers run tensors in parallel
+  // Quantization none: cast floating tensors to config.torch_dtype while streaming (the
+  // deployment named a torch_dtype); off, they load as stored.
+  bool cast_to_torch_dtype = false;
 };
 
 struct QuantizedLoad {

@@ -71,22 +71,24 @@ absl::StatusOr<std::unique_ptr<Lease>> Client::Acquire(const std::string& deploy
   return std::make_unique<Lease>(this, std::move(lease));
 }
 
-absl::StatusOr<v1::Lease> Client::GetLease(const std::string& lease_id) const {
+absl::StatusOr<v1::Lease> Client::LeaseCall(
+    grpc::Status (v1::Controller::Stub::*method)(grpc::ClientContext*, const v1::LeaseRequest&,
+                                                 v1::Lease*),
+    const std::string& lease_id) const {
   v1::LeaseRequest req;
   req.set_lease_id(lease_id);
   v1::Lease lease;
-  RETURN_IF_ERROR(Check(controller_->GetLease(Context(options_.rpc_seconds).get(), req, &lease),
+  RETURN_IF_ERROR(Check((controller_.get()->*method)(Context(options_.rpc_seconds).get(), req, &lease),
                         "controller at " + address_));
   return lease;
 }
 
+absl::StatusOr<v1::Lease> Client::GetLease(const std::string& lease_id) const {
+  return LeaseCall(&v1::Controller::Stub::GetLease, lease_id);
+}
+
 absl::StatusOr<v1::Lease> Client::RenewLease(const std::string& lease_id) const {
-  v1::LeaseRequest req;
-  req.set_lease_id(lease_id);
-  v1::Lease lease;
-  RETURN_IF_ERROR(Check(controller_->RenewLease(Context(options_.rpc_seconds).get(), req, &lease),
-                        "controller at " + address_));
-  return lease;
+  return LeaseCall(&v1::Controller::Stub::RenewLease, lease_id);
 }
 
 absl::Status Client::Release(const std::string& lease_id) const {

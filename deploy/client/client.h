@@ -75,6 +75,11 @@ class Client {
   // Names the daemon that was dialled in connection errors.
   absl::Status Check(const grpc::Status& s, const std::string& who) const;
   loadstar::v1::Worker::Stub* WorkerStub(const std::string& address) const;
+  // GetLease and RenewLease: the same request and answer.
+  absl::StatusOr<loadstar::v1::Lease> LeaseCall(
+      grpc::Status (loadstar::v1::Controller::Stub::*method)(
+          grpc::ClientContext*, const loadstar::v1::LeaseRequest&, loadstar::v1::Lease*),
+      const std::string& lease_id) const;
 
   ClientOptions options_;
   std::string address_;

@@ -83,6 +83,31 @@ TEST_F(AttachClientTest, MapsAnInstanceFromAnotherProcessAndMatchesReadTensor) {
   }
 }
 
+// A deployment's torch_dtype casts the unquantized tensors while they stream.
+TEST_F(AttachClientTest, TorchDtypeCastsUnquantizedTensors) {
+  StartCluster();
+  std::string yaml = dir_.Join("f32.yaml");
+  ASSERT_TRUE(WriteFileAtomically(Env::Default(), yaml,
+                                  "name: tiny-f32\nmodel: org/tiny\n"
+                                  "backend_config: {torch_dtype: float32}\n")
+                  .ok());
+  CliResult deployed = Cli(addr_, {"deploy", "--config", yaml});
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  auto lease = client_->Acquire("tiny-f32", 30);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  auto handle = (*lease)->Handle();
+  ASSERT_TRUE(handle.ok());
+  ASSERT_GT(handle->tensors_size(), 0);
+  for (const v1::TensorInfo& t : handle->tensors()) {
+    EXPECT_EQ(t.dtype(), "F32") << t.name();
+  }
+  // model.layers.0.mlp.up_proj.weight is fp16 in the store: twice the bytes as fp32.
+  for (const v1::TensorInfo& t : handle->tensors()) {
+    if (t.name() == "model.layers.0.mlp.up_proj.weight") EXPECT_EQ(t.size(), 512u * 1024 * 4);
+  }
+  ExpectMappedEqualsReadTensor(**lease);
+}
+
 TEST_F(AttachClientTest, LeaseRenewsPastItsTtlAndDeleteWaitsForIt) {
   StartCluster();
   ASSERT_EQ(Cli(addr_, {"deploy", "--model", "org/tiny"}).exit_code, 0);
