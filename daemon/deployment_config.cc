@@ -200,9 +200,13 @@ std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
     for (const auto& [gpu, bytes] : c.max_memory) out << YAML::Key << gpu << YAML::Value << bytes;
     out << YAML::EndMap;
   }
-  out << YAML::Key << "quantization_config" << YAML::Value;
-  JsonToYaml(c.quantization.ToHfJson(), out);
+  if (!c.quantization.keep_prequantized) {
+    out << YAML::Key << "quantization_config" << YAML::Value;
+    JsonToYaml(c.quantization.ToHfJson(), out);
+  }
   out << YAML::EndMap;
+  // `keep` has no BitsAndBytesConfig spelling: it round-trips as the shorthand.
+  if (c.quantization.keep_prequantized) out << YAML::Key << "quantization" << YAML::Value << "keep";
   const AutoScalingConfig& a = c.auto_scaling;
   out << YAML::Key << "auto_scaling_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "metric" << YAML::Value << a.metric;

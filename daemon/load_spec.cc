@@ -13,7 +13,13 @@ namespace v1 = loadstar::v1;
 absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& spec) {
   const v1::Quantization& q = spec.quantization();
   quant::QuantConfig c;
-  if (q.method().empty() || q.method() == "none") return c;
+  if (q.method() == "keep") c.keep_prequantized = true;
+  if (q.method().empty() || q.method() == "none" || q.method() == "keep") {
+    if (!spec.torch_dtype().empty()) {
+      ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
+    }
+    return c;
+  }
   std::optional<quant::QuantType> type = quant::ParseQuantType(q.method());
   if (!type) {
     return absl::InvalidArgumentError(

@@ -158,7 +158,9 @@ void RegisterLoadCommand(CLI::App& app) {
                 "drop the model from the page cache first and read with O_DIRECT");
   cmd->add_option("--quantization", flags->quantization,
                   "nf4 | fp4 | int8 | a variant key (nf4-bs128-dq): read the stored variant "
-                  "when there is one, else quantize while loading");
+                  "when there is one, else quantize while loading; for a stored GGUF file: "
+                  "none (default: dequantize to --torch-dtype), keep (the packed blocks as "
+                  "stored) or nf4|fp4|int8 (dequantize, then quantize)");
   AddQuantModifierFlags(cmd, &flags->quant);
   cmd->add_flag("--no-artifact", flags->no_artifact,
                 "with --quantization: quantize while loading even if a variant is stored");

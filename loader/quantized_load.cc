@@ -6,8 +6,10 @@
 
 #include "base/status_macros.h"
 #include "loader/model_source.h"
+#include "loader/prequant_transform.h"
 #include "loader/quantize_transform.h"
 #include "quant/quant_state.h"
+#include "store/prequant_info.h"
 #include "store/quantized_artifact.h"
 
 namespace loadstar::loader {
@@ -49,6 +51,12 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
                                             LoadStats* stats) {
   QuantizedLoad out;
   out.source = "checkpoint";
+  ASSIGN_OR_RETURN(std::optional<store::PrequantInfo> prequant,
+                   store::ReadPrequantInfo(store, name));
+  if (prequant) {
+    return LoadPrequantized(pipeline, store, name, *prequant, config, devices, plan_options,
+                            options, cancel, progress, stats);
+  }
   if (config.type != quant::QuantType::kNone && options.use_artifact) {
     out.variant = MatchingVariant(store, name, config);
   }
@@ -75,6 +83,40 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
                                       .model_type = store::StoredModelType(store, name),
                                       .quantize_threads = options.quantize_threads});
   PlanOptions plan = plan_options;
+  plan.transform = &provider;
+  ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+  RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
+  out.quantized_bytes = out.model->tensor_bytes();
+  return out;
+}
+
+absl::StatusOr<QuantizedLoad> LoadPrequantized(
+    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
+    const store::PrequantInfo& info, const quant::QuantConfig& config,
+    const std::vector<Device*>& devices, const PlanOptions& plan_options,
+    const QuantizedLoadOptions& options, const CancellationToken* cancel,
+    const LoadProgressCallback& progress, LoadStats* stats) {
+  QuantizedLoad out;
+  out.source = "checkpoint";
+  ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
+  PlanOptions plan = plan_options;
+  if (config.keep_prequantized) {
+    plan.transform = nullptr;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    AnnotatePrequant(*out.model, info);
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
+  if (plan_options.placement == Placement::kTensorParallel) {
+    return absl::FailedPreconditionError(fmt::format(
+        "model {} is a pre-quantized {} checkpoint: dequantizing it while streaming does not "
+        "combine with tensor_parallel placement; deploy it with quantization keep or one GPU",
+        name, info.format));
+  }
+  PrequantTransformProvider provider({.info = info,
+                                      .config = config,
+                                      .model_type = store::StoredModelType(store, name),
+                                      .threads = options.quantize_threads});
   plan.transform = &provider;
   ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
   RETURN_IF_ERROR(provider.ExpandTensors(*out.model));

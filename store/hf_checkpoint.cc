@@ -89,6 +89,46 @@ bool IsWeightFile(std::string_view name) {
   return false;
 }
 
+// Pre-quantized HF directories (SPEC §6.1: quantization_config.quant_method gptq, awq or
+// bitsandbytes, in config.json or quantize_config.json) hold packed tensors that
+// loadstar does not yet unpack; storing them as plain tensors would serve garbage, so
+// they are refused here, naming the file and the field.
+absl::Status RefusePrequantizedConfig(Env* env, const std::string& dir) {
+  for (const char* name : {"config.json", "quantize_config.json"}) {
+    std::string path = JoinPath(dir, name);
+    if (!env->FileExists(path)) continue;
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path, kMaxIndexBytes));
+    nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) continue;  // config.json is served as is; not ours to judge
+    const nlohmann::json* q = &config;
+    std::string field = "quant_method";
+    if (config.contains("quantization_config")) {
+      q = &config["quantization_config"];
+      field = "quantization_config.quant_method";
+    }
+    if (!q->is_object() || !q->contains("quant_method") || !(*q)["quant_method"].is_string()) {
+      // quantize_config.json of AutoGPTQ has no quant_method: it is GPTQ by definition.
+      if (std::string_view(name) == "quantize_config.json" && q->is_object() &&
+          q->contains("bits")) {
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: a GPTQ quantize_config.json: pre-quantized GPTQ checkpoints cannot be stored "
+            "(supported pre-quantized input: GGUF files)",
+            path));
+      }
+      continue;
+    }
+    std::string method = (*q)["quant_method"].get<std::string>();
+    if (method == "gptq" || method == "awq" || method == "bitsandbytes") {
+      return absl::InvalidArgumentError(fmt::format(
+          "{}: {} \"{}\": pre-quantized {} checkpoints cannot be stored (supported "
+          "pre-quantized input: GGUF files; store the unquantized checkpoint and deploy it "
+          "with quantization nf4|fp4|int8 instead)",
+          path, field, method, method));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ListKeptFiles(Env* env, const std::string& dir) {
@@ -148,6 +188,7 @@ absl::StatusOr<HfCheckpoint> OpenHfCheckpoint(Env* env, const std::string& dir) 
     return absl::InvalidArgumentError(
         fmt::format("{}: no config.json (not a Hugging Face model directory)", dir));
   }
+  RETURN_IF_ERROR(RefusePrequantizedConfig(env, dir));
   ASSIGN_OR_RETURN(checkpoint.extra_files, ListKeptFiles(env, dir));
 
   std::string index_path = JoinPath(dir, kIndexFileName);

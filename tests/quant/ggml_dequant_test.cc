@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "quant/float16.h"
 #include "quant/ggml_blocks.h"
+#include "tests/util/gguf_builder.h"
 
 namespace loadstar::quant {
 namespace {
@@ -26,39 +27,9 @@ void PutHalf(uint8_t* p, float v) {
   p[1] = h >> 8;
 }
 
-// Offsets of each type's fp16 scale fields (forced finite in random blocks).
-std::vector<int> ScaleFields(GgmlType t) {
-  switch (t) {
-    case GgmlType::kQ8_0: case GgmlType::kQ4_0: case GgmlType::kQ5_0: return {0};
-    case GgmlType::kQ4_1: case GgmlType::kQ5_1: return {0, 2};
-    case GgmlType::kQ2_K: return {80, 82};
-    case GgmlType::kQ3_K: return {108};
-    case GgmlType::kQ4_K: case GgmlType::kQ5_K: return {0, 2};
-    case GgmlType::kQ6_K: return {208};
-    default: return {};
-  }
-}
-
 std::vector<uint8_t> RandomBlocks(GgmlType type, int64_t blocks, uint32_t seed) {
-  const GgmlTypeInfo info = GgmlInfo(type);
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> bytes(static_cast<size_t>(blocks * info.block_bytes));
-  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
-  std::normal_distribution<float> normal(0.0f, 0.05f);
-  for (int64_t b = 0; b < blocks; ++b) {
-    uint8_t* block = bytes.data() + b * info.block_bytes;
-    for (int off : ScaleFields(type)) PutHalf(block + off, normal(rng));
-    if (type == GgmlType::kF32) {
-      float v = normal(rng);
-      std::memcpy(block, &v, 4);
-    }
-    if (type == GgmlType::kF16) PutHalf(block, normal(rng));
-    if (type == GgmlType::kBF16) {
-      uint16_t h = FloatToBFloat16Bits(normal(rng));
-      block[0] = h & 0xFF, block[1] = h >> 8;
-    }
-  }
-  return bytes;
+  std::string bytes = loadstar::testing::RandomGgmlBlocks(type, blocks, seed);
+  return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
 TEST(GgmlDequantTest, Q8_0IsScaleTimesValue) {

@@ -1,0 +1,67 @@
+// What a stored pre-quantized checkpoint's packed tensors are (SPEC §6.1): the contract
+// between the store (which writes it when it saves a GGUF file) and the loader (which
+// serves the packed bytes as they are, `keep`, or dequantizes them while streaming,
+// `none` / nf4 / fp4 / int8).
+//
+// Kept beside the manifest as the extra file `prequant.json` (so consumers can read it
+// too, like config.json):
+//   {"format": "gguf",
+//    "tensors": {"model.layers.0.self_attn.q_proj.weight":
+//                  {"ggml_type": "Q4_K", "shape": [4096, 4096],
+//                   "source_name": "blk.0.attn_q.weight", "permute_heads": 32}, ...}}
+// `shape` is the logical (dequantized) torch shape; the stored tensor holds the packed
+// bytes as dtype U8 with shape [rows..., bytes per row] (or, for F32/F16/BF16, that
+// dtype and the logical shape). `permute_heads` > 0 says the rows are in llama.cpp's
+// rotary order and dequantization must undo it as transformers does
+// (LlamaTensorProcessor._reverse_permute_weights with that head count); 0: none.
+//
+// Thread safety: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "quant/ggml_types.h"
+
+namespace loadstar::store {
+
+class Store;
+
+inline constexpr char kPrequantInfoFileName[] = "prequant.json";
+
+struct PrequantTensor {
+  quant::GgmlType ggml_type = quant::GgmlType::kF32;
+  std::vector<int64_t> shape;  // logical torch shape
+  std::string source_name;     // the tensor's name in the source file
+  int64_t permute_heads = 0;
+
+  int64_t row_elems() const { return shape.back(); }
+  int64_t rows() const;  // product of shape[0..n-1)
+  bool operator==(const PrequantTensor&) const = default;
+};
+
+struct PrequantInfo {
+  std::string format = "gguf";
+  std::map<std::string, PrequantTensor> tensors;  // by stored (HF) tensor name
+
+  const PrequantTensor* Find(std::string_view name) const;
+  bool operator==(const PrequantInfo&) const = default;
+};
+
+std::string SerializePrequantInfo(const PrequantInfo& info);
+
+// Validates types, shapes (row length a multiple of the ggml block) and names;
+// InvalidArgument naming `source` and the tensor.
+absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view json, std::string_view source);
+
+// The info of stored model `name`, or nullopt when it is not a pre-quantized checkpoint.
+// Errors: the model is unreadable, or its prequant.json is invalid.
+absl::StatusOr<std::optional<PrequantInfo>> ReadPrequantInfo(const Store& store,
+                                                             const std::string& name);
+
+}  // namespace loadstar::store
