@@ -223,6 +223,10 @@ def _build(lease, hf_model_class):
 
     handle = lease.handle()
     spec = handle.spec
+    if spec.quantization.method == "keep":
+        raise errors.Error(f"deployment {lease.deployment} serves quantization keep: its "
+                           f"tensors are the checkpoint's packed blocks (for an engine's GGUF "
+                           f"kernels); load_model needs quantization none or nf4|fp4|int8")
     if spec.device_map == "tensor_parallel":
         raise errors.Error(f"deployment {lease.deployment} is tensor_parallel: its instance holds "
                            f"shards, and load_model needs whole tensors")
