@@ -211,11 +211,9 @@ LOADSTAR_HOST_DEVICE void DequantizeBlockQ3_K(const uint8_t* b, float* y) {
   }
 }
 
-LOADSTAR_HOST_DEVICE void DequantizeBlockQ4_K(const uint8_t* b, float* y) {
-  const float d = Fp16At(b + offsetof(BlockQ4_K, d));
-  const float dmin = Fp16At(b + offsetof(BlockQ4_K, dmin));
-  const uint8_t* scales = b + offsetof(BlockQ4_K, scales);
-  const uint8_t* qs = b + offsetof(BlockQ4_K, qs);
+// Q4_K and Q5_K share everything but Q5_K's fifth bit (qh; nullptr for Q4_K).
+LOADSTAR_HOST_DEVICE void DequantizeK45(float d, float dmin, const uint8_t* scales,
+                                        const uint8_t* qh, const uint8_t* qs, float* y) {
   for (int j = 0; j < 8; ++j) {
     int sc, m;
     KScaleMin(scales, j, &sc, &m);
@@ -224,30 +222,22 @@ LOADSTAR_HOST_DEVICE void DequantizeBlockQ4_K(const uint8_t* b, float* y) {
     const uint8_t* q = qs + 32 * (j / 2);
     const int shift = 4 * (j % 2);
     for (int l = 0; l < 32; ++l) {
-      const int v = (q[l] >> shift) & 0x0F;
+      int v = (q[l] >> shift) & 0x0F;
+      if (qh != nullptr) v |= ((qh[l] >> j) & 1) << 4;
       y[32 * j + l] = LOADSTAR_FADD_RN(LOADSTAR_FMUL_RN(dl, static_cast<float>(v)), -ml);
     }
   }
 }
 
+LOADSTAR_HOST_DEVICE void DequantizeBlockQ4_K(const uint8_t* b, float* y) {
+  DequantizeK45(Fp16At(b + offsetof(BlockQ4_K, d)), Fp16At(b + offsetof(BlockQ4_K, dmin)),
+                b + offsetof(BlockQ4_K, scales), nullptr, b + offsetof(BlockQ4_K, qs), y);
+}
+
 LOADSTAR_HOST_DEVICE void DequantizeBlockQ5_K(const uint8_t* b, float* y) {
-  const float d = Fp16At(b + offsetof(BlockQ5_K, d));
-  const float dmin = Fp16At(b + offsetof(BlockQ5_K, dmin));
-  const uint8_t* scales = b + offsetof(BlockQ5_K, scales);
-  const uint8_t* qh = b + offsetof(BlockQ5_K, qh);
-  const uint8_t* qs = b + offsetof(BlockQ5_K, qs);
-  for (int j = 0; j < 8; ++j) {
-    int sc, m;
-    KScaleMin(scales, j, &sc, &m);
-    const float dl = LOADSTAR_FMUL_RN(d, static_cast<float>(sc));
-    const float ml = LOADSTAR_FMUL_RN(dmin, static_cast<float>(m));
-    const uint8_t* q = qs + 32 * (j / 2);
-    const int shift = 4 * (j % 2);
-    for (int l = 0; l < 32; ++l) {
-      const int v = ((q[l] >> shift) & 0x0F) | (((qh[l] >> j) & 1) << 4);
-      y[32 * j + l] = LOADSTAR_FADD_RN(LOADSTAR_FMUL_RN(dl, static_cast<float>(v)), -ml);
-    }
-  }
+  DequantizeK45(Fp16At(b + offsetof(BlockQ5_K, d)), Fp16At(b + offsetof(BlockQ5_K, dmin)),
+                b + offsetof(BlockQ5_K, scales), b + offsetof(BlockQ5_K, qh),
+                b + offsetof(BlockQ5_K, qs), y);
 }
 
 LOADSTAR_HOST_DEVICE void DequantizeBlockQ6_K(const uint8_t* b, float* y) {

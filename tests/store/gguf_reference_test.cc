@@ -18,20 +18,8 @@
 namespace loadstar::store {
 namespace {
 
-std::string FindGgufPython() {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("LOADSTAR_PYTHON")) candidates.push_back(env);
-  candidates.push_back(std::string(LOADSTAR_BINARY_DIR) + "/pyenv/bin/python3");
-  candidates.push_back("python3");
-  for (const std::string& python : candidates) {
-    std::string probe = "'" + python + "' -c 'import gguf, numpy' >/dev/null 2>&1";
-    if (std::system(probe.c_str()) == 0) return python;
-  }
-  return "";
-}
-
 TEST(GgufReferenceTest, ReadsGgufPyFilesAndDequantizesBitForBit) {
-  std::string python = FindGgufPython();
+  std::string python = loadstar::testing::FindPython("gguf, numpy");
   if (python.empty()) {
     GTEST_SKIP() << "no python3 with gguf and numpy (set LOADSTAR_PYTHON or create "
                     "<build>/pyenv with `pip install gguf numpy`)";
