@@ -6,6 +6,7 @@
 
 #include "base/status_macros.h"
 #include "loader/model_source.h"
+#include "loader/gptq_transform.h"
 #include "loader/prequant_transform.h"
 #include "loader/quantize_transform.h"
 #include "quant/quant_state.h"
@@ -103,7 +104,11 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
   if (config.keep_prequantized) {
     plan.transform = nullptr;
     ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-    AnnotatePrequant(*out.model, info);
+    if (info.format == "gguf") {
+      AnnotatePrequant(*out.model, info);
+    } else {
+      AnnotateGptq(*out.model, info);
+    }
     out.quantized_bytes = out.model->tensor_bytes();
     return out;
   }
@@ -112,6 +117,18 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
         "model {} is a pre-quantized {} checkpoint: dequantizing it while streaming does not "
         "combine with tensor_parallel placement; deploy it with quantization keep or one GPU",
         name, info.format));
+  }
+  if (info.format != "gguf") {
+    GptqTransformProvider gptq({.store = &store,
+                                .manifest = source.manifest,
+                                .info = info,
+                                .config = config,
+                                .model_type = store::StoredModelType(store, name)});
+    plan.transform = &gptq;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    RETURN_IF_ERROR(gptq.ExpandTensors(*out.model));
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
   }
   PrequantTransformProvider provider({.info = info,
                                       .config = config,

@@ -89,42 +89,23 @@ bool IsWeightFile(std::string_view name) {
   return false;
 }
 
-// Pre-quantized HF directories (SPEC §6.1: quantization_config.quant_method gptq, awq or
-// bitsandbytes, in config.json or quantize_config.json) hold packed tensors that
-// loadstar does not yet unpack; storing them as plain tensors would serve garbage, so
-// they are refused here, naming the file and the field.
+// Saved bitsandbytes checkpoints (quantization_config.quant_method bitsandbytes) hold
+// packed 4-bit/int8 tensors loadstar does not yet store as a quantized variant; storing
+// them as plain tensors would serve garbage, so they are refused here, naming the file
+// and the field. (GPTQ and AWQ directories are taken: store/gptq_checkpoint.h.)
 absl::Status RefusePrequantizedConfig(Env* env, const std::string& dir) {
-  for (const char* name : {"config.json", "quantize_config.json"}) {
-    std::string path = JoinPath(dir, name);
-    if (!env->FileExists(path)) continue;
-    ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path, kMaxIndexBytes));
-    nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (!config.is_object()) continue;  // config.json is served as is; not ours to judge
-    const nlohmann::json* q = &config;
-    std::string field = "quant_method";
-    if (config.contains("quantization_config")) {
-      q = &config["quantization_config"];
-      field = "quantization_config.quant_method";
-    }
-    if (!q->is_object() || !q->contains("quant_method") || !(*q)["quant_method"].is_string()) {
-      // quantize_config.json of AutoGPTQ has no quant_method: it is GPTQ by definition.
-      if (std::string_view(name) == "quantize_config.json" && q->is_object() &&
-          q->contains("bits")) {
-        return absl::InvalidArgumentError(fmt::format(
-            "{}: a GPTQ quantize_config.json: pre-quantized GPTQ checkpoints cannot be stored "
-            "(supported pre-quantized input: GGUF files)",
-            path));
-      }
-      continue;
-    }
-    std::string method = (*q)["quant_method"].get<std::string>();
-    if (method == "gptq" || method == "awq" || method == "bitsandbytes") {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: {} \"{}\": pre-quantized {} checkpoints cannot be stored (supported "
-          "pre-quantized input: GGUF files; store the unquantized checkpoint and deploy it "
-          "with quantization nf4|fp4|int8 instead)",
-          path, field, method, method));
-    }
+  const std::string path = JoinPath(dir, "config.json");
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path, kMaxIndexBytes));
+  nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || !config.contains("quantization_config")) return absl::OkStatus();
+  const nlohmann::json& q = config["quantization_config"];
+  if (q.is_object() && q.contains("quant_method") && q["quant_method"] == "bitsandbytes") {
+    return absl::InvalidArgumentError(fmt::format(
+        "{}: quantization_config.quant_method \"bitsandbytes\": saved bitsandbytes "
+        "checkpoints cannot be stored yet (supported pre-quantized input: GGUF files, GPTQ "
+        "and AWQ directories; store the unquantized checkpoint and deploy it with "
+        "quantization nf4|fp4|int8 instead)",
+        path));
   }
   return absl::OkStatus();
 }

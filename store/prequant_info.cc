@@ -19,7 +19,30 @@ const PrequantTensor* PrequantInfo::Find(std::string_view name) const {
   return it == tensors.end() ? nullptr : &it->second;
 }
 
+const PrequantLinear* PrequantInfo::FindLinear(std::string_view tensor, std::string* module,
+                                               std::string* part) const {
+  size_t dot = tensor.rfind('.');
+  if (dot == std::string_view::npos) return nullptr;
+  std::string_view suffix = tensor.substr(dot + 1);
+  if (suffix != "qweight" && suffix != "qzeros" && suffix != "scales" && suffix != "g_idx") {
+    return nullptr;
+  }
+  auto it = linears.find(std::string(tensor.substr(0, dot)));
+  if (it == linears.end()) return nullptr;
+  if (module) *module = it->first;
+  if (part) *part = std::string(suffix);
+  return &it->second;
+}
+
 std::string SerializePrequantInfo(const PrequantInfo& info) {
+  if (info.format != "gguf") {
+    nlohmann::json linears = nlohmann::json::object();
+    for (const auto& [name, l] : info.linears) {
+      linears[name] = {{"bits", l.bits}, {"in", l.in}, {"out", l.out},
+                       {"group_size", l.group_size}, {"g_idx", l.g_idx}, {"v2", l.v2}};
+    }
+    return nlohmann::json({{"format", info.format}, {"linears", linears}}).dump(1);
+  }
   nlohmann::json tensors = nlohmann::json::object();
   for (const auto& [name, t] : info.tensors) {
     tensors[name] = {{"ggml_type", std::string(quant::GgmlInfo(t.ggml_type).name)},
@@ -35,14 +58,50 @@ absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::strin
   auto invalid = [&](const std::string& what) {
     return absl::InvalidArgumentError(fmt::format("{}: {}", source, what));
   };
-  if (!root.is_object() || !root.contains("format") || !root["format"].is_string() ||
-      !root.contains("tensors") || !root["tensors"].is_object()) {
-    return invalid("expected {\"format\": string, \"tensors\": object}");
+  if (!root.is_object() || !root.contains("format") || !root["format"].is_string()) {
+    return invalid("expected {\"format\": string, ...}");
   }
   PrequantInfo info;
   info.format = root["format"].get<std::string>();
+  if (info.format == "gptq" || info.format == "awq") {
+    if (!root.contains("linears") || !root["linears"].is_object()) {
+      return invalid("expected \"linears\": object");
+    }
+    for (const auto& item : root["linears"].items()) {
+      // (no structured binding: clang < 16 cannot capture one in the lambda below)
+      const std::string name = item.key();
+      const nlohmann::json& e = item.value();
+      auto bad = [&](const std::string& what) {
+        return invalid(fmt::format("linear \"{}\": {}", name, what));
+      };
+      for (const char* key : {"bits", "in", "out", "group_size"}) {
+        if (!e.is_object() || !e.contains(key) || !e[key].is_number_integer() ||
+            e[key].get<int64_t>() <= 0) {
+          return bad(fmt::format("\"{}\" must be a positive integer", key));
+        }
+      }
+      PrequantLinear l;
+      l.bits = e["bits"].get<int>();
+      l.in = e["in"].get<int64_t>();
+      l.out = e["out"].get<int64_t>();
+      l.group_size = e["group_size"].get<int64_t>();
+      l.g_idx = e.value("g_idx", false);
+      l.v2 = e.value("v2", false);
+      if (l.bits != 2 && l.bits != 3 && l.bits != 4 && l.bits != 8) return bad("bits");
+      if ((l.in * l.bits) % 32 != 0 || (l.out * l.bits) % 32 != 0) {
+        return bad("in/out do not fill whole 32-bit words");
+      }
+      info.linears.emplace(name, l);
+    }
+    return info;
+  }
+  if (!root.contains("tensors") || !root["tensors"].is_object()) {
+    return invalid("expected \"tensors\": object");
+  }
   if (info.format != "gguf") return invalid(fmt::format("unknown format \"{}\"", info.format));
-  for (const auto& [name, entry] : root["tensors"].items()) {
+  for (const auto& item : root["tensors"].items()) {
+    const std::string name = item.key();
+    const nlohmann::json& entry = item.value();
     auto bad = [&](const std::string& what) {
       return invalid(fmt::format("tensor \"{}\": {}", name, what));
     };

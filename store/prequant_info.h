@@ -9,6 +9,9 @@
 //    "tensors": {"model.layers.0.self_attn.q_proj.weight":
 //                  {"ggml_type": "Q4_K", "shape": [4096, 4096],
 //                   "source_name": "blk.0.attn_q.weight", "permute_heads": 32}, ...}}
+// or, for GPTQ / AWQ HF directories (tensors stored as in the checkpoint):
+//   {"format": "gptq", "linears": {"model.layers.0.self_attn.q_proj":
+//      {"bits": 4, "in": 4096, "out": 4096, "group_size": 128, "g_idx": true, "v2": false}}}
 // `shape` is the logical (dequantized) torch shape; the stored tensor holds the packed
 // bytes as dtype U8 with shape [rows..., bytes per row] (or, for F32/F16/BF16, that
 // dtype and the logical shape). `permute_heads` > 0 says the rows are in llama.cpp's
@@ -45,11 +48,27 @@ struct PrequantTensor {
   bool operator==(const PrequantTensor&) const = default;
 };
 
+// A GPTQ or AWQ packed Linear layer (quant/gptq_awq.h): its stored tensors are
+// <module>.qweight, .qzeros, .scales and, for GPTQ with act-order, .g_idx.
+struct PrequantLinear {
+  int bits = 4;
+  int64_t in = 0, out = 0;
+  int64_t group_size = 0;  // resolved (in_features for -1)
+  bool g_idx = false;      // the module has a g_idx tensor
+  bool v2 = false;         // GPTQ checkpoint_format gptq_v2 (zeros stored as is)
+  bool operator==(const PrequantLinear&) const = default;
+};
+
 struct PrequantInfo {
-  std::string format = "gguf";
-  std::map<std::string, PrequantTensor> tensors;  // by stored (HF) tensor name
+  std::string format = "gguf";                    // gguf | gptq | awq
+  std::map<std::string, PrequantTensor> tensors;  // gguf: by stored (HF) tensor name
+  std::map<std::string, PrequantLinear> linears;  // gptq / awq: by module name
 
   const PrequantTensor* Find(std::string_view name) const;
+  // The linear layer a stored tensor belongs to ("m.qweight" -> "m"), with the suffix
+  // ("qweight" | "qzeros" | "scales" | "g_idx"); nullptr otherwise.
+  const PrequantLinear* FindLinear(std::string_view tensor, std::string* module,
+                                   std::string* part) const;
   bool operator==(const PrequantInfo&) const = default;
 };
 

@@ -15,6 +15,7 @@
 #include "store/checksum.h"
 #include "store/gguf.h"
 #include "store/gguf_model.h"
+#include "store/gptq_checkpoint.h"
 #include "store/hf_checkpoint.h"
 #include "store/prequant_info.h"
 #include "store/names.h"
@@ -198,9 +199,18 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
       groups.push_back(std::move(group));
     }
     for (const std::string& extra : checkpoint.extra_files) {
+      if (extra == kPrequantInfoFileName) continue;  // ours to write
       ASSIGN_OR_RETURN(std::string data, ReadFileToString(env, JoinPath(src_dir, extra),
                                                           kMaxKeptFileBytes));
       extras.emplace_back(extra, std::move(data));
+    }
+    // GPTQ / AWQ: the packed tensors are stored as they are; prequant.json says how the
+    // loader unpacks them.
+    ASSIGN_OR_RETURN(std::optional<GptqConfig> gptq, ReadGptqConfig(env, src_dir));
+    if (gptq) {
+      ASSIGN_OR_RETURN(PrequantInfo info, MapGptqCheckpoint(env, checkpoint, *gptq));
+      extras.emplace_back(kPrequantInfoFileName, SerializePrequantInfo(info));
+      std::sort(extras.begin(), extras.end());
     }
   }
 
