@@ -153,6 +153,7 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
     ASSIGN_OR_RETURN(c.quantization, quant::ParseQuantizationShorthand(shorthand, "quantization"));
     c.quantization.torch_dtype = torch_dtype;
   }
+  c.quantization.unspecified = shorthand.empty() && !has_quant_config;
   RETURN_IF_ERROR(ParseAutoScaling(m.Node("auto_scaling_config"), &c.auto_scaling));
   {
     ASSIGN_OR_RETURN(YamlMap p, YamlMap::Open(m.Node("placement_config"), "placement_config"));
@@ -200,7 +201,8 @@ std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
     for (const auto& [gpu, bytes] : c.max_memory) out << YAML::Key << gpu << YAML::Value << bytes;
     out << YAML::EndMap;
   }
-  if (!c.quantization.keep_prequantized) {
+  // Left out when the deployment named none, so that it round-trips as unspecified.
+  if (!c.quantization.keep_prequantized && !c.quantization.unspecified) {
     out << YAML::Key << "quantization_config" << YAML::Value;
     JsonToYaml(c.quantization.ToHfJson(), out);
   }

@@ -14,6 +14,7 @@ absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& s
   const v1::Quantization& q = spec.quantization();
   quant::QuantConfig c;
   if (q.method() == "keep") c.keep_prequantized = true;
+  if (q.method().empty()) c.unspecified = true;
   if (q.method().empty() || q.method() == "none" || q.method() == "keep") {
     if (!spec.torch_dtype().empty()) {
       ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));

@@ -49,6 +49,7 @@ absl::Status RunLoad(const LoadFlags& flags) {
     // --torch-dtype alone matters for a GGUF file, which is dequantized to it.
     ASSIGN_OR_RETURN(qconfig.torch_dtype,
                      quant::ParseTorchDtype(flags.quant.torch_dtype, "--torch-dtype"));
+    qconfig.unspecified = true;
   } else {
     ASSIGN_OR_RETURN(qconfig, ParseQuantFlag("--quantization", flags.quantization, flags.quant));
     if (!flags.variant.empty()) {

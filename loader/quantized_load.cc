@@ -101,7 +101,9 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
   out.source = "checkpoint";
   ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
   PlanOptions plan = plan_options;
-  if (config.keep_prequantized) {
+  // No quantization named: GGUF is dequantized (as transformers does), GPTQ/AWQ are served
+  // as stored (as TGI does).
+  if (config.keep_prequantized || (config.unspecified && info.format != "gguf")) {
     plan.transform = nullptr;
     ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
     if (info.format == "gguf") {

@@ -41,11 +41,13 @@ struct QuantizedLoad {
 std::string MatchingVariant(const store::Store& store, const std::string& name,
                             const quant::QuantConfig& config);
 
-// Pre-quantized checkpoints (store/prequant_info.h: a stored GGUF file) go through
-// LoadPrequantized: `keep` (config.keep_prequantized) loads the packed tensors as stored
-// with their format in transform_info (AnnotatePrequant); otherwise they are dequantized
-// to torch_dtype while streaming (type none) or dequantized and quantized bnb-exact
-// (nf4|fp4|int8), through PrequantTransformProvider. Source is "checkpoint".
+// Pre-quantized checkpoints (store/prequant_info.h: a stored GGUF file, GPTQ or AWQ
+// directory) go through LoadPrequantized: `keep` (config.keep_prequantized, and the
+// default for GPTQ/AWQ when config.unspecified) loads the packed tensors as stored with
+// their format in transform_info (AnnotatePrequant / AnnotateGptq); otherwise they are
+// dequantized to torch_dtype while streaming (type none; the default for GGUF) or
+// dequantized and quantized bnb-exact (nf4|fp4|int8), through PrequantTransformProvider
+// (GGUF) or GptqTransformProvider. Source is "checkpoint".
 absl::StatusOr<QuantizedLoad> LoadQuantized(
     LoadPipeline& pipeline, const store::Store& store, const std::string& name,
     const quant::QuantConfig& config, const std::vector<Device*>& devices,

@@ -40,6 +40,10 @@ struct QuantConfig {
   // as stored (type is kNone). Without it a pre-quantized checkpoint is dequantized to
   // torch_dtype (kNone) or dequantized and re-quantized (nf4|fp4|int8) while streaming.
   bool keep_prequantized = false;
+  // The deployment named no quantization (type is kNone): a pre-quantized checkpoint is
+  // then served as transformers / TGI would: GGUF dequantized (none), GPTQ/AWQ as
+  // stored (keep). An explicit `quantization: none` dequantizes every format.
+  bool unspecified = false;
 
   // Canonical name of the quantized variant, used as the store artifact key:
   // "nf4-bs64-dq", "fp4-bs128", "int8", "none" (torch_dtype is not part of it).

@@ -173,3 +173,50 @@ def llama_gguf(out):
     w.write_tensors_to_file()
     w.close()
     return hf, path
+
+
+def llama_gptq(out, bits=4, group=32, act_order=True, awq=False):
+    """A LlamaForCausalLM (fp32, save_pretrained) whose Linear layers (not lm_head) are
+    replaced by GPTQ (or AWQ gemm) packed tensors from known integer weights, with the
+    packer of tests/data/gptq_reference.py. Returns (dir, {module: fp32 [out, in] weight
+    the packed layer dequantizes to}) for the reference model."""
+    import json
+    import sys
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
+    import gptq_reference as ref
+
+    torch.manual_seed(4)
+    config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    path = os.path.join(out, "model.safetensors")
+    sd = load_file(path)
+    rng = np.random.default_rng(5)
+    tensors, expected = {}, {}
+    for name, value in sd.items():
+        module = name[:-len(".weight")]
+        if name.endswith(".weight") and value.ndim == 2 and ".layers." in name:
+            out_f, in_f = value.shape
+            if awq:
+                ref.awq_layer(rng, module, in_f, out_f, group, tensors, expected)
+            else:
+                ref.gptq_layer(rng, module, in_f, out_f, bits, group, act_order, False,
+                               tensors, expected)
+        else:
+            tensors[name] = value
+    save_file(tensors, path)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = (
+        {"quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm"} if awq else
+        {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": act_order,
+         "sym": True, "checkpoint_format": "gptq"})
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return out, {m: torch.from_numpy(w) for m, w in expected.items()}

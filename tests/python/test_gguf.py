@@ -72,3 +72,16 @@ def test_gguf_keep_is_refused_by_load_model(cluster, client, gguf_model):
     cluster.save(gguf_model, "llama-gguf-keep")
     with pytest.raises(loadstar.Error, match="quantization keep"):
         lt.load_model("llama-gguf-keep", client=client, quantization="keep")
+
+
+def test_gguf_keep_handle_carries_the_format(cluster, client, gguf_model):
+    """keep: every packed tensor of the instance handle says how to read it."""
+    import json
+    cluster.save(gguf_model, "llama-gguf-keep-handle")
+    client.deploy("llama-gguf-keep-handle", quantization="keep", min_instances=1)
+    with client.acquire("llama-gguf-keep-handle") as lease:
+        tensors = {t.name: t for t in lease.handle().tensors}
+        q = json.loads(tensors["model.layers.0.self_attn.q_proj.weight"].quant.prequant)
+        assert q["format"] == "gguf" and q["ggml_type"] == "Q8_0"
+        assert q["source_name"] == "blk.0.attn_q.weight" and q["permute_heads"] == 8
+        assert tensors["model.layers.0.self_attn.q_proj.weight"].dtype == "U8"
