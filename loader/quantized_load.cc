@@ -101,6 +101,28 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
   out.source = "checkpoint";
   ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
   PlanOptions plan = plan_options;
+  if (info.format == "bitsandbytes") {
+    // Already in the bnb state-dict layout: served as stored, when asked for as stored.
+    ASSIGN_OR_RETURN(quant::QuantConfig stored,
+                     quant::ParseQuantizationConfig(
+                         nlohmann::json::parse(info.quantization_json, nullptr, false)));
+    const bool same = config.type == stored.type &&
+                      (stored.type == quant::QuantType::kInt8 ||
+                       (config.blocksize == stored.blocksize &&
+                        config.double_quant == stored.double_quant));
+    if (!config.keep_prequantized && !config.unspecified && !same) {
+      return absl::FailedPreconditionError(fmt::format(
+          "model {} is a saved bitsandbytes {} checkpoint: it is served as stored (quantization "
+          "{} or keep), not as {}",
+          name, stored.VariantKey(), stored.VariantKey(),
+          config.keep_prequantized ? "keep" : config.VariantKey()));
+    }
+    plan.transform = nullptr;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    AnnotateQuantState(*out.model);
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
   // No quantization named: GGUF is dequantized (as transformers does), GPTQ/AWQ are served
   // as stored (as TGI does).
   if (config.keep_prequantized || (config.unspecified && info.format != "gguf")) {

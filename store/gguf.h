@@ -90,7 +90,8 @@ struct GgufFile {
   std::string path;
   uint32_t version = 3;
   uint32_t alignment = kGgufDefaultAlignment;
-  uint64_t data_offset = 0;  // file offset of the data section
+  uint64_t data_offset = 0;  // file offset of the data section (aligned; past the end of
+                             // the file only when there are no tensors)
   uint64_t file_size = 0;
   std::map<std::string, GgufValue> metadata;
   std::vector<GgufTensor> tensors;  // in file (header) order

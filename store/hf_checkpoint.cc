@@ -89,27 +89,6 @@ bool IsWeightFile(std::string_view name) {
   return false;
 }
 
-// Saved bitsandbytes checkpoints (quantization_config.quant_method bitsandbytes) hold
-// packed 4-bit/int8 tensors loadstar does not yet store as a quantized variant; storing
-// them as plain tensors would serve garbage, so they are refused here, naming the file
-// and the field. (GPTQ and AWQ directories are taken: store/gptq_checkpoint.h.)
-absl::Status RefusePrequantizedConfig(Env* env, const std::string& dir) {
-  const std::string path = JoinPath(dir, "config.json");
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path, kMaxIndexBytes));
-  nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || !config.contains("quantization_config")) return absl::OkStatus();
-  const nlohmann::json& q = config["quantization_config"];
-  if (q.is_object() && q.contains("quant_method") && q["quant_method"] == "bitsandbytes") {
-    return absl::InvalidArgumentError(fmt::format(
-        "{}: quantization_config.quant_method \"bitsandbytes\": saved bitsandbytes "
-        "checkpoints cannot be stored yet (supported pre-quantized input: GGUF files, GPTQ "
-        "and AWQ directories; store the unquantized checkpoint and deploy it with "
-        "quantization nf4|fp4|int8 instead)",
-        path));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ListKeptFiles(Env* env, const std::string& dir) {
@@ -169,7 +148,6 @@ absl::StatusOr<HfCheckpoint> OpenHfCheckpoint(Env* env, const std::string& dir) 
     return absl::InvalidArgumentError(
         fmt::format("{}: no config.json (not a Hugging Face model directory)", dir));
   }
-  RETURN_IF_ERROR(RefusePrequantizedConfig(env, dir));
   ASSIGN_OR_RETURN(checkpoint.extra_files, ListKeptFiles(env, dir));
 
   std::string index_path = JoinPath(dir, kIndexFileName);

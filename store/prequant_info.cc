@@ -35,6 +35,11 @@ const PrequantLinear* PrequantInfo::FindLinear(std::string_view tensor, std::str
 }
 
 std::string SerializePrequantInfo(const PrequantInfo& info) {
+  if (info.format == "bitsandbytes") {
+    return nlohmann::json({{"format", info.format},
+                           {"quantization", nlohmann::json::parse(info.quantization_json)}})
+        .dump(1);
+  }
   if (info.format != "gguf") {
     nlohmann::json linears = nlohmann::json::object();
     for (const auto& [name, l] : info.linears) {
@@ -63,6 +68,13 @@ absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::strin
   }
   PrequantInfo info;
   info.format = root["format"].get<std::string>();
+  if (info.format == "bitsandbytes") {
+    if (!root.contains("quantization") || !root["quantization"].is_object()) {
+      return invalid("expected \"quantization\": object");
+    }
+    info.quantization_json = root["quantization"].dump();
+    return info;
+  }
   if (info.format == "gptq" || info.format == "awq") {
     if (!root.contains("linears") || !root["linears"].is_object()) {
       return invalid("expected \"linears\": object");

@@ -9,7 +9,9 @@
 //    "tensors": {"model.layers.0.self_attn.q_proj.weight":
 //                  {"ggml_type": "Q4_K", "shape": [4096, 4096],
 //                   "source_name": "blk.0.attn_q.weight", "permute_heads": 32}, ...}}
-// or, for GPTQ / AWQ HF directories (tensors stored as in the checkpoint):
+// or, for saved bitsandbytes directories: {"format": "bitsandbytes", "quantization":
+// {quantization_config}}; or, for GPTQ / AWQ HF directories (tensors stored as in the
+// checkpoint):
 //   {"format": "gptq", "linears": {"model.layers.0.self_attn.q_proj":
 //      {"bits": 4, "in": 4096, "out": 4096, "group_size": 128, "g_idx": true, "v2": false}}}
 // `shape` is the logical (dequantized) torch shape; the stored tensor holds the packed
@@ -60,9 +62,12 @@ struct PrequantLinear {
 };
 
 struct PrequantInfo {
-  std::string format = "gguf";                    // gguf | gptq | awq
+  std::string format = "gguf";                    // gguf | gptq | awq | bitsandbytes
   std::map<std::string, PrequantTensor> tensors;  // gguf: by stored (HF) tensor name
   std::map<std::string, PrequantLinear> linears;  // gptq / awq: by module name
+  // bitsandbytes: the checkpoint's quantization_config (a JSON object), whose tensors are
+  // already in the HF bnb state-dict layout loadstar's variants use (quant/quant_state.h).
+  std::string quantization_json;
 
   const PrequantTensor* Find(std::string_view name) const;
   // The linear layer a stored tensor belongs to ("m.qweight" -> "m"), with the suffix

@@ -13,6 +13,7 @@
 
 #include "base/status_macros.h"
 #include "store/checksum.h"
+#include "store/bnb_checkpoint.h"
 #include "store/gguf.h"
 #include "store/gguf_model.h"
 #include "store/gptq_checkpoint.h"
@@ -207,8 +208,15 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
     // GPTQ / AWQ: the packed tensors are stored as they are; prequant.json says how the
     // loader unpacks them.
     ASSIGN_OR_RETURN(std::optional<GptqConfig> gptq, ReadGptqConfig(env, src_dir));
-    if (gptq) {
-      ASSIGN_OR_RETURN(PrequantInfo info, MapGptqCheckpoint(env, checkpoint, *gptq));
+    // Saved bitsandbytes: stored as they are, served as stored.
+    ASSIGN_OR_RETURN(std::optional<PrequantInfo> bnb, MapBnbCheckpoint(env, checkpoint));
+    if (gptq || bnb) {
+      PrequantInfo info;
+      if (gptq) {
+        ASSIGN_OR_RETURN(info, MapGptqCheckpoint(env, checkpoint, *gptq));
+      } else {
+        info = *std::move(bnb);
+      }
       extras.emplace_back(kPrequantInfoFileName, SerializePrequantInfo(info));
       std::sort(extras.begin(), extras.end());
     }

@@ -12,6 +12,7 @@
 #include "store/quantized_artifact.h"
 #include "store/store.h"
 #include "tests/store/store_test_util.h"
+#include "tests/util/checkpoint_builder.h"
 #include "tests/util/gguf_builder.h"
 #include "tests/util/quant_test_util.h"
 #include "tests/util/test_util.h"
@@ -157,19 +158,26 @@ TEST_F(GgufSaveTest, ClearErrors) {
   EXPECT_FALSE(store_->GetManifest("t").ok());
 }
 
-TEST_F(GgufSaveTest, SavedBitsandbytesDirectoriesAreRefusedAtTheDoor) {
-  // (GPTQ and AWQ directories are taken: tests/loader/gptq_load_test.cc.)
+TEST_F(GgufSaveTest, BitsandbytesConfigWithoutQuantizedTensorsIsRefused) {
+  // (Well-formed saved bnb directories: tests/loader/bnb_saved_load_test.cc.)
+  loadstar::testing::CheckpointBuilder builder;
+  builder.Add("model.layers.0.mlp.up_proj.weight", DType::kF16, {8, 8});
   std::string src = dir_.Join("bnb");
-  ASSERT_TRUE(Env::Default()->CreateDirs(src).ok());
+  ASSERT_TRUE(builder.Write(src).ok());
   ASSERT_TRUE(WriteFileAtomically(
                   Env::Default(), src + "/config.json",
-                  R"({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true}})")
+                  R"({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_type": "nf4"}})")
                   .ok());
   absl::Status s = store_->Save(src, "hf").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr(src + "/config.json"));
-  EXPECT_THAT(std::string(s.message()),
-              HasSubstr("quantization_config.quant_method \"bitsandbytes\""));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("says bitsandbytes nf4-bs64 but no tensor"));
+  ASSERT_TRUE(WriteFileAtomically(
+                  Env::Default(), src + "/config.json",
+                  R"({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_blocksize": 48}})")
+                  .ok());
+  s = store_->Save(src, "hf").status();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("quantization_config.bnb_4bit_blocksize"));
 }
 
 }  // namespace

@@ -217,6 +217,16 @@ TEST(GgufTest, RejectsTensorsPastEofAndOverlaps) {
   EXPECT_THAT(std::string(ParseStatus(extra).message()), HasSubstr("after the last tensor"));
 }
 
+// Found by tests/fuzz/gguf_fuzzer.cc: a header with no tensors and no KVs that ends before
+// the padding is valid, with an aligned data_offset past the end.
+TEST(GgufTest, EmptyFileEndingBeforeThePadding) {
+  std::string bytes = GgufBuilder().Build().substr(0, 26);
+  absl::StatusOr<GgufFile> f = ParseGguf(bytes, "m.gguf");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(f->tensors.empty());
+  EXPECT_EQ(f->data_offset % f->alignment, 0u);
+}
+
 TEST(GgufTest, NeverCrashesOnAnyPrefixOrByteFlip) {
   std::string bytes = ValidBuilder().Build();
   // Cutting only the last tensor's padding leaves a valid file.
