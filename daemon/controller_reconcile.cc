@@ -31,7 +31,10 @@ v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
   spec.set_torch_dtype(c.torch_dtype);
   spec.set_device_map(c.device_map);
   v1::Quantization* q = spec.mutable_quantization();
-  q->set_method(std::string(quant::QuantTypeName(c.quantization.type)));
+  // "" when the deployment named no quantization (quant::QuantConfig::unspecified).
+  q->set_method(c.quantization.keep_prequantized ? std::string("keep")
+                : c.quantization.unspecified     ? std::string()
+                                                 : std::string(quant::QuantTypeName(c.quantization.type)));
   q->set_blocksize(static_cast<uint32_t>(c.quantization.blocksize));
   q->set_double_quant(c.quantization.double_quant);
   q->set_compute_dtype(std::string(TorchDTypeName(c.quantization.compute_dtype)));

@@ -165,6 +165,7 @@ absl::StatusOr<DeploymentConfig> ParseDeploymentConfig(std::string_view yaml) {
     ASSIGN_OR_RETURN(c.quantization, quant::ParseQuantizationShorthand(shorthand, "quantization"));
     c.quantization.torch_dtype = torch_dtype;
   }
+  c.quantization.unspecified = shorthand.empty() && !has_quant_config;
   RETURN_IF_ERROR(ParseAutoScaling(m.Node("auto_scaling_config"), &c.auto_scaling));
   {
     ASSIGN_OR_RETURN(YamlMap p, YamlMap::Open(m.Node("placement_config"), "placement_config"));
@@ -219,9 +220,14 @@ std::string DeploymentConfigToYaml(const DeploymentConfig& c) {
     for (const auto& [gpu, bytes] : c.max_memory) out << YAML::Key << gpu << YAML::Value << bytes;
     out << YAML::EndMap;
   }
-  out << YAML::Key << "quantization_config" << YAML::Value;
-  JsonToYaml(c.quantization.ToHfJson(), out);
+  // Left out when the deployment named none, so that it round-trips as unspecified.
+  if (!c.quantization.keep_prequantized && !c.quantization.unspecified) {
+    out << YAML::Key << "quantization_config" << YAML::Value;
+    JsonToYaml(c.quantization.ToHfJson(), out);
+  }
   out << YAML::EndMap;
+  // `keep` has no BitsAndBytesConfig spelling: it round-trips as the shorthand.
+  if (c.quantization.keep_prequantized) out << YAML::Key << "quantization" << YAML::Value << "keep";
   const AutoScalingConfig& a = c.auto_scaling;
   out << YAML::Key << "auto_scaling_config" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "metric" << YAML::Value << a.metric;

@@ -16,7 +16,9 @@ absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& s
   if (!spec.torch_dtype().empty()) {
     ASSIGN_OR_RETURN(c.torch_dtype, quant::ParseTorchDtype(spec.torch_dtype(), "torch_dtype"));
   }
-  if (q.method().empty() || q.method() == "none") return c;
+  if (q.method() == "keep") c.keep_prequantized = true;
+  if (q.method().empty()) c.unspecified = true;
+  if (q.method().empty() || q.method() == "none" || q.method() == "keep") return c;
   std::optional<quant::QuantType> type = quant::ParseQuantType(q.method());
   if (!type) {
     return absl::InvalidArgumentError(

@@ -39,6 +39,15 @@ int64_t JsonInt(const nlohmann::json& j, const char* key, int64_t fallback) {
 void FillQuantState(const std::string& info, v1::QuantState* q) {
   nlohmann::json j = nlohmann::json::parse(info, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return;
+  if (j.contains("format")) {  // a packed tensor served with `keep` (loader/prequant_*.h)
+    q->set_prequant(info);
+    q->set_absmax_offset(-1);
+    q->set_quant_map_offset(-1);
+    q->set_nested_absmax_offset(-1);
+    q->set_nested_quant_map_offset(-1);
+    q->set_scb_offset(-1);
+    return;
+  }
   for (const char* key : {"quant_type", "type"}) {
     if (j.contains(key) && j[key].is_string()) q->set_type(j[key].get<std::string>());
   }

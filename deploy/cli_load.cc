@@ -16,6 +16,7 @@
 #include "loader/load_pipeline.h"
 #include "loader/model_source.h"
 #include "loader/quantized_load.h"
+#include "store/prequant_info.h"
 #include "nlohmann/json.hpp"
 #include "store/store.h"
 
@@ -45,13 +46,27 @@ absl::Status RunLoad(const LoadFlags& flags) {
   ASSIGN_OR_RETURN(std::unique_ptr<store::Store> store,
                    store::Store::Open({.root = ResolveStoreDir(flags.store)}));
   quant::QuantConfig qconfig;
-  if (!flags.quantization.empty()) {
+  if (flags.quantization.empty()) {
+    // --torch-dtype alone matters for a GGUF file, which is dequantized to it.
+    ASSIGN_OR_RETURN(qconfig.torch_dtype,
+                     quant::ParseTorchDtype(flags.quant.torch_dtype, "--torch-dtype"));
+    qconfig.unspecified = true;
+  } else {
     ASSIGN_OR_RETURN(qconfig, ParseQuantFlag("--quantization", flags.quantization, flags.quant));
     if (!flags.variant.empty()) {
       return absl::InvalidArgumentError("--variant and --quantization exclude each other");
     }
   }
-  const bool quantized = qconfig.type != quant::QuantType::kNone;
+  // A stored GGUF file is always loaded through LoadQuantized: none dequantizes it, keep
+  // serves its packed blocks (loader/quantized_load.h LoadPrequantized).
+  ASSIGN_OR_RETURN(std::optional<store::PrequantInfo> prequant,
+                   store::ReadPrequantInfo(*store, flags.name));
+  if (prequant && !flags.variant.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--variant: model {} is a pre-quantized {} checkpoint without stored variants; use "
+        "--quantization", flags.name, prequant->format));
+  }
+  const bool quantized = qconfig.type != quant::QuantType::kNone || prequant.has_value();
   std::string variant = flags.variant;
   if (quantized && !flags.no_artifact) variant = loader::MatchingVariant(*store, flags.name, qconfig);
   ASSIGN_OR_RETURN(loader::ModelSource source,
@@ -120,7 +135,7 @@ absl::Status RunLoad(const LoadFlags& flags) {
                           {"io", stats.io},           {"threads", pipeline->threads()},
                           {"cold", flags.cold}};
     if (quantized) {
-      out["quantization"] = qconfig.VariantKey();
+      out["quantization"] = qconfig.keep_prequantized ? "keep" : qconfig.VariantKey();
       out["quantized_bytes"] = quantized_bytes;
       out["source"] = load_source;
     }
@@ -131,7 +146,8 @@ absl::Status RunLoad(const LoadFlags& flags) {
                 stats.seconds, stats.gbps, fmt::format("{}", fmt::join(names, ",")).c_str(),
                 stats.io.c_str());
     if (quantized) {
-      std::printf("quantized %s from %s: %s resident\n", qconfig.VariantKey().c_str(),
+      std::printf("quantized %s from %s: %s resident\n",
+                  qconfig.keep_prequantized ? "keep" : qconfig.VariantKey().c_str(),
                   load_source.c_str(), FormatBytes(quantized_bytes).c_str());
     }
   }
@@ -161,7 +177,9 @@ void RegisterLoadCommand(CLI::App& app) {
                 "drop the model from the page cache first and read with O_DIRECT");
   cmd->add_option("--quantization", flags->quantization,
                   "nf4 | fp4 | int8 | a variant key (nf4-bs128-dq): read the stored variant "
-                  "when there is one, else quantize while loading");
+                  "when there is one, else quantize while loading; for a stored GGUF file: "
+                  "none (default: dequantize to --torch-dtype), keep (the packed blocks as "
+                  "stored) or nf4|fp4|int8 (dequantize, then quantize)");
   AddQuantModifierFlags(cmd, &flags->quant);
   cmd->add_flag("--no-artifact", flags->no_artifact,
                 "with --quantization: quantize while loading even if a variant is stored");

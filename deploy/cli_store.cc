@@ -10,6 +10,7 @@
 #include "deploy/client/client.h"
 #include "deploy/cli_quant.h"
 #include "nlohmann/json.hpp"
+#include "store/gguf.h"
 #include "store/quantized_artifact.h"
 #include "store/store.h"
 #include "store/tensor.h"
@@ -59,6 +60,12 @@ absl::Status RunSave(const SaveFlags& flags) {
     if (config.type == quant::QuantType::kNone) continue;
     configs.push_back(config);
   }
+  if (!configs.empty() && store::LooksLikeGguf(Env::Default(), flags.src)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--quantize: {} is a GGUF file, already quantized; deploy or load it with "
+        "--quantization nf4|fp4|int8 to re-quantize it while loading",
+        flags.src));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(flags.store));
   uint64_t start = Env::Default()->NowMicros();
   Manifest manifest;
@@ -92,8 +99,11 @@ absl::Status RunSave(const SaveFlags& flags) {
 
 void RegisterSave(CLI::App& store_cmd) {
   auto flags = std::make_shared<SaveFlags>();
-  CLI::App* cmd = store_cmd.add_subcommand("save", "copy a Hugging Face checkpoint into the store");
-  cmd->add_option("src", flags->src, "HF model directory (config.json + *.safetensors)")
+  CLI::App* cmd = store_cmd.add_subcommand(
+      "save", "copy a Hugging Face checkpoint or a GGUF file into the store");
+  cmd->add_option("src", flags->src,
+                  "HF model directory (config.json + *.safetensors) or a GGUF file (llama, "
+                  "mistral, qwen2)")
       ->required();
   cmd->add_option("--name", flags->name, "store name, NAME or ORG/NAME")->required();
   AddStoreFlag(cmd, &flags->store);

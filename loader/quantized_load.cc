@@ -6,8 +6,11 @@
 
 #include "base/status_macros.h"
 #include "loader/model_source.h"
+#include "loader/gptq_transform.h"
+#include "loader/prequant_transform.h"
 #include "loader/quantize_transform.h"
 #include "quant/quant_state.h"
+#include "store/prequant_info.h"
 #include "store/quantized_artifact.h"
 
 namespace loadstar::loader {
@@ -49,6 +52,12 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
                                             LoadStats* stats) {
   QuantizedLoad out;
   out.source = "checkpoint";
+  ASSIGN_OR_RETURN(std::optional<store::PrequantInfo> prequant,
+                   store::ReadPrequantInfo(store, name));
+  if (prequant) {
+    return LoadPrequantized(pipeline, store, name, *prequant, config, devices, plan_options,
+                            options, cancel, progress, stats);
+  }
   if (config.type != quant::QuantType::kNone && options.use_artifact) {
     out.variant = MatchingVariant(store, name, config);
   }
@@ -89,6 +98,80 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
                                       .model_type = store::StoredModelType(store, name),
                                       .quantize_threads = options.quantize_threads});
   PlanOptions plan = plan_options;
+  plan.transform = &provider;
+  ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+  RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
+  out.quantized_bytes = out.model->tensor_bytes();
+  return out;
+}
+
+absl::StatusOr<QuantizedLoad> LoadPrequantized(
+    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
+    const store::PrequantInfo& info, const quant::QuantConfig& config,
+    const std::vector<Device*>& devices, const PlanOptions& plan_options,
+    const QuantizedLoadOptions& options, const CancellationToken* cancel,
+    const LoadProgressCallback& progress, LoadStats* stats) {
+  QuantizedLoad out;
+  out.source = "checkpoint";
+  ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
+  PlanOptions plan = plan_options;
+  if (info.format == "bitsandbytes") {
+    // Already in the bnb state-dict layout: served as stored, when asked for as stored.
+    ASSIGN_OR_RETURN(quant::QuantConfig stored,
+                     quant::ParseQuantizationConfig(
+                         nlohmann::json::parse(info.quantization_json, nullptr, false)));
+    const bool same = config.type == stored.type &&
+                      (stored.type == quant::QuantType::kInt8 ||
+                       (config.blocksize == stored.blocksize &&
+                        config.double_quant == stored.double_quant));
+    if (!config.keep_prequantized && !config.unspecified && !same) {
+      return absl::FailedPreconditionError(fmt::format(
+          "model {} is a saved bitsandbytes {} checkpoint: it is served as stored (quantization "
+          "{} or keep), not as {}",
+          name, stored.VariantKey(), stored.VariantKey(),
+          config.keep_prequantized ? "keep" : config.VariantKey()));
+    }
+    plan.transform = nullptr;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    AnnotateQuantState(*out.model);
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
+  // No quantization named: GGUF is dequantized (as transformers does), GPTQ/AWQ are served
+  // as stored (as TGI does).
+  if (config.keep_prequantized || (config.unspecified && info.format != "gguf")) {
+    plan.transform = nullptr;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    if (info.format == "gguf") {
+      AnnotatePrequant(*out.model, info);
+    } else {
+      AnnotateGptq(*out.model, info);
+    }
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
+  if (plan_options.placement == Placement::kTensorParallel) {
+    return absl::FailedPreconditionError(fmt::format(
+        "model {} is a pre-quantized {} checkpoint: dequantizing it while streaming does not "
+        "combine with tensor_parallel placement; deploy it with quantization keep or one GPU",
+        name, info.format));
+  }
+  if (info.format != "gguf") {
+    GptqTransformProvider gptq({.store = &store,
+                                .manifest = source.manifest,
+                                .info = info,
+                                .config = config,
+                                .model_type = store::StoredModelType(store, name)});
+    plan.transform = &gptq;
+    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+    RETURN_IF_ERROR(gptq.ExpandTensors(*out.model));
+    out.quantized_bytes = out.model->tensor_bytes();
+    return out;
+  }
+  PrequantTransformProvider provider({.info = info,
+                                      .config = config,
+                                      .model_type = store::StoredModelType(store, name),
+                                      .threads = options.quantize_threads});
   plan.transform = &provider;
   ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
   RETURN_IF_ERROR(provider.ExpandTensors(*out.model));

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "loader/load_pipeline.h"
 #include "quant/policy.h"
+#include "store/prequant_info.h"
 #include "store/store.h"
 
 namespace loadstar::loader {
@@ -44,11 +45,25 @@ struct QuantizedLoad {
 std::string MatchingVariant(const store::Store& store, const std::string& name,
                             const quant::QuantConfig& config);
 
+// Pre-quantized checkpoints (store/prequant_info.h: a stored GGUF file, GPTQ or AWQ
+// directory) go through LoadPrequantized: `keep` (config.keep_prequantized, and the
+// default for GPTQ/AWQ when config.unspecified) loads the packed tensors as stored with
+// their format in transform_info (AnnotatePrequant / AnnotateGptq); otherwise they are
+// dequantized to torch_dtype while streaming (type none; the default for GGUF) or
+// dequantized and quantized bnb-exact (nf4|fp4|int8), through PrequantTransformProvider
+// (GGUF) or GptqTransformProvider. Source is "checkpoint".
 absl::StatusOr<QuantizedLoad> LoadQuantized(
     LoadPipeline& pipeline, const store::Store& store, const std::string& name,
     const quant::QuantConfig& config, const std::vector<Device*>& devices,
     const PlanOptions& plan_options, const QuantizedLoadOptions& options = {},
     const CancellationToken* cancel = nullptr, const LoadProgressCallback& progress = {},
     LoadStats* stats = nullptr);
+
+absl::StatusOr<QuantizedLoad> LoadPrequantized(
+    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
+    const store::PrequantInfo& info, const quant::QuantConfig& config,
+    const std::vector<Device*>& devices, const PlanOptions& plan_options,
+    const QuantizedLoadOptions& options = {}, const CancellationToken* cancel = nullptr,
+    const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
 
 }  // namespace loadstar::loader

@@ -235,9 +235,12 @@ absl::StatusOr<QuantConfig> ParseQuantizationShorthand(std::string_view value,
     out.type = QuantType::kInt8;
   } else if (value == "none" || value.empty()) {
     out.type = QuantType::kNone;
+  } else if (value == "keep") {
+    out.type = QuantType::kNone;
+    out.keep_prequantized = true;
   } else {
     return absl::InvalidArgumentError(fmt::format(
-        "{}: unknown quantization \"{}\"; expected nf4, fp4, int8, none, bitsandbytes, "
+        "{}: unknown quantization \"{}\"; expected nf4, fp4, int8, none, keep, bitsandbytes, "
         "bitsandbytes-nf4 or bitsandbytes-fp4",
         path, value));
   }

@@ -6,8 +6,8 @@
 //   quantization_config: {load_in_4bit: true, bnb_4bit_quant_type: nf4, ...}   (HF fields,
 //       also the "_load_in_4bit"/"_load_in_8bit" spellings of saved config.json files,
 //       quant_method: bitsandbytes, and loadstar's bnb_4bit_blocksize extension)
-//   quantization: nf4 | fp4 | int8 | none | bitsandbytes (= int8, as TGI) |
-//                 bitsandbytes-nf4 | bitsandbytes-fp4
+//   quantization: nf4 | fp4 | int8 | none | keep (pre-quantized checkpoints as stored) |
+//                 bitsandbytes (= int8, as TGI) | bitsandbytes-nf4 | bitsandbytes-fp4
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -36,6 +36,14 @@ struct QuantConfig {
   DType torch_dtype = DType::kF16;            // dtype of every tensor not quantized
   float llm_int8_threshold = 6.0f;            // LLM.int8 outlier threshold
   std::vector<std::string> skip_modules = {"lm_head"};  // llm_int8_skip_modules
+  // `quantization: keep` (SPEC §6.1): serve a pre-quantized checkpoint's packed tensors
+  // as stored (type is kNone). Without it a pre-quantized checkpoint is dequantized to
+  // torch_dtype (kNone) or dequantized and re-quantized (nf4|fp4|int8) while streaming.
+  bool keep_prequantized = false;
+  // The deployment named no quantization (type is kNone): a pre-quantized checkpoint is
+  // then served as transformers / TGI would: GGUF dequantized (none), GPTQ/AWQ as
+  // stored (keep). An explicit `quantization: none` dequantizes every format.
+  bool unspecified = false;
 
   // Canonical name of the quantized variant, used as the store artifact key:
   // "nf4-bs64-dq", "fp4-bs128", "int8", "none" (torch_dtype is not part of it).

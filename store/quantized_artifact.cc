@@ -1,5 +1,7 @@
 #include "store/quantized_artifact.h"
 
+#include "store/prequant_info.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -177,6 +179,14 @@ absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
                                                          std::string_view model_type) {
   if (config.type == quant::QuantType::kNone) {
     return absl::InvalidArgumentError("no quantization requested (type none)");
+  }
+  // A stored GGUF file's tensors are packed blocks, not weights this path can quantize.
+  ASSIGN_OR_RETURN(std::optional<PrequantInfo> prequant, ReadPrequantInfo(store, manifest.name));
+  if (prequant) {
+    return absl::InvalidArgumentError(fmt::format(
+        "model {} is a pre-quantized {} checkpoint: its bnb variants are made while loading "
+        "(deploy or load it with quantization {}), not stored or exported",
+        manifest.name, prequant->format, config.VariantKey()));
   }
   auto state = std::make_shared<PrepareState>();
   state->store = &store;

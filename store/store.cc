@@ -13,7 +13,12 @@
 
 #include "base/status_macros.h"
 #include "store/checksum.h"
+#include "store/bnb_checkpoint.h"
+#include "store/gguf.h"
+#include "store/gguf_model.h"
+#include "store/gptq_checkpoint.h"
 #include "store/hf_checkpoint.h"
+#include "store/prequant_info.h"
 #include "store/names.h"
 
 namespace loadstar::store {
@@ -47,6 +52,32 @@ TensorFiller ShardFiller(std::shared_ptr<RandomAccessFile> file, uint64_t start,
     }
     return absl::OkStatus();
   };
+}
+
+// A GGUF file as the store keeps it (SPEC §6.1): its tensors under their HF names, packed
+// bytes copied unchanged (4 KiB-aligned and checksummed by the writer like any tensor),
+// with the generated config.json and prequant.json (store/prequant_info.h).
+absl::Status GgufInputs(Env* env, const std::string& path,
+                        std::vector<std::vector<TensorInput>>* groups,
+                        std::vector<std::pair<std::string, std::string>>* extras) {
+  ASSIGN_OR_RETURN(GgufFile gguf, ReadGguf(env, path));
+  ASSIGN_OR_RETURN(GgufModel model, MapGgufModel(gguf));
+  ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> opened, env->NewRandomAccessFile(path));
+  if (opened->Size() != gguf.file_size) {
+    return absl::DataLossError(fmt::format("{}: file changed while saving", path));
+  }
+  std::shared_ptr<RandomAccessFile> file = std::move(opened);
+  std::vector<TensorInput> group;
+  for (const GgufModelTensor& t : model.tensors) {
+    TensorInput input;
+    input.spec = {t.hf_name, t.stored_dtype, t.stored_shape};
+    input.fill = ShardFiller(file, gguf.data_offset + t.source->offset, t.hf_name);
+    group.push_back(std::move(input));
+  }
+  groups->push_back(std::move(group));
+  extras->emplace_back("config.json", model.config_json);
+  extras->emplace_back(kPrequantInfoFileName, SerializePrequantInfo(model.info));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -144,32 +175,58 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
         fmt::format("\"{}\" already holds models (\"{}/...\") in {}", name, name, root()));
   }
 
-  ASSIGN_OR_RETURN(HfCheckpoint checkpoint, OpenHfCheckpoint(env, src_dir));
+  // The checkpoint's tensors (one group per source file) and the small files kept with
+  // them: a GGUF file's generated config.json and prequant.json, or an HF directory's own.
   std::vector<std::vector<TensorInput>> groups;
-  for (const SafetensorsFile& shard : checkpoint.shards) {
-    ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> opened,
-                     env->NewRandomAccessFile(shard.path));
-    if (opened->Size() != shard.file_size) {
-      return absl::DataLossError(fmt::format("{}: file changed while saving", shard.path));
+  std::vector<std::pair<std::string, std::string>> extras;  // relative path, bytes
+  if (LooksLikeGguf(env, src_dir)) {
+    RETURN_IF_ERROR(GgufInputs(env, src_dir, &groups, &extras));
+  } else {
+    ASSIGN_OR_RETURN(HfCheckpoint checkpoint, OpenHfCheckpoint(env, src_dir));
+    for (const SafetensorsFile& shard : checkpoint.shards) {
+      ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> opened,
+                       env->NewRandomAccessFile(shard.path));
+      if (opened->Size() != shard.file_size) {
+        return absl::DataLossError(fmt::format("{}: file changed while saving", shard.path));
+      }
+      std::shared_ptr<RandomAccessFile> file = std::move(opened);
+      std::vector<TensorInput> group;
+      for (const SafetensorsTensor& tensor : shard.tensors) {
+        TensorInput input;
+        input.spec = {tensor.name, tensor.dtype, tensor.shape};
+        input.fill = ShardFiller(file, shard.data_offset + tensor.begin, tensor.name);
+        group.push_back(std::move(input));
+      }
+      groups.push_back(std::move(group));
     }
-    std::shared_ptr<RandomAccessFile> file = std::move(opened);
-    std::vector<TensorInput> group;
-    for (const SafetensorsTensor& tensor : shard.tensors) {
-      TensorInput input;
-      input.spec = {tensor.name, tensor.dtype, tensor.shape};
-      input.fill = ShardFiller(file, shard.data_offset + tensor.begin, tensor.name);
-      group.push_back(std::move(input));
+    for (const std::string& extra : checkpoint.extra_files) {
+      if (extra == kPrequantInfoFileName) continue;  // ours to write
+      ASSIGN_OR_RETURN(std::string data, ReadFileToString(env, JoinPath(src_dir, extra),
+                                                          kMaxKeptFileBytes));
+      extras.emplace_back(extra, std::move(data));
     }
-    groups.push_back(std::move(group));
+    // GPTQ / AWQ: the packed tensors are stored as they are; prequant.json says how the
+    // loader unpacks them.
+    ASSIGN_OR_RETURN(std::optional<GptqConfig> gptq, ReadGptqConfig(env, src_dir));
+    // Saved bitsandbytes: stored as they are, served as stored.
+    ASSIGN_OR_RETURN(std::optional<PrequantInfo> bnb, MapBnbCheckpoint(env, checkpoint));
+    if (gptq || bnb) {
+      PrequantInfo info;
+      if (gptq) {
+        ASSIGN_OR_RETURN(info, MapGptqCheckpoint(env, checkpoint, *gptq));
+      } else {
+        info = *std::move(bnb);
+      }
+      extras.emplace_back(kPrequantInfoFileName, SerializePrequantInfo(info));
+      std::sort(extras.begin(), extras.end());
+    }
   }
 
   ASSIGN_OR_RETURN(std::string tmp, MakeTempDir("save"));
   absl::StatusOr<Manifest> written = [&]() -> absl::StatusOr<Manifest> {
     Manifest fields;
     fields.name = name;
-    for (const std::string& extra : checkpoint.extra_files) {
-      ASSIGN_OR_RETURN(std::string data, ReadFileToString(env, JoinPath(src_dir, extra),
-                                                          kMaxKeptFileBytes));
+    for (const auto& [extra, data] : extras) {
       if (extra.find('/') != std::string::npos) {
         RETURN_IF_ERROR(env->CreateDirs(DirName(JoinPath(tmp, extra))));
       }

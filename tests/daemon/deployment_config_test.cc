@@ -91,6 +91,17 @@ TEST(DeploymentConfigTest, QuantizationShorthandAndTgiNames) {
     ASSERT_TRUE(again.ok()) << again.status() << DeploymentConfigToYaml(*c);
     EXPECT_TRUE(SameDeploymentConfig(*again, *c));
   }
+  // `keep` (pre-quantized checkpoints as stored) is type none plus the keep flag, and
+  // round-trips as the shorthand (it has no BitsAndBytesConfig spelling).
+  absl::StatusOr<DeploymentConfig> keep = ParseDeploymentConfig("model: m\nquantization: keep");
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  EXPECT_EQ(keep->quantization.type, quant::QuantType::kNone);
+  EXPECT_TRUE(keep->quantization.keep_prequantized);
+  auto keep_again = ParseDeploymentConfig(DeploymentConfigToYaml(*keep));
+  ASSERT_TRUE(keep_again.ok()) << keep_again.status() << DeploymentConfigToYaml(*keep);
+  EXPECT_TRUE(keep_again->quantization.keep_prequantized);
+  EXPECT_TRUE(SameDeploymentConfig(*keep_again, *keep));
+  EXPECT_FALSE(SameDeploymentConfig(*keep, *ParseDeploymentConfig("model: m\nquantization: none")));
   EXPECT_THAT(Error("model: m\nquantization: nf4\nbackend_config:\n  quantization_config: "
                     "{load_in_4bit: true}\n"),
               HasSubstr("quantization: given together with"));

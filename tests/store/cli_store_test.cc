@@ -6,8 +6,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "base/env.h"
 #include "nlohmann/json.hpp"
 #include "tests/util/checkpoint_builder.h"
+#include "tests/util/gguf_builder.h"
 #include "tests/util/test_util.h"
 
 namespace loadstar::store {
@@ -94,6 +96,41 @@ TEST_F(CliStoreTest, VerifyFailsOnCorruption) {
   Result verified = RunCli("store verify m" + flags_);
   EXPECT_EQ(verified.exit_code, 1);
   EXPECT_THAT(verified.output, HasSubstr("checksum mismatch"));
+}
+
+// A GGUF file through the CLI: `store save` takes it, `load` serves it keep / none / nf4,
+// and `--quantize` (a stored variant) is refused for it before anything is written.
+TEST_F(CliStoreTest, GgufSaveAndLoadEachQuantization) {
+  const std::string gguf = dir_.Join("tiny.gguf");
+  ASSERT_TRUE(WriteFileAtomically(Env::Default(), gguf,
+                                  ::loadstar::testing::TinyLlamaGguf().Build()).ok());
+  Result refused = RunCli("store save " + gguf + " --name g --quantize nf4" + flags_);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.output, HasSubstr("is a GGUF file, already quantized"));
+
+  Result saved = RunCli("store save " + gguf + " --name org/tiny" + flags_);
+  ASSERT_EQ(saved.exit_code, 0) << saved.output;
+  EXPECT_THAT(saved.output, HasSubstr("saved org/tiny: 12 tensors"));
+  ASSERT_EQ(RunCli("store verify org/tiny" + flags_).exit_code, 0);
+
+  // Elements of the tiny llama: embeddings and head 11 x 256, q/o 256 x 256, k/v 128 x 256,
+  // gate/up/down 512 x 256 each, three norms of 256.
+  const uint64_t elems = 2 * 11 * 256 + 2 * 256 * 256 + 2 * 128 * 256 + 3 * 512 * 256 + 3 * 256;
+  Result keep = RunCli("load org/tiny --devices host:1 --quantization keep -o json" + flags_);
+  ASSERT_EQ(keep.exit_code, 0) << keep.output;
+  nlohmann::json k = nlohmann::json::parse(keep.stdout_only);
+  EXPECT_EQ(k["quantization"], "keep");
+  EXPECT_EQ(k["quantized_bytes"], k["bytes"]);  // the packed bytes as stored
+
+  Result none = RunCli("load org/tiny --devices host:1 --torch-dtype float32 -o json" + flags_);
+  ASSERT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_EQ(nlohmann::json::parse(none.stdout_only)["quantized_bytes"], elems * 4);
+
+  Result nf4 = RunCli("load org/tiny --devices host:1 --quantization nf4 -o json" + flags_);
+  ASSERT_EQ(nf4.exit_code, 0) << nf4.output;
+  nlohmann::json n = nlohmann::json::parse(nf4.stdout_only);
+  EXPECT_EQ(n["quantization"], "nf4-bs64");
+  EXPECT_LT(n["quantized_bytes"].get<uint64_t>(), elems * 2);
 }
 
 }  // namespace

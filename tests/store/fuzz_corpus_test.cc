@@ -5,6 +5,7 @@
 #include "gtest/gtest.h"
 #include "base/env.h"
 #include "store/manifest.h"
+#include "store/gguf.h"
 #include "store/safetensors.h"
 
 namespace loadstar::store {
@@ -36,6 +37,15 @@ TEST(FuzzCorpusTest, ManifestSeedsAreValid) {
     absl::StatusOr<Manifest> manifest =
         ParseManifest(ReadFileToString(Env::Default(), path).value(), path);
     EXPECT_TRUE(manifest.ok()) << manifest.status();
+  }
+}
+
+TEST(FuzzCorpusTest, GgufSeedsAreValid) {
+  std::vector<std::string> seeds = Seeds("gguf_fuzzer");
+  ASSERT_FALSE(seeds.empty());
+  for (const std::string& path : seeds) {
+    absl::StatusOr<GgufFile> file = ReadGguf(Env::Default(), path);
+    EXPECT_TRUE(file.ok()) << file.status();
   }
 }
 

@@ -17,18 +17,6 @@
 namespace loadstar::store {
 namespace {
 
-std::string FindPython() {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("LOADSTAR_PYTHON")) candidates.push_back(env);
-  candidates.push_back(std::string(LOADSTAR_BINARY_DIR) + "/pyenv/bin/python3");
-  candidates.push_back("python3");
-  for (const std::string& python : candidates) {
-    std::string probe = "'" + python + "' -c 'import safetensors, numpy' >/dev/null 2>&1";
-    if (std::system(probe.c_str()) == 0) return python;
-  }
-  return "";
-}
-
 std::string FromHex(const std::string& hex) {
   std::string out;
   for (size_t i = 0; i + 1 < hex.size(); i += 2) {
@@ -38,7 +26,7 @@ std::string FromHex(const std::string& hex) {
 }
 
 TEST(PythonFixtureTest, ReadsFilesWrittenByTheReferenceLibrary) {
-  std::string python = FindPython();
+  std::string python = loadstar::testing::FindPython("safetensors, numpy");
   if (python.empty()) {
     GTEST_SKIP() << "no python3 with safetensors and numpy (set LOADSTAR_PYTHON or create "
                     "<build>/pyenv with `pip install safetensors numpy`)";

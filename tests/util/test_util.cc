@@ -10,6 +10,7 @@
 #include <sstream>
 #include <filesystem>
 #include <stdexcept>
+#include <vector>
 
 namespace loadstar::testing {
 
@@ -53,6 +54,18 @@ CommandResult RunShell(const std::string& command) {
 
 CommandResult RunLoadstar(const std::string& args) {
   return RunShell(LoadstarBinary() + " " + args);
+}
+
+std::string FindPython(const std::string& modules) {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("LOADSTAR_PYTHON")) candidates.push_back(env);
+  candidates.push_back(std::string(LOADSTAR_BINARY_DIR) + "/pyenv/bin/python3");
+  candidates.push_back("python3");
+  for (const std::string& python : candidates) {
+    std::string probe = "'" + python + "' -c 'import " + modules + "' >/dev/null 2>&1";
+    if (std::system(probe.c_str()) == 0) return python;
+  }
+  return "";
 }
 
 }  // namespace loadstar::testing

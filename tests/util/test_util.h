@@ -32,6 +32,10 @@ struct CommandResult {
 // Runs `command` with /bin/sh and collects its stdout and stderr separately.
 CommandResult RunShell(const std::string& command);
 
+// A Python interpreter that can `import <modules>` ("gguf, numpy"): $LOADSTAR_PYTHON,
+// <build>/pyenv/bin/python3, or python3 on PATH; "" when none can (tests then skip).
+std::string FindPython(const std::string& modules);
+
 // Runs `LoadstarBinary() + " " + args`.
 CommandResult RunLoadstar(const std::string& args);
 

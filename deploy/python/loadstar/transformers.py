@@ -236,6 +236,12 @@ def _build(lease, hf_model_class):
 
     handle = lease.handle()
     spec = handle.spec
+    packed = any(t.HasField("quant") and t.quant.prequant for t in handle.tensors)
+    if spec.quantization.method == "keep" or packed:
+        raise errors.Error(f"deployment {lease.deployment} serves quantization keep: its "
+                           f"tensors are the checkpoint's packed GGUF/GPTQ/AWQ blocks (for an "
+                           f"engine's kernels; GPTQ/AWQ default to keep); load_model needs "
+                           f"quantization none or nf4|fp4|int8")
     if spec.device_map == "tensor_parallel":
         raise errors.Error(f"deployment {lease.deployment} is tensor_parallel: its instance holds "
                            f"shards, and load_model needs whole tensors")
