@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status_macros.h"
+#include "loader/bnb_transform.h"
 #include "loader/model_source.h"
 #include "loader/gptq_transform.h"
 #include "loader/prequant_transform.h"
@@ -125,11 +126,26 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
                        (config.blocksize == stored.blocksize &&
                         config.double_quant == stored.double_quant));
     if (!config.keep_prequantized && !config.unspecified && !same) {
-      return absl::FailedPreconditionError(fmt::format(
-          "model {} is a saved bitsandbytes {} checkpoint: it is served as stored (quantization "
-          "{} or keep), not as {}",
-          name, stored.VariantKey(), stored.VariantKey(),
-          config.keep_prequantized ? "keep" : config.VariantKey()));
+      // Another quantization (or none): dequantized as transformers' dequantize() does,
+      // then cast or quantized again while streaming.
+      if (plan_options.placement == Placement::kTensorParallel) {
+        return absl::FailedPreconditionError(fmt::format(
+            "model {} is a saved bitsandbytes {} checkpoint: serving it as {} dequantizes it "
+            "while streaming, which does not combine with tensor_parallel placement; deploy "
+            "it with quantization keep or on one device",
+            name, stored.VariantKey(), config.VariantKey()));
+      }
+      ASSIGN_OR_RETURN(std::unique_ptr<BnbTransformProvider> bnb,
+                       BnbTransformProvider::Create(
+                           {.store = &store,
+                            .manifest = source.manifest,
+                            .config = config,
+                            .model_type = store::StoredModelType(store, name)}));
+      plan.transform = bnb.get();
+      ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
+      RETURN_IF_ERROR(bnb->ExpandTensors(*out.model));
+      out.quantized_bytes = out.model->tensor_bytes();
+      return out;
     }
     plan.transform = nullptr;
     ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));

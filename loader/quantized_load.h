@@ -51,7 +51,10 @@ std::string MatchingVariant(const store::Store& store, const std::string& name,
 // their format in transform_info (AnnotatePrequant / AnnotateGptq); otherwise they are
 // dequantized to torch_dtype while streaming (type none; the default for GGUF) or
 // dequantized and quantized bnb-exact (nf4|fp4|int8), through PrequantTransformProvider
-// (GGUF) or GptqTransformProvider. Source is "checkpoint".
+// (GGUF) or GptqTransformProvider. A saved bitsandbytes directory loads as stored under
+// its own quantization, keep, or none named; any other (none included) is dequantized as
+// transformers' dequantize() does and cast or quantized again (BnbTransformProvider).
+// Source is "checkpoint".
 absl::StatusOr<QuantizedLoad> LoadQuantized(
     LoadPipeline& pipeline, const store::Store& store, const std::string& name,
     const quant::QuantConfig& config, const std::vector<Device*>& devices,

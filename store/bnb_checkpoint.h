@@ -3,7 +3,8 @@
 // config.json's quantization_config (quant_method bitsandbytes) and the check that the
 // tensors are in the bnb state-dict layout (quant/quant_state.h) that config implies. Such
 // a directory is stored with its tensors as they are (like a stored quantized variant)
-// and served as stored.
+// and served as stored under its own quantization (loader/bnb_transform.h dequantizes it
+// for any other).
 //
 // Thread safety: free functions.
 #pragma once

@@ -322,6 +322,7 @@ absl::StatusOr<GgufFile> Parse(ReadFn read, uint64_t file_size, std::string sour
       return c.Error(fmt::format("{}: duplicate key", what));
     }
   }
+  file.metadata_end = c.pos();
   if (const GgufValue* align = file.Get("general.alignment")) {
     if (align->type != GgufValueType::kU32) {
       return c.Error(fmt::format("general.alignment must be a u32, not {}",

@@ -38,6 +38,8 @@ namespace loadstar::store {
 
 inline constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 inline constexpr uint32_t kGgufDefaultAlignment = 32;
+// magic, version, tensor_count (u64), kv_count (u64); the key-value section follows.
+inline constexpr uint64_t kGgufHeaderBytes = 24;
 inline constexpr int kGgufMaxDims = 4;  // GGML_MAX_DIMS
 
 enum class GgufValueType : uint32_t {
@@ -93,6 +95,8 @@ struct GgufFile {
   uint64_t data_offset = 0;  // file offset of the data section (aligned; past the end of
                              // the file only when there are no tensors)
   uint64_t file_size = 0;
+  // The key-value section is bytes [kGgufHeaderBytes, metadata_end) of the file.
+  uint64_t metadata_end = 0;
   std::map<std::string, GgufValue> metadata;
   std::vector<GgufTensor> tensors;  // in file (header) order
 

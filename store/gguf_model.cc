@@ -1,5 +1,7 @@
 #include "store/gguf_model.h"
 
+#include <cstring>
+
 #include <charconv>
 #include <map>
 
@@ -7,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status_macros.h"
+#include "store/hf_checkpoint.h"
 
 namespace loadstar::store {
 namespace {
@@ -190,6 +193,26 @@ absl::StatusOr<GgufModel> MapGgufModel(const GgufFile& file) {
   if (model.tensors.empty()) return Invalid(file, "no tensors");
   model.config_json = config.dump(2);
   return model;
+}
+
+absl::StatusOr<std::optional<std::string>> GgufTokenizerFile(const GgufFile& gguf,
+                                                             const RandomAccessFile& file) {
+  if (!gguf.GetString("tokenizer.ggml.model")) return std::optional<std::string>();
+  const uint64_t kv_bytes = gguf.metadata_end - kGgufHeaderBytes;
+  if (gguf.metadata_end < kGgufHeaderBytes || kv_bytes + kGgufHeaderBytes > kMaxKeptFileBytes) {
+    return std::optional<std::string>();
+  }
+  std::string out(kGgufHeaderBytes + kv_bytes, '\0');
+  auto put = [&](uint64_t at, auto value) { std::memcpy(out.data() + at, &value, sizeof(value)); };
+  put(0, kGgufMagic);
+  put(4, gguf.version);
+  put(8, uint64_t{0});  // no tensors
+  put(16, static_cast<uint64_t>(gguf.metadata.size()));
+  ASSIGN_OR_RETURN(size_t got, file.Read(kGgufHeaderBytes, kv_bytes, out.data() + kGgufHeaderBytes));
+  if (got != kv_bytes) {
+    return absl::DataLossError(fmt::format("{}: short read of the metadata", gguf.path));
+  }
+  return std::optional<std::string>(std::move(out));
 }
 
 }  // namespace loadstar::store

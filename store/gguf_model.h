@@ -22,15 +22,21 @@
 //   - llama files (mistral included) store attn_q / attn_k rows permuted for llama.cpp's
 //     rotary layout; transformers undoes it with num_attention_heads (q) or
 //     num_key_value_heads (k, when it differs), and only when both are in the config.
+//   - tokenizer: transformers builds it from the tokenizer.ggml.* metadata
+//     (`AutoTokenizer.from_pretrained(dir, gguf_file=...)`); the store keeps that
+//     metadata as `tokenizer.gguf`, a GGUF file of the same key-value section and no
+//     tensors, which transformers reads the same way.
 //
 // Thread safety: pure functions.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "base/dtype.h"
+#include "base/env.h"
 #include "store/gguf.h"
 #include "store/prequant_info.h"
 
@@ -54,5 +60,11 @@ struct GgufModel {
 
 // InvalidArgument naming the file and the key or tensor at fault.
 absl::StatusOr<GgufModel> MapGgufModel(const GgufFile& file);
+
+// The bytes of `tokenizer.gguf` for `gguf` (read from `file`, the same file): its header
+// with no tensors and its whole key-value section. nullopt when the file has no
+// tokenizer.ggml.model or its metadata exceeds the kept-file limit (kMaxKeptFileBytes).
+absl::StatusOr<std::optional<std::string>> GgufTokenizerFile(const GgufFile& gguf,
+                                                             const RandomAccessFile& file);
 
 }  // namespace loadstar::store

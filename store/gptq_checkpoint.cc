@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status_macros.h"
+#include "quant/gptq_awq.h"
 #include "store/json_util.h"
 #include "store/tensor.h"
 
@@ -69,7 +70,16 @@ absl::StatusOr<std::optional<GptqConfig>> ReadGptqConfig(Env* env, const std::st
                    fmt::format("\"{}\" is not supported (gptq or gptq_v2)", format));
       }
       c.v2 = format == "gptq_v2";
+      if (q.contains("sym")) {
+        if (!q["sym"].is_boolean()) return bad("sym", "must be true or false");
+        c.sym = q["sym"].get<bool>();
+      }
     } else {
+      if (q.contains("zero_point") && !(q["zero_point"].is_boolean() && q["zero_point"].get<bool>())) {
+        return bad("zero_point", "AWQ without zero points is not supported (the gemm layout "
+                                 "stores qzeros)");
+      }
+      c.sym = false;
       std::string version = q.value("version", std::string("gemm"));
       for (char& ch : version) ch = static_cast<char>(std::tolower(ch));
       if (version != "gemm") {
@@ -153,6 +163,29 @@ absl::StatusOr<PrequantInfo> MapGptqCheckpoint(Env* env, const HfCheckpoint& che
       return bad(module + ".qzeros", fmt::format("qzeros {} should be [{}, {}]",
                                                  ShapeToString(zeros.tensor->shape), groups,
                                                  zero_cols));
+    }
+    if (c.sym) {
+      // The dequantization reads the stored zeros; sym promises they are all the midpoint,
+      // so a checkpoint that breaks the promise is refused rather than served unlike it says.
+      const SafetensorsTensor* t = zeros.tensor;
+      ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
+                       env->NewRandomAccessFile(zeros.file->path));
+      std::vector<int32_t> words(static_cast<size_t>(t->size() / 4));
+      ASSIGN_OR_RETURN(size_t got, f->Read(zeros.file->data_offset + t->begin, t->size(),
+                                           reinterpret_cast<char*>(words.data())));
+      if (got != t->size()) return absl::DataLossError(fmt::format("{}: short read", file));
+      const uint32_t want = (1u << (c.bits - 1)) - (c.v2 ? 0u : 1u);
+      for (int64_t gr = 0; gr < groups; ++gr) {
+        for (int64_t n = 0; n < l.out; ++n) {
+          const uint32_t z = quant::PackedValue(words.data() + gr * zero_cols, 1, c.bits, n);
+          if (z != want) {
+            return bad(module + ".qzeros",
+                       fmt::format("qzeros[{}][{}] = {}, but quantization_config says sym: true "
+                                   "(every stored zero point is {} in checkpoint_format {})",
+                                   gr, n, z, want, c.v2 ? "gptq_v2" : "gptq"));
+          }
+        }
+      }
     }
     auto g = by_name.find(module + ".g_idx");
     if (g != by_name.end() && c.method == "gptq") {

@@ -6,7 +6,8 @@
 // Accepted: quant_method gptq with bits 2/3/4/8, group_size > 0 or -1, desc_act (g_idx),
 // sym, checkpoint_format gptq | gptq_v2; quant_method awq with bits 4 and version gemm.
 // Refused with the file and the field named: any other bits / version / format
-// (AWQ gemv, exllama, marlin ...), and every layer whose tensors do not fit: qweight
+// (AWQ gemv, exllama, marlin ...), AWQ zero_point false, sym true with a qzeros entry that
+// is not the symmetric zero point, and every layer whose tensors do not fit: qweight
 // shape not matching bits x in_features, missing qzeros or scales, wrong dtypes or
 // shapes, g_idx out of range.
 //
@@ -29,6 +30,9 @@ struct GptqConfig {
   int64_t group_size = 128;  // -1: one group
   bool desc_act = false;
   bool v2 = false;          // checkpoint_format gptq_v2
+  // GPTQ sym (AutoGPTQ's default true): every zero point is 2^(bits-1), which the save
+  // checks in qzeros (stored as 2^(bits-1) - 1 by checkpoint_format gptq).
+  bool sym = true;
   std::string source;       // the file it was read from (for messages)
 };
 

@@ -56,7 +56,8 @@ TensorFiller ShardFiller(std::shared_ptr<RandomAccessFile> file, uint64_t start,
 
 // A GGUF file as the store keeps it (SPEC §6.1): its tensors under their HF names, packed
 // bytes copied unchanged (4 KiB-aligned and checksummed by the writer like any tensor),
-// with the generated config.json and prequant.json (store/prequant_info.h).
+// with the generated config.json, prequant.json (store/prequant_info.h) and the
+// tokenizer metadata as tokenizer.gguf (store/gguf_model.h).
 absl::Status GgufInputs(Env* env, const std::string& path,
                         std::vector<std::vector<TensorInput>>* groups,
                         std::vector<std::pair<std::string, std::string>>* extras) {
@@ -77,6 +78,8 @@ absl::Status GgufInputs(Env* env, const std::string& path,
   groups->push_back(std::move(group));
   extras->emplace_back("config.json", model.config_json);
   extras->emplace_back(kPrequantInfoFileName, SerializePrequantInfo(model.info));
+  ASSIGN_OR_RETURN(std::optional<std::string> tokenizer, GgufTokenizerFile(gguf, *file));
+  if (tokenizer) extras->emplace_back("tokenizer.gguf", *std::move(tokenizer));
   return absl::OkStatus();
 }
 

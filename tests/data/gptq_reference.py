@@ -13,6 +13,7 @@ Needs: numpy, safetensors.
 """
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -46,11 +47,14 @@ def pack_awq(values):
     return out.view(np.int32)
 
 
-def gptq_layer(rng, name, in_f, out_f, bits, group, act_order, v2, tensors, expected):
+def gptq_layer(rng, name, in_f, out_f, bits, group, act_order, v2, tensors, expected,
+               sym=False):
     groups = 1 if group == -1 else (in_f + group - 1) // group
     gs = in_f if group == -1 else group
     q = rng.integers(0, 2 ** bits, size=(in_f, out_f))
     zero = rng.integers(1, 2 ** bits, size=(groups, out_f))  # the real zero point
+    if sym:
+        zero = np.full((groups, out_f), 2 ** (bits - 1))  # symmetric: the midpoint
     scales = (rng.random((groups, out_f)) * 0.02 + 0.001).astype(np.float16)
     if act_order:
         g_idx = rng.permutation(np.arange(in_f) // gs).astype(np.int32)
@@ -89,15 +93,20 @@ def main():
     tensors["model.norm.weight"] = rng.standard_normal(64).astype(np.float16)
     tensors["model.layers.0.mlp.up_proj.bias"] = rng.standard_normal(96).astype(np.float16)
     qc = {}
-    if case.startswith("gptq") or case in ("bad-qweight-shape", "missing-scales"):
-        bits = {"gptq-v2-3bit-actorder": 3, "gptq-v1-2bit-nogroup": 2, "gptq-v2-8bit": 8}.get(case, 4)
+    if case.startswith("gptq") or case in ("bad-qweight-shape", "missing-scales", "sym-broken"):
+        found = re.search(r"(\d)bit", case)
+        bits = int(found.group(1)) if found else 4
         group = -1 if "nogroup" in case else 32
         act = "actorder" in case
         v2 = "-v2-" in case
-        gptq_layer(rng, "model.layers.0.self_attn.q_proj", 64, 64, bits, group, act, v2, tensors, expected)
-        gptq_layer(rng, "model.layers.0.mlp.up_proj", 64, 96, bits, group, act, v2, tensors, expected)
+        sym = case.endswith("-sym")
+        gptq_layer(rng, "model.layers.0.self_attn.q_proj", 64, 64, bits, group, act, v2, tensors,
+                   expected, sym)
+        gptq_layer(rng, "model.layers.0.mlp.up_proj", 64, 96, bits, group, act, v2, tensors,
+                   expected, sym)
         qc = {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": act,
-              "sym": True, "checkpoint_format": "gptq_v2" if v2 else "gptq"}
+              "sym": sym or case == "sym-broken",
+              "checkpoint_format": "gptq_v2" if v2 else "gptq"}
         if case == "bad-qweight-shape":
             qw = tensors["model.layers.0.mlp.up_proj.qweight"]
             tensors["model.layers.0.mlp.up_proj.qweight"] = qw[:-4].copy()  # 32 inputs short

@@ -113,7 +113,9 @@ TEST_P(GptqLoadTest, KeepNoneAndNf4) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, GptqLoadTest,
                          ::testing::Values("gptq-v1-4bit", "gptq-v2-3bit-actorder",
-                                           "gptq-v1-2bit-nogroup", "gptq-v2-8bit", "awq-gemm"),
+                                           "gptq-v1-2bit-nogroup", "gptq-v2-8bit",
+                                           "gptq-v1-4bit-sym", "gptq-v2-3bit-actorder-sym",
+                                           "awq-gemm"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param;
                            for (char& c : n) c = std::isalnum(c) ? c : '_';
@@ -132,7 +134,10 @@ TEST(GptqErrorsTest, MalformedLayersNameTheFileAndField) {
                                                   "[2, 96] do not match qweight [4, 96]: expected [1, 96] for "
                                                   "in_features 32"},
                         Case{"missing-scales", "its model.layers.0.self_attn.q_proj.scales is "
-                                               "missing"}}) {
+                                               "missing"},
+                        Case{"sym-broken", "model.layers.0.mlp.up_proj.qzeros\": qzeros["},
+                        Case{"sym-broken", "but quantization_config says sym: true (every "
+                                           "stored zero point is 7 in checkpoint_format gptq)"}}) {
     std::string out = ts.dir().Join(c.name);
     std::string command = "'" + python + "' " + LOADSTAR_SOURCE_DIR +
                           "/tests/data/gptq_reference.py '" + out + "' " + c.name;
@@ -146,6 +151,10 @@ TEST(GptqErrorsTest, MalformedLayersNameTheFileAndField) {
   for (const auto& [config, want] : std::vector<std::pair<std::string, std::string>>{
            {R"({"quantization_config": {"quant_method": "awq", "bits": 4, "version": "gemv"}})",
             "quantization_config.version: AWQ \"gemv\" layouts are not supported"},
+           {R"({"quantization_config": {"quant_method": "awq", "bits": 4, "zero_point": false}})",
+            "quantization_config.zero_point: AWQ without zero points is not supported"},
+           {R"({"quantization_config": {"quant_method": "gptq", "bits": 4, "sym": "yes"}})",
+            "quantization_config.sym: must be true or false"},
            {R"({"quantization_config": {"quant_method": "gptq", "bits": 5}})",
             "quantization_config.bits: 5 is not supported"},
            {R"({"quantization_config": {"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"}})",

@@ -98,7 +98,8 @@ def llama_gguf(out):
     """A LlamaForCausalLM (GQA, fp32) written by save_pretrained, then converted by gguf-py
     to out/model.gguf as llama.cpp names and lays it out: HF names mapped to blk.N.*,
     q/k rows permuted, Linear weights in Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 (quantized with
-    gguf.quants.quantize), norms F32, embeddings F16. Returns (hf_dir, gguf_path)."""
+    gguf.quantize), norms F32, embeddings F16, with a sentencepiece-style tokenizer in
+    its metadata. Returns (hf_dir, gguf_path)."""
     import numpy as np
     import torch
     import gguf
@@ -130,6 +131,20 @@ def llama_gguf(out):
     w.add_rope_freq_base(10000.0)  # LlamaConfig's default rope_theta
     w.add_layer_norm_rms_eps(config.rms_norm_eps)
     w.add_vocab_size(config.vocab_size)
+    # A sentencepiece-style (tokenizer.ggml.model "llama") vocabulary of vocab_size tokens:
+    # specials, the 256 byte tokens, then scored pieces.
+    pieces = ["\u2581", "a", "e", "t", "h", "\u2581t", "\u2581a", "he", "\u2581the", "\u2581he",
+              "at", "\u2581cat", "s", "\u2581is"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + pieces
+    tokens += [f"p{i}" for i in range(config.vocab_size - len(tokens))]
+    n_pieces = len(tokens) - 259
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(n_pieces)])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * n_pieces)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
     parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
              "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
@@ -169,10 +184,10 @@ def llama_gguf(out):
     return hf, path
 
 
-def llama_gptq(out, bits=4, group=32, act_order=True, awq=False):
+def llama_gptq(out, bits=4, group=32, act_order=True, awq=False, sym=False):
     """A LlamaForCausalLM (fp32, save_pretrained) whose Linear layers (not lm_head) are
     replaced by GPTQ (or AWQ gemm) packed tensors from known integer weights, with the
-    packer of tests/data/gptq_reference.py. Returns (dir, {module: fp32 [out, in] weight
+    packer of tests/data/gptq_reference.py (sym: every zero point the midpoint). Returns (dir, {module: fp32 [out, in] weight
     the packed layer dequantizes to}) for the reference model."""
     import json
     import sys
@@ -201,7 +216,7 @@ def llama_gptq(out, bits=4, group=32, act_order=True, awq=False):
                 ref.awq_layer(rng, module, in_f, out_f, group, tensors, expected)
             else:
                 ref.gptq_layer(rng, module, in_f, out_f, bits, group, act_order, False,
-                               tensors, expected)
+                               tensors, expected, sym)
         else:
             tensors[name] = value
     save_file(tensors, path)
@@ -210,7 +225,7 @@ def llama_gptq(out, bits=4, group=32, act_order=True, awq=False):
     cfg["quantization_config"] = (
         {"quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm"} if awq else
         {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": act_order,
-         "sym": True, "checkpoint_format": "gptq"})
+         "sym": sym, "checkpoint_format": "gptq"})
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f)
     return out, {m: torch.from_numpy(w) for m, w in expected.items()}

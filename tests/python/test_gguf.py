@@ -49,6 +49,19 @@ def test_gguf_none_matches_transformers_gguf_loader(client, gguf_model):
     model.loadstar_lease.release()
 
 
+def test_gguf_tokenizer_matches_transformers(client, gguf_model):
+    """load_tokenizer of a GGUF model (its metadata kept as tokenizer.gguf) equals
+    transformers' tokenizer from the original file."""
+    from transformers import AutoTokenizer
+    ref = AutoTokenizer.from_pretrained(os.path.dirname(gguf_model),
+                                        gguf_file=os.path.basename(gguf_model))
+    ours = lt.load_tokenizer("llama-gguf", client=client)
+    assert ours.get_vocab() == ref.get_vocab()
+    for text in ["the cat is hat", "a tea, the heat!", "\u00e9t\u00e9 \U0001F600"]:
+        assert ours(text).input_ids == ref(text).input_ids, text
+    assert ours.bos_token == ref.bos_token == "<s>"
+
+
 def test_gguf_nf4_attaches(cluster, client, gguf_model):
     """nf4: the GGUF weights dequantized, then quantized bnb-exact while loading."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig

@@ -31,10 +31,11 @@ def reference(src, weights):
     return model
 
 
-@pytest.mark.parametrize("kind", ["gptq-3bit-actorder", "gptq-4bit", "awq"])
+@pytest.mark.parametrize("kind", ["gptq-3bit-actorder", "gptq-4bit-sym", "awq"])
 def test_packed_none_matches_dequantized_reference(cluster, client, tmp_path, kind):
     src, weights = checkpoints.llama_gptq(str(tmp_path / kind), bits=3 if "3bit" in kind else 4,
-                                          act_order="actorder" in kind, awq=kind == "awq")
+                                          act_order="actorder" in kind, awq=kind == "awq",
+                                          sym="sym" in kind)
     name = f"llama-{kind}"
     cluster.save(src, name)
     model = lt.load_model(name, torch_dtype=torch.float32, client=client, quantization="none")

@@ -88,12 +88,43 @@ TEST_F(GgufSaveTest, StoresPackedTensorsUnderHfNames) {
   EXPECT_EQ(config["vocab_size"], 11);  // from the tokenizer's tokens
   EXPECT_EQ(config["tie_word_embeddings"], false);
 
+  // No tokenizer.ggml.model: no tokenizer to keep.
+  EXPECT_FALSE(Env::Default()->FileExists(store_->ModelDir("org/tiny-gguf").value() +
+                                          "/tokenizer.gguf"));
+
   EXPECT_TRUE(store_->Verify("org/tiny-gguf").ok());
   // Quantized variants of packed tensors are made while loading, not stored.
   absl::StatusOr<Manifest> variant = SaveQuantizedVariant(
       *store_, "org/tiny-gguf", loadstar::testing::QuantConfigOf(quant::QuantType::kNf4));
   EXPECT_THAT(std::string(variant.status().message()),
               HasSubstr("is a pre-quantized gguf checkpoint"));
+}
+
+// The tokenizer metadata is kept as tokenizer.gguf: the same key-value section (every
+// key and value, byte for byte) in a GGUF file without tensors, which transformers (and
+// this reader) take as the original's metadata.
+TEST_F(GgufSaveTest, KeepsTheTokenizerMetadataAsAGgufFile) {
+  GgufBuilder b = loadstar::testing::TinyLlamaGguf();
+  b.AddString("tokenizer.ggml.model", "llama");
+  b.AddI32Array("tokenizer.ggml.token_type", {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1});
+  std::string path = Write(b);
+  GgufFile gguf = ReadGguf(Env::Default(), path).value();
+  absl::StatusOr<Manifest> m = store_->Save(path, "tok");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->extra_files,
+            (std::vector<std::string>{"config.json", "prequant.json", "tokenizer.gguf"}));
+  std::string kept =
+      ReadFileToString(Env::Default(), store_->ModelDir("tok").value() + "/tokenizer.gguf").value();
+  absl::StatusOr<GgufFile> parsed = ParseGguf(kept, "tokenizer.gguf");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->tensors.empty());
+  EXPECT_EQ(parsed->metadata.size(), gguf.metadata.size());
+  std::string original = ReadFileToString(Env::Default(), path).value();
+  EXPECT_EQ(kept.substr(kGgufHeaderBytes),
+            original.substr(kGgufHeaderBytes, gguf.metadata_end - kGgufHeaderBytes));
+  EXPECT_EQ(parsed->GetString("tokenizer.ggml.model"), "llama");
+  EXPECT_EQ(parsed->Get("tokenizer.ggml.tokens")->strings,
+            gguf.Get("tokenizer.ggml.tokens")->strings);
 }
 
 TEST_F(GgufSaveTest, MistralAndQwen2) {

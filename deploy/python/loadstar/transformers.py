@@ -149,17 +149,35 @@ def load_model(name_or_lease, *, device_map="auto", torch_dtype=None, quantizati
 
 
 def load_tokenizer(name_or_lease, *, client=None, **tokenizer_kwargs):
-    """AutoTokenizer.from_pretrained on the tokenizer files the store kept with the model.
+    """AutoTokenizer.from_pretrained on the tokenizer files the store kept with the model
+    (for a GGUF model, its tokenizer metadata).
 
     A name is acquired for the download (cold-starting an instance if none is ready) and
     released once the files are local."""
     from transformers import AutoTokenizer
 
     if isinstance(name_or_lease, Lease):
-        return AutoTokenizer.from_pretrained(name_or_lease.files_dir(), **tokenizer_kwargs)
-    with (client or Client()).acquire(name_or_lease) as lease:
-        path = lease.files_dir()
-    return AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
+        path = name_or_lease.files_dir()
+    else:
+        with (client or Client()).acquire(name_or_lease) as lease:
+            path = lease.files_dir()
+    return AutoTokenizer.from_pretrained(path, **_gguf_tokenizer_kwargs(path), **tokenizer_kwargs)
+
+
+# Files a Hugging Face tokenizer is built from; a GGUF model has none of them.
+_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                       "vocab.txt")
+
+
+def _gguf_tokenizer_kwargs(path):
+    """A model stored from a GGUF file keeps its tokenizer metadata as tokenizer.gguf (the
+    file's key-value section, no tensors): transformers builds the tokenizer from it as
+    from_pretrained(dir, gguf_file=...) does (that needs the gguf package)."""
+    if any(os.path.isfile(os.path.join(path, f)) for f in _HF_TOKENIZER_FILES):
+        return {}
+    if os.path.isfile(os.path.join(path, "tokenizer.gguf")):
+        return {"gguf_file": "tokenizer.gguf"}
+    return {}
 
 
 def _model_class(hf_model_class):
@@ -250,12 +268,16 @@ def _build(lease, hf_model_class):
         raise errors.Error(f"model {handle.model} was stored without a config.json; load_model "
                            f"needs it to know the architecture")
     config = AutoConfig.from_pretrained(files)
+    modules = quantized.quantized_modules(handle)
+    if not modules and getattr(config, "quantization_config", None) is not None:
+        # A pre-quantized checkpoint (GPTQ, AWQ, saved bnb) served dequantized: the model is
+        # a plain one, and must not claim the checkpoint's quantization.
+        del config.quantization_config
     sd = lease.state_dict()
     devices = {t.device for t in sd.values()}
     if len(devices) > 1 and any(d.type == "cuda" for d in devices):
         raise errors.Error(f"instance {handle.instance_id} spans {sorted(map(str, devices))}; "
                            f"load_model binds models on one device only")
-    modules = quantized.quantized_modules(handle)
     dtype = _served_dtype(spec, sd, modules)
     cls = _model_class(hf_model_class)
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
