@@ -14,3 +14,5 @@ pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 if(LOADSTAR_TESTS)
   find_package(GTest CONFIG REQUIRED)
 endif()
+find_package(OpenSSL REQUIRED)           # TLS certificate checks, `up --tls-dir`
+find_package(prometheus-cpp CONFIG REQUIRED)  # metrics endpoint

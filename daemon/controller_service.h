@@ -1,8 +1,9 @@
-// The gRPC Controller service: each method checks the token, calls Controller, converts
-// the Status.
+// The gRPC Controller service: each method calls Controller and converts the Status. The
+// bearer token is checked before any handler runs (MakeServerCredentials, daemon/tls.h).
 #pragma once
 
 #include "daemon/controller.h"
+#include "daemon/controller_metrics.h"
 #include "daemon/rpc_util.h"
 #include "loadstar/v1/controller.grpc.pb.h"
 
@@ -10,8 +11,10 @@ namespace loadstar::daemon {
 
 class ControllerService final : public loadstar::v1::Controller::Service {
  public:
-  ControllerService(Controller* controller, TokenAuth auth)
-      : controller_(controller), auth_(std::move(auth)) {}
+  // The bearer token is checked before any handler runs (MakeServerCredentials).
+  // `metrics` (may be null) records each Acquire.
+  explicit ControllerService(Controller* controller, ControllerMetrics* metrics = nullptr)
+      : controller_(controller), metrics_(metrics) {}
 
   grpc::Status Deploy(grpc::ServerContext* ctx, const loadstar::v1::DeployRequest* req,
                       loadstar::v1::DeployResponse* resp) override;
@@ -41,7 +44,7 @@ class ControllerService final : public loadstar::v1::Controller::Service {
 
  private:
   Controller* const controller_;
-  const TokenAuth auth_;
+  ControllerMetrics* const metrics_;
 };
 
 }  // namespace loadstar::daemon

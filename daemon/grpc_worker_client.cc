@@ -16,8 +16,9 @@ constexpr auto kUnloadTimeout = std::chrono::seconds(10);
 
 class GrpcWorkerClient : public WorkerClient {
  public:
-  GrpcWorkerClient(const std::string& address, const TokenAuth& auth)
-      : stub_(v1::Worker::NewStub(MakeChannel(address))), auth_(auth) {}
+  GrpcWorkerClient(const std::string& address, const ClientSecurity& security)
+      : stub_(v1::Worker::NewStub(MakeChannel(address, security.credentials))),
+        auth_(security.auth) {}
 
   absl::StatusOr<v1::InstanceReport> LoadInstance(
       const v1::LoadInstanceRequest& request,
@@ -63,7 +64,7 @@ class GrpcWorkerClient : public WorkerClient {
 std::shared_ptr<WorkerClient> GrpcWorkerClientFactory::ForAddress(const std::string& address) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<WorkerClient>& client = clients_[address];
-  if (client == nullptr) client = std::make_shared<GrpcWorkerClient>(address, auth_);
+  if (client == nullptr) client = std::make_shared<GrpcWorkerClient>(address, security_);
   return client;
 }
 

@@ -14,11 +14,11 @@ namespace loadstar::daemon {
 
 class GrpcWorkerClientFactory : public WorkerClientFactory {
  public:
-  explicit GrpcWorkerClientFactory(TokenAuth auth) : auth_(std::move(auth)) {}
+  explicit GrpcWorkerClientFactory(ClientSecurity security) : security_(std::move(security)) {}
   std::shared_ptr<WorkerClient> ForAddress(const std::string& address) override;
 
  private:
-  const TokenAuth auth_;
+  const ClientSecurity security_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<WorkerClient>> clients_ ABSL_GUARDED_BY(mu_);
 };

@@ -50,6 +50,9 @@ class LoadedInstance {
   // Where the weights came from: "artifact" (a stored quantized variant) or "checkpoint"
   // (the checkpoint, quantized while loading when the deployment quantizes).
   virtual std::string source() const = 0;
+  // The tier the bytes were read from: "disk" (the store) or "host_cache" (the worker's
+  // DRAM cache of the checkpoint).
+  virtual std::string tier() const = 0;
 };
 
 class InstanceLoader {

@@ -72,10 +72,14 @@ void FillQuantState(const std::string& info, v1::QuantState* q) {
 class PipelineLoadedInstance : public LoadedInstance {
  public:
   PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model, v1::LoadSpec spec,
-                         std::string source)
-      : model_(std::move(model)), spec_(std::move(spec)), source_(std::move(source)) {}
+                         std::string source, std::string tier)
+      : model_(std::move(model)),
+        spec_(std::move(spec)),
+        source_(std::move(source)),
+        tier_(std::move(tier)) {}
 
   std::string source() const override { return source_; }
+  std::string tier() const override { return tier_; }
 
   const v1::LoadSpec& spec() const { return spec_; }
 
@@ -135,6 +139,7 @@ class PipelineLoadedInstance : public LoadedInstance {
   std::unique_ptr<loader::LoadedModel> model_;
   const v1::LoadSpec spec_;
   const std::string source_;
+  const std::string tier_;
 };
 
 }  // namespace
@@ -278,6 +283,7 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
   // The deployment's quantization: its stored variant when one matches, else the
   // checkpoint quantized while it streams (loader/quantized_load.h).
   ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigFromLoadSpec(spec));
+  loader::LoadStats stats;
   ASSIGN_OR_RETURN(loader::QuantizedLoad loaded,
                    loader::LoadQuantized(*pipeline_, *store_, spec.model(), qconfig, devices,
                                          plan, {.cast_to_torch_dtype = !spec.torch_dtype().empty()},
@@ -286,9 +292,10 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                                            progress({p.bytes, p.total_bytes,
                                                      static_cast<uint32_t>(p.tensors),
                                                      static_cast<uint32_t>(p.total_tensors)});
-                                         }));
-  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec,
-                                                  loaded.source);
+                                         },
+                                         &stats));
+  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec, loaded.source,
+                                                  stats.from_cache ? "host_cache" : "disk");
 }
 
 absl::StatusOr<std::vector<v1::ModelFile>> PipelineInstanceLoader::ModelFiles(

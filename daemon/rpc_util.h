@@ -25,20 +25,12 @@ grpc::Status Respond(absl::StatusOr<T> result, Response* response) {
   return grpc::Status::OK;
 }
 
-// In an RPC handler: returns the grpc::Status `expr` evaluates to unless it is OK, e.g.
-// RETURN_IF_GRPC_ERROR(auth_.Check(ctx)); as the first line of every handler.
-#define RETURN_IF_GRPC_ERROR(expr)                                 \
-  do {                                                             \
-    ::grpc::Status loadstar_grpc_status_ = (expr);                 \
-    if (!loadstar_grpc_status_.ok()) return loadstar_grpc_status_; \
-  } while (0)
-
-// Checks "authorization: Bearer <token>" on a call; every RPC of both services calls it
-// first (RETURN_IF_GRPC_ERROR(auth_.Check(ctx))). An empty `token` disables the check.
+// The client side of the bearer token: adds "authorization: Bearer <token>" to outgoing
+// calls. Servers check it in one place, before any handler (MakeServerCredentials in
+// daemon/tls.h). An empty `token` sends none.
 class TokenAuth {
  public:
   explicit TokenAuth(std::string token) : token_(std::move(token)) {}
-  grpc::Status Check(const grpc::ServerContext* context) const;
   // Adds the token (if any) to an outgoing call.
   void Apply(grpc::ClientContext* context) const;
   const std::string& token() const { return token_; }
@@ -47,11 +39,19 @@ class TokenAuth {
   std::string token_;
 };
 
+// What a client needs to reach a loadstar daemon: channel credentials and the token.
+struct ClientSecurity {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: plaintext
+  TokenAuth auth{""};
+};
+
 // Reads a token file (one line; surrounding whitespace trimmed). Empty path: no token.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
-// An insecure channel to `address` with loadstar's message size limits.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address);
+// A channel to `address` with loadstar's message size limits and reconnect backoff;
+// `credentials` from MakeChannelCredentials (daemon/tls.h), null for plaintext.
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // Server-side limits (SPEC §7: request size limits).
 inline constexpr int kMaxMessageBytes = 64 << 20;

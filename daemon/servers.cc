@@ -3,9 +3,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <mutex>
+
 #include "base/status_macros.h"
 #include "daemon/controller_service.h"
 #include "daemon/worker_service.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
 
 namespace loadstar::daemon {
 
@@ -17,10 +21,21 @@ std::string WithPort(const std::string& address, int port) {
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<grpc::Server>> Serve(const std::string& address,
+// A started server for `service` on `address`, with the token checked before any handler
+// (MakeServerCredentials), message size limits, health and reflection. Starts NOT_SERVING.
+absl::StatusOr<std::unique_ptr<grpc::Server>> Serve(const std::string& address, const TlsFiles& tls,
+                                                    const std::string& token,
                                                     grpc::Service* service, int* port) {
+  // Both are process-wide switches, read when a builder is made and built.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  });
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   MakeServerCredentials(tls, token));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(address, credentials, port);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
@@ -28,6 +43,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> Serve(const std::string& address,
   if (server == nullptr || *port == 0) {
     return absl::UnavailableError(fmt::format("cannot listen on {} (in use?)", address));
   }
+  server->GetHealthCheckService()->SetServingStatus(false);
   return server;
 }
 
@@ -42,13 +58,21 @@ std::string Advertised(const std::string& address, int port) {
   return a;
 }
 
+absl::StatusOr<ClientSecurity> MakeClientSecurity(const TlsFiles& tls, const std::string& token) {
+  ClientSecurity security;
+  ASSIGN_OR_RETURN(security.credentials, MakeChannelCredentials(tls));
+  security.auth = TokenAuth(token);
+  return security;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
     ControllerServerOptions options) {
   std::unique_ptr<ControllerServer> s(new ControllerServer());
+  ASSIGN_OR_RETURN(ClientSecurity to_workers, MakeClientSecurity(options.tls, options.token));
   ASSIGN_OR_RETURN(s->state_, OpenStateStore(options.state));
-  s->workers_ = std::make_unique<GrpcWorkerClientFactory>(TokenAuth(options.token));
+  s->workers_ = std::make_unique<GrpcWorkerClientFactory>(std::move(to_workers));
   ControllerOptions copts;
   copts.state = s->state_.get();
   copts.workers = s->workers_.get();
@@ -56,10 +80,16 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
   copts.heartbeat_timeout_seconds = options.heartbeat_timeout_seconds;
   copts.default_lease_ttl_seconds = options.default_lease_ttl_seconds;
   ASSIGN_OR_RETURN(s->controller_, Controller::Create(copts));
-  s->service_ = std::make_unique<ControllerService>(s->controller_.get(), TokenAuth(options.token));
+  if (options.metrics != nullptr) {
+    s->metrics_ = std::make_unique<ControllerMetrics>(options.metrics, s->controller_.get());
+  }
+  s->service_ = std::make_unique<ControllerService>(s->controller_.get(), s->metrics_.get());
   int port = 0;
-  ASSIGN_OR_RETURN(s->server_, Serve(options.address, s->service_.get(), &port));
+  ASSIGN_OR_RETURN(s->server_,
+                   Serve(options.address, options.tls, options.token, s->service_.get(), &port));
   s->address_ = Advertised(options.address, port);
+  // Controller::Create recovered the stored state: ready to answer.
+  s->server_->GetHealthCheckService()->SetServingStatus(true);
   return s;
 }
 
@@ -67,33 +97,32 @@ ControllerServer::~ControllerServer() { Shutdown(); }
 
 void ControllerServer::Shutdown() {
   if (server_ == nullptr) return;
+  server_->GetHealthCheckService()->SetServingStatus(false);
   // Streams (WatchDeployment) and waiting Acquires end once the controller stops, so the
   // grace period can be short.
   controller_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   server_->Wait();
   server_.reset();
+  metrics_.reset();
   controller_.reset();
 }
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
     WorkerServerOptions options, std::unique_ptr<InstanceLoader> loader) {
   std::unique_ptr<WorkerServer> s(new WorkerServer());
+  ASSIGN_OR_RETURN(ClientSecurity to_controller, MakeClientSecurity(options.tls, options.token));
   s->loader_ = std::move(loader);
   // The advertised address needs the bound port, known only once the server runs: the
   // manager starts without an identity and gets it below, before registration.
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
   s->manager_ = std::make_unique<WorkerManager>(options.worker_id, "", s->loader_.get());
-  s->service_ = std::make_unique<WorkerService>(s->manager_.get(), TokenAuth(options.token));
-  builder.RegisterService(s->service_.get());
-  s->server_ = builder.BuildAndStart();
-  if (s->server_ == nullptr || port == 0) {
-    return absl::UnavailableError(fmt::format("cannot listen on {} (in use?)", options.address));
+  if (options.metrics != nullptr) {
+    s->metrics_ = std::make_unique<WorkerMetrics>(options.metrics, s->manager_.get());
   }
+  s->service_ = std::make_unique<WorkerService>(s->manager_.get(), s->metrics_.get());
+  int port = 0;
+  ASSIGN_OR_RETURN(s->server_,
+                   Serve(options.address, options.tls, options.token, s->service_.get(), &port));
   s->address_ = Advertised(options.address, port);
   std::string id = options.worker_id;
   if (id.empty()) {
@@ -102,9 +131,13 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
     id = fmt::format("{}-{}", host, port);
   }
   s->manager_->SetIdentity(id, s->address_);
-  if (!options.controller_address.empty()) {
-    s->agent_ = std::make_unique<WorkerAgent>(s->manager_.get(), options.controller_address,
-                                              TokenAuth(options.token));
+  grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
+  if (options.controller_address.empty()) {
+    health->SetServingStatus(true);
+  } else {
+    s->agent_ = std::make_unique<WorkerAgent>(
+        s->manager_.get(), options.controller_address, std::move(to_controller),
+        [health](bool registered) { health->SetServingStatus(registered); });
     s->agent_->Start();
   }
   return s;
@@ -115,9 +148,11 @@ WorkerServer::~WorkerServer() { Shutdown(); }
 void WorkerServer::Shutdown() {
   if (agent_ != nullptr) agent_->Stop();
   if (server_ == nullptr) return;
+  server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   server_->Wait();
   server_.reset();
+  metrics_.reset();
 }
 
 }  // namespace loadstar::daemon

@@ -7,10 +7,14 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/controller.h"
+#include "daemon/controller_metrics.h"
 #include "daemon/grpc_worker_client.h"
 #include "daemon/instance_loader.h"
+#include "daemon/metrics_server.h"
+#include "daemon/tls.h"
 #include "daemon/worker_agent.h"
 #include "daemon/worker_manager.h"
+#include "daemon/worker_metrics.h"
 #include "grpcpp/grpcpp.h"
 
 namespace loadstar::daemon {
@@ -19,11 +23,17 @@ struct ControllerServerOptions {
   std::string address = "127.0.0.1:7070";  // port 0 picks a free one
   std::string state = "memory";            // memory | sqlite:PATH
   std::string token;                       // empty: no auth
+  // The listener's TLS, and the client side of the controller's calls to workers.
+  TlsFiles tls;
+  MetricsServer* metrics = nullptr;  // not owned; null: no metrics
   double heartbeat_interval_seconds = 1;
   double heartbeat_timeout_seconds = 3;
   double default_lease_ttl_seconds = 30;
 };
 
+// Both servers also run the standard gRPC health service (grpc.health.v1.Health: the
+// controller SERVING once its state is recovered, a worker once it has registered, or at
+// once when it serves without a controller) and server reflection.
 class ControllerServer {
  public:
   static absl::StatusOr<std::unique_ptr<ControllerServer>> Start(ControllerServerOptions options);
@@ -39,6 +49,7 @@ class ControllerServer {
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<GrpcWorkerClientFactory> workers_;
   std::unique_ptr<Controller> controller_;
+  std::unique_ptr<ControllerMetrics> metrics_;
   std::unique_ptr<grpc::Service> service_;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -48,6 +59,9 @@ struct WorkerServerOptions {
   std::string address = "127.0.0.1:0";
   std::string controller_address;  // empty: serve without registering
   std::string token;
+  // The listener's TLS, and the client side of the worker's calls to the controller.
+  TlsFiles tls;
+  MetricsServer* metrics = nullptr;  // not owned; null: no metrics
 };
 
 class WorkerServer {
@@ -65,6 +79,7 @@ class WorkerServer {
   std::string address_;
   std::unique_ptr<InstanceLoader> loader_;
   std::unique_ptr<WorkerManager> manager_;
+  std::unique_ptr<WorkerMetrics> metrics_;
   std::unique_ptr<grpc::Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<WorkerAgent> agent_;

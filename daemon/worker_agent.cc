@@ -9,10 +9,11 @@ namespace loadstar::daemon {
 namespace v1 = loadstar::v1;
 
 WorkerAgent::WorkerAgent(WorkerManager* manager, const std::string& controller_address,
-                         TokenAuth auth)
+                         ClientSecurity security, std::function<void(bool)> on_registered)
     : manager_(manager),
-      auth_(std::move(auth)),
-      stub_(v1::Controller::NewStub(MakeChannel(controller_address))) {}
+      auth_(security.auth),
+      on_registered_(std::move(on_registered)),
+      stub_(v1::Controller::NewStub(MakeChannel(controller_address, security.credentials))) {}
 
 WorkerAgent::~WorkerAgent() { Stop(); }
 
@@ -36,6 +37,7 @@ void WorkerAgent::Loop() {
     auth_.Apply(&ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(interval_ms));
     grpc::Status status;
+    bool was_registered = registered;
     if (!registered) {
       v1::RegisterWorkerResponse resp;
       status = stub_->RegisterWorker(&ctx, info, &resp);
@@ -53,6 +55,7 @@ void WorkerAgent::Loop() {
       spdlog::warn("controller: {}", status.error_message());
     }
     last_error = status.ok() ? "" : status.error_message();
+    if (registered != was_registered && on_registered_) on_registered_(registered);
     absl::MutexLock lock(&mu_);
     // Retry registration sooner than the heartbeat period so a restarted controller
     // learns about this worker quickly.

@@ -5,6 +5,7 @@
 // Thread safety: Start/Stop from one thread; the loop runs on its own.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,7 +20,11 @@ namespace loadstar::daemon {
 
 class WorkerAgent {
  public:
-  WorkerAgent(WorkerManager* manager, const std::string& controller_address, TokenAuth auth);
+  // `on_registered(true)` when the controller accepts the worker, `(false)` when a
+  // heartbeat fails or the controller forgot it (the health service follows it); called
+  // from the agent's thread, on changes only.
+  WorkerAgent(WorkerManager* manager, const std::string& controller_address,
+              ClientSecurity security, std::function<void(bool)> on_registered = nullptr);
   ~WorkerAgent();  // Stop()
   void Start();
   void Stop();
@@ -29,6 +34,7 @@ class WorkerAgent {
 
   WorkerManager* const manager_;
   const TokenAuth auth_;
+  const std::function<void(bool)> on_registered_;
   std::unique_ptr<loadstar::v1::Controller::Stub> stub_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

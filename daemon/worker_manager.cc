@@ -88,6 +88,7 @@ absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
   inst.report.set_load_seconds(seconds);
   inst.report.set_bytes(inst.handle.bytes());
   inst.report.set_source(inst.loaded->source());
+  inst.report.set_tier(inst.loaded->tier());
   for (const v1::DeviceInfo& d : inst.handle.devices()) inst.report.add_devices(d.name());
   return inst.report;
 }

@@ -21,7 +21,6 @@ std::function<bool(uint64_t, std::string_view)> ChunkWriter(
 grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
                                          const v1::LoadInstanceRequest* req,
                                          grpc::ServerWriter<v1::LoadProgress>* writer) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto report = manager_->Load(*req, [&](const LoadProgressInfo& p) {
     v1::LoadProgress msg;
     msg.set_bytes_done(p.bytes_done);
@@ -31,6 +30,7 @@ grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
     // A controller that went away (or cancelled) cancels the load.
     return !ctx->IsCancelled() && writer->Write(msg);
   });
+  if (metrics_ != nullptr) metrics_->RecordLoad(*req, report);
   if (!report.ok()) return ToGrpc(report.status());
   if (ctx->IsCancelled()) {
     manager_->Unload(req->instance_id()).IgnoreError();
@@ -47,32 +47,27 @@ grpc::Status WorkerService::LoadInstance(grpc::ServerContext* ctx,
 
 grpc::Status WorkerService::UnloadInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
                                            v1::UnloadInstanceResponse*) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(manager_->Unload(req->instance_id()));
 }
 
 grpc::Status WorkerService::GetInstance(grpc::ServerContext* ctx, const v1::InstanceRequest* req,
                                         v1::InstanceHandle* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return Respond(manager_->GetInstance(req->instance_id()), resp);
 }
 
 grpc::Status WorkerService::ReadTensor(grpc::ServerContext* ctx, const v1::ReadTensorRequest* req,
                                        grpc::ServerWriter<v1::TensorChunk>* writer) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(manager_->ReadTensor(*req, ChunkWriter(ctx, writer)));
 }
 
 grpc::Status WorkerService::ReadModelFile(grpc::ServerContext* ctx,
                                           const v1::ReadModelFileRequest* req,
                                           grpc::ServerWriter<v1::TensorChunk>* writer) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return ToGrpc(manager_->ReadModelFile(*req, ChunkWriter(ctx, writer)));
 }
 
 grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   auto models = manager_->loader()->ListModels();
   if (!models.ok()) return ToGrpc(models.status());
   for (v1::StoredModel& m : *models) *resp->add_models() = std::move(m);
@@ -81,7 +76,6 @@ grpc::Status WorkerService::ListModels(grpc::ServerContext* ctx, const v1::ListM
 
 grpc::Status WorkerService::Prefetch(grpc::ServerContext* ctx, const v1::ModelRequest* req,
                                      v1::CacheResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   absl::Status s = manager_->loader()->Prefetch(req->model());
   resp->set_host_cache_used(manager_->loader()->host_cache_used());
   return ToGrpc(s);
@@ -89,7 +83,6 @@ grpc::Status WorkerService::Prefetch(grpc::ServerContext* ctx, const v1::ModelRe
 
 grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelRequest* req,
                                   v1::CacheResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   absl::Status s = manager_->loader()->Evict(req->model());
   resp->set_host_cache_used(manager_->loader()->host_cache_used());
   return ToGrpc(s);
@@ -97,7 +90,6 @@ grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelReque
 
 grpc::Status WorkerService::Probe(grpc::ServerContext* ctx, const v1::ProbeRequest* req,
                                   v1::ProbeResponse* resp) {
-  RETURN_IF_GRPC_ERROR(auth_.Check(ctx));
   return Respond(manager_->Probe(*req), resp);
 }
 

@@ -1,17 +1,20 @@
-// The gRPC Worker service: each method checks the token, calls WorkerManager, converts
-// the Status.
+// The gRPC Worker service: each method calls WorkerManager and converts the Status. The
+// bearer token is checked before any handler runs (MakeServerCredentials, daemon/tls.h).
 #pragma once
 
 #include "daemon/rpc_util.h"
 #include "daemon/worker_manager.h"
+#include "daemon/worker_metrics.h"
 #include "loadstar/v1/worker.grpc.pb.h"
 
 namespace loadstar::daemon {
 
 class WorkerService final : public loadstar::v1::Worker::Service {
  public:
-  WorkerService(WorkerManager* manager, TokenAuth auth)
-      : manager_(manager), auth_(std::move(auth)) {}
+  // The bearer token is checked before any handler runs (MakeServerCredentials).
+  // `metrics` (may be null) records each load.
+  explicit WorkerService(WorkerManager* manager, WorkerMetrics* metrics = nullptr)
+      : manager_(manager), metrics_(metrics) {}
 
   grpc::Status LoadInstance(grpc::ServerContext* ctx, const loadstar::v1::LoadInstanceRequest* req,
                             grpc::ServerWriter<loadstar::v1::LoadProgress>* writer) override;
@@ -35,7 +38,7 @@ class WorkerService final : public loadstar::v1::Worker::Service {
 
  private:
   WorkerManager* const manager_;
-  const TokenAuth auth_;
+  WorkerMetrics* const metrics_;
 };
 
 }  // namespace loadstar::daemon

@@ -1,5 +1,7 @@
 #include "deploy/cli_common.h"
 
+#include <fmt/format.h>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -79,6 +81,31 @@ void AddOutputFlag(CLI::App* cmd, std::string* format) {
   cmd->add_option("-o,--output", *format, "output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->default_val("text");
+}
+
+void AddClientTlsFlags(CLI::App* cmd, ClientTlsFlags* f) {
+  cmd->add_option("--tls-ca", f->files.ca, "CA to verify the daemons (default $LOADSTAR_TLS_CA)");
+  cmd->add_option("--tls-cert", f->files.cert,
+                  "client certificate for mTLS (default $LOADSTAR_TLS_CERT)");
+  cmd->add_option("--tls-key", f->files.key, "its private key (default $LOADSTAR_TLS_KEY)");
+  cmd->add_option("--tls-dir", f->dir,
+                  "a `loadstar up --tls-dir` directory (default $LOADSTAR_TLS_DIR)");
+}
+
+absl::Status Unreachable(const std::string& who, const absl::Status& status, bool tls) {
+  std::string message(status.message());
+  std::string hint;
+  if (message.find("ssl") != std::string::npos || message.find("SSL") != std::string::npos ||
+      message.find("andshake") != std::string::npos) {
+    hint = tls ? " (TLS handshake failed: check --tls-ca against the server's certificate, and "
+                 "--tls-cert/--tls-key if it requires client certificates)"
+               : " (it may require TLS: pass --tls-ca or --tls-dir)";
+  } else if (!tls && message.find("Socket closed") != std::string::npos) {
+    hint = " (the server closed the connection: it may require TLS; pass --tls-ca or --tls-dir)";
+  } else if (tls) {
+    hint = " (this client uses TLS: is the server started with a certificate?)";
+  }
+  return absl::UnavailableError(fmt::format("{} is unreachable: {}{}", who, message, hint));
 }
 
 std::string ResolveStoreDir(const std::string& flag_value) {

@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "daemon/tls.h"
 #include "nlohmann/json.hpp"
 
 namespace google::protobuf {
@@ -34,6 +35,19 @@ extern const CLI::Validator kNonNegative;
 
 // Adds `-o, --output text|json` to `cmd`, storing into `format`.
 void AddOutputFlag(CLI::App* cmd, std::string* format);
+
+// TLS flags of a client command: --tls-ca, --tls-cert, --tls-key, --tls-dir (resolved with
+// the environment by daemon::ResolveClientTls).
+struct ClientTlsFlags {
+  daemon::TlsFiles files;
+  std::string dir;
+  daemon::TlsFiles Resolve() const { return daemon::ResolveClientTls(files, dir); }
+};
+void AddClientTlsFlags(CLI::App* cmd, ClientTlsFlags* f);
+
+// A connection failure with what to check: the controller/worker address, and TLS on one
+// side but not the other (gRPC reports both as UNAVAILABLE with a terse message).
+absl::Status Unreachable(const std::string& who, const absl::Status& status, bool tls);
 
 // The store directory: --store if given, else $LOADSTAR_STORE, else ~/.loadstar/store.
 std::string ResolveStoreDir(const std::string& flag_value);

@@ -31,12 +31,14 @@ namespace v1 = loadstar::v1;
 struct ClientFlags {
   std::string addr;
   std::string token_file;
+  ClientTlsFlags tls;
   std::string output = "text";
 };
 
 void AddClientFlags(CLI::App* cmd, ClientFlags* f) {
   cmd->add_option("--addr", f->addr, "controller HOST:PORT (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
   cmd->add_option("--token-file", f->token_file, "bearer token file (default $LOADSTAR_TOKEN_FILE)");
+  AddClientTlsFlags(cmd, &f->tls);
 }
 
 // A controller stub plus the token to attach to every call.
@@ -44,6 +46,8 @@ struct Client {
   std::unique_ptr<v1::Controller::Stub> stub;
   daemon::TokenAuth auth{""};
   std::string address;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  bool tls = false;
 
   // A context with the token and a deadline.
   std::unique_ptr<grpc::ClientContext> Context(double seconds = 30) const {
@@ -57,10 +61,7 @@ struct Client {
   // Names the controller in connection errors so the user knows what was dialled.
   absl::Status Check(const grpc::Status& s) const {
     absl::Status status = daemon::FromGrpc(s);
-    if (absl::IsUnavailable(status)) {
-      return absl::UnavailableError(fmt::format("controller at {} is unreachable: {}", address,
-                                                std::string(status.message())));
-    }
+    if (absl::IsUnavailable(status)) return Unreachable("controller at " + address, status, tls);
     return status;
   }
 };
@@ -78,7 +79,10 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   }
   ASSIGN_OR_RETURN(std::string token, daemon::ReadTokenFile(token_file));
   c.auth = daemon::TokenAuth(token);
-  c.stub = v1::Controller::NewStub(daemon::MakeChannel(c.address));
+  daemon::TlsFiles tls = f.tls.Resolve();
+  c.tls = tls.enabled();
+  ASSIGN_OR_RETURN(c.credentials, daemon::MakeChannelCredentials(tls));
+  c.stub = v1::Controller::NewStub(daemon::MakeChannel(c.address, c.credentials));
   return c;
 }
 
@@ -349,7 +353,7 @@ void RegisterCacheCommand(CLI::App& app, const std::string& verb, const std::str
         if (w.state() != "alive") {
           return absl::UnavailableError(fmt::format("worker {} is {}", info.worker_id(), w.state()));
         }
-        auto stub = v1::Worker::NewStub(daemon::MakeChannel(info.address()));
+        auto stub = v1::Worker::NewStub(daemon::MakeChannel(info.address(), c.credentials));
         v1::ModelRequest req;
         req.set_model(f->model);
         v1::CacheResponse resp;

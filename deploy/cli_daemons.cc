@@ -18,6 +18,7 @@
 #include "daemon/rpc_util.h"
 #include "daemon/servers.h"
 #include "deploy/cli_common.h"
+#include "deploy/tls_dir.h"
 
 namespace loadstar::cli {
 namespace {
@@ -55,8 +56,41 @@ absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   return ReadFileToString(Env::Default(), path, 1 << 20);
 }
 
+// --tls-cert/--tls-key/--tls-ca and --metrics-address, on every daemon command.
+struct ServingFlags {
+  daemon::TlsFiles tls;
+  std::string metrics_address;
+};
+
+void AddServingFlags(CLI::App* cmd, ServingFlags* f) {
+  cmd->add_option("--tls-cert", f->tls.cert, "TLS certificate (PEM) of this daemon");
+  cmd->add_option("--tls-key", f->tls.key, "its private key (PEM)");
+  cmd->add_option("--tls-ca", f->tls.ca,
+                  "CA (PEM) that peers' certificates must chain to; on a listener this "
+                  "requires client certificates (mTLS)");
+  cmd->add_option("--metrics-address", f->metrics_address,
+                  "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
+}
+
+// Flags override the config file field by field.
+void ApplyServingFlags(const ServingFlags& f, daemon::TlsFiles* tls, std::string* metrics) {
+  if (!f.tls.cert.empty()) tls->cert = f.tls.cert;
+  if (!f.tls.key.empty()) tls->key = f.tls.key;
+  if (!f.tls.ca.empty()) tls->ca = f.tls.ca;
+  if (!f.metrics_address.empty()) *metrics = f.metrics_address;
+}
+
+absl::StatusOr<std::unique_ptr<daemon::MetricsServer>> StartMetrics(const std::string& address) {
+  if (address.empty()) return nullptr;
+  ASSIGN_OR_RETURN(auto server, daemon::MetricsServer::Start(address));
+  std::printf("metrics on http://%s/metrics\n", server->address().c_str());
+  std::fflush(stdout);
+  return server;
+}
+
 struct ControllerFlags {
   std::string config, addr, state, token_file;
+  ServingFlags serving;
   double heartbeat_timeout = 0, heartbeat_interval = 0, lease_ttl = 0;
 };
 
@@ -77,10 +111,12 @@ absl::StatusOr<ControllerConfig> ResolveController(const ControllerFlags& f) {
   if (f.heartbeat_timeout > 0) c.heartbeat_timeout = f.heartbeat_timeout;
   if (f.heartbeat_interval > 0) c.heartbeat_interval = f.heartbeat_interval;
   if (f.lease_ttl > 0) c.lease_ttl = f.lease_ttl;
+  ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(const ControllerConfig& c) {
+absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(
+    const ControllerConfig& c, daemon::MetricsServer* metrics) {
   ASSIGN_OR_RETURN(std::string token, daemon::ReadTokenFile(c.token_file));
   if (c.state.rfind("sqlite:", 0) == 0) {
     RETURN_IF_ERROR(Env::Default()->CreateDirs(DirName(c.state.substr(7))));
@@ -89,6 +125,8 @@ absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(const 
   o.address = c.address;
   o.state = c.state;
   o.token = token;
+  o.tls = c.tls;
+  o.metrics = metrics;
   o.heartbeat_interval_seconds = c.heartbeat_interval;
   o.heartbeat_timeout_seconds = c.heartbeat_timeout;
   o.default_lease_ttl_seconds = c.lease_ttl;
@@ -97,6 +135,7 @@ absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(const 
 
 struct WorkerFlags {
   std::string config, controller, addr, store, devices, id, token_file;
+  ServingFlags serving;
   std::string host_cache_bytes, device_memory, max_read_bandwidth;
 };
 
@@ -127,11 +166,12 @@ absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
   if (!f.device_memory.empty()) {
     ASSIGN_OR_RETURN(c.device_memory, daemon::ParseByteSize(f.device_memory, "--device-memory"));
   }
+  ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(const WorkerConfig& c,
-                                                                  bool register_with_controller) {
+absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(
+    const WorkerConfig& c, bool register_with_controller, daemon::MetricsServer* metrics) {
   ASSIGN_OR_RETURN(std::string token, daemon::ReadTokenFile(c.token_file));
   daemon::PipelineInstanceLoaderOptions lo;
   lo.store_dir = c.store;
@@ -152,6 +192,8 @@ absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(const WorkerCo
   wo.address = c.address;
   wo.controller_address = register_with_controller ? c.controller : "";
   wo.token = token;
+  wo.tls = c.tls;
+  wo.metrics = metrics;
   return daemon::WorkerServer::Start(wo, std::move(loader));
 }
 
@@ -172,12 +214,14 @@ void RegisterDaemonCommands(CLI::App& app) {
   auto cf = std::make_shared<ControllerFlags>();
   CLI::App* controller = app.add_subcommand("controller", "run the controller");
   AddControllerFlags(controller, cf.get());
+  AddServingFlags(controller, &cf->serving);
   controller->add_option("--addr", cf->addr, "listen address HOST:PORT (default 127.0.0.1:7070)");
   controller->callback([cf] {
     Run([&]() -> absl::Status {
       ASSIGN_OR_RETURN(ControllerConfig c, ResolveController(*cf));
       BlockShutdownSignals();
-      ASSIGN_OR_RETURN(auto server, StartController(c));
+      ASSIGN_OR_RETURN(auto metrics, StartMetrics(c.metrics_address));
+      ASSIGN_OR_RETURN(auto server, StartController(c, metrics.get()));
       Announce("controller", server->address());
       WaitForShutdownSignal();
       server->Shutdown();
@@ -198,11 +242,14 @@ void RegisterDaemonCommands(CLI::App& app) {
   worker->add_option("--max-read-bandwidth", wf->max_read_bandwidth,
                      "cap store reads, bytes per second (e.g. 200MB)");
   worker->add_option("--token-file", wf->token_file, "bearer token for the controller and clients");
+  AddServingFlags(worker, &wf->serving);
   worker->callback([wf] {
     Run([&]() -> absl::Status {
       ASSIGN_OR_RETURN(WorkerConfig c, ResolveWorker(*wf));
       BlockShutdownSignals();
-      ASSIGN_OR_RETURN(auto server, StartWorker(c, /*register_with_controller=*/true));
+      ASSIGN_OR_RETURN(auto metrics, StartMetrics(c.metrics_address));
+      ASSIGN_OR_RETURN(auto server,
+                       StartWorker(c, /*register_with_controller=*/true, metrics.get()));
       Announce("worker", server->address());
       WaitForShutdownSignal();
       server->Shutdown();
@@ -213,8 +260,16 @@ void RegisterDaemonCommands(CLI::App& app) {
   auto uf = std::make_shared<ControllerFlags>();
   auto uw = std::make_shared<WorkerFlags>();
   auto workers = std::make_shared<int>(1);
+  auto tls_dir = std::make_shared<std::string>();
   CLI::App* up = app.add_subcommand("up", "a local cluster: controller + N workers in one process");
   AddControllerFlags(up, uf.get());
+  AddServingFlags(up, &uf->serving);
+  up->add_option("--tls-dir", *tls_dir,
+                 "TLS and mTLS for everything: generate a throwaway CA and certificates in DIR "
+                 "(kept while valid); clients use them with --tls-dir DIR or $LOADSTAR_TLS_DIR")
+      ->excludes(up->get_option("--tls-cert"))
+      ->excludes(up->get_option("--tls-key"))
+      ->excludes(up->get_option("--tls-ca"));
   up->add_option("--addr", uf->addr,
                  "controller address HOST:PORT (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
   up->add_option("--workers", *workers, "number of workers (default 1)")->check(CLI::Range(1, 64));
@@ -222,8 +277,12 @@ void RegisterDaemonCommands(CLI::App& app) {
   up->add_option("--device-memory", uw->device_memory, "memory per host device (default 16GiB)");
   up->add_option("--store", uw->store, "store directory shared by the workers");
   up->add_option("--host-cache-bytes", uw->host_cache_bytes, "host cache per worker");
-  up->callback([uf, uw, workers] {
+  up->callback([uf, uw, workers, tls_dir] {
     Run([&]() -> absl::Status {
+      if (!tls_dir->empty()) {
+        RETURN_IF_ERROR(EnsureTlsDir(*tls_dir));
+        uf->serving.tls = daemon::DaemonTlsFiles(*tls_dir);
+      }
       // The address the CLI dials (SPEC §3.1): --addr, else $LOADSTAR_ADDR.
       if (uf->addr.empty()) {
         if (const char* env = std::getenv("LOADSTAR_ADDR"); env != nullptr && *env != '\0') {
@@ -235,20 +294,26 @@ void RegisterDaemonCommands(CLI::App& app) {
       }
       if (uw->devices.empty()) uw->devices = "host:2";
       uw->token_file = uf->token_file;
+      uw->serving.tls = uf->serving.tls;  // one endpoint for all: metrics stay with the controller
       ASSIGN_OR_RETURN(ControllerConfig cc, ResolveController(*uf));
       ASSIGN_OR_RETURN(WorkerConfig wc, ResolveWorker(*uw));
       BlockShutdownSignals();
-      ASSIGN_OR_RETURN(auto controller, StartController(cc));
+      ASSIGN_OR_RETURN(auto metrics, StartMetrics(cc.metrics_address));
+      ASSIGN_OR_RETURN(auto controller, StartController(cc, metrics.get()));
       wc.controller = controller->address();
       std::vector<std::unique_ptr<daemon::WorkerServer>> servers;
       for (int i = 0; i < *workers; ++i) {
         wc.worker_id = "worker-" + std::to_string(i);
-        ASSIGN_OR_RETURN(auto w, StartWorker(wc, true));
+        ASSIGN_OR_RETURN(auto w, StartWorker(wc, true, metrics.get()));
         servers.push_back(std::move(w));
       }
       Announce("controller", controller->address());
       for (const auto& w : servers) Announce("worker", w->address());
       std::printf("state %s, store %s; stop with Ctrl-C\n", cc.state.c_str(), wc.store.c_str());
+      if (!tls_dir->empty()) {
+        std::printf("TLS with client certificates: export LOADSTAR_TLS_DIR=%s\n",
+                    tls_dir->c_str());
+      }
       std::fflush(stdout);
       WaitForShutdownSignal();
       for (auto& w : servers) w->Shutdown();

@@ -17,6 +17,7 @@ namespace v1 = loadstar::v1;
 
 struct InstanceFlags {
   std::string instance_id, lease_id, addr, token_file, output = "text";
+  ClientTlsFlags tls;
 };
 
 std::string Shape(const google::protobuf::RepeatedField<int64_t>& dims) {
@@ -75,7 +76,10 @@ absl::Status ShowInstance(const InstanceFlags& f) {
     return absl::InvalidArgumentError("give either INSTANCE_ID or --lease LEASE_ID");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<client::Client> c,
-                   client::Client::Connect({.address = f.addr, .token_file = f.token_file}));
+                   client::Client::Connect({.address = f.addr,
+                                            .token_file = f.token_file,
+                                            .tls = f.tls.files,
+                                            .tls_dir = f.tls.dir}));
   v1::Instance instance;
   if (!f.lease_id.empty()) {
     ASSIGN_OR_RETURN(v1::Lease lease, c->GetLease(f.lease_id));
@@ -108,6 +112,7 @@ void RegisterInstanceCommand(CLI::App& app) {
   cmd->add_option("--lease", f->lease_id, "the instance a live lease holds");
   cmd->add_option("--addr", f->addr, "controller HOST:PORT (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
   cmd->add_option("--token-file", f->token_file, "bearer token file (default $LOADSTAR_TOKEN_FILE)");
+  AddClientTlsFlags(cmd, &f->tls);
   AddOutputFlag(cmd, &f->output);
   cmd->callback([f] { Run([&] { return ShowInstance(*f); }); });
 }

@@ -27,8 +27,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
     ASSIGN_OR_RETURN(token, daemon::ReadTokenFile(file));
   }
   c->auth_ = daemon::TokenAuth(token);
+  ASSIGN_OR_RETURN(c->credentials_, daemon::MakeChannelCredentials(
+                                        daemon::ResolveClientTls(options.tls, options.tls_dir)));
   c->options_ = std::move(options);
-  c->controller_ = v1::Controller::NewStub(daemon::MakeChannel(c->address_));
+  c->controller_ = v1::Controller::NewStub(daemon::MakeChannel(c->address_, c->credentials_));
   return c;
 }
 
@@ -52,7 +54,7 @@ absl::Status Client::Check(const grpc::Status& s, const std::string& who) const 
 v1::Worker::Stub* Client::WorkerStub(const std::string& address) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::unique_ptr<v1::Worker::Stub>& stub = workers_[address];
-  if (stub == nullptr) stub = v1::Worker::NewStub(daemon::MakeChannel(address));
+  if (stub == nullptr) stub = v1::Worker::NewStub(daemon::MakeChannel(address, credentials_));
   return stub.get();
 }
 

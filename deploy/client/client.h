@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/rpc_util.h"
+#include "daemon/tls.h"
 #include "loadstar/v1/controller.grpc.pb.h"
 #include "loadstar/v1/worker.grpc.pb.h"
 
@@ -35,6 +36,10 @@ struct ClientOptions {
   std::string address;     // controller HOST:PORT; empty: $LOADSTAR_ADDR or 127.0.0.1:7070
   std::string token;       // bearer token; empty: read token_file
   std::string token_file;  // empty: $LOADSTAR_TOKEN_FILE, if set
+  // TLS (daemon/tls.h ResolveClientTls): these files, else $LOADSTAR_TLS_CA/_CERT/_KEY,
+  // else the client files of tls_dir or $LOADSTAR_TLS_DIR; none: plaintext.
+  daemon::TlsFiles tls;
+  std::string tls_dir;
   double rpc_seconds = 30; // deadline of each call (Acquire: acquire_seconds)
 };
 
@@ -84,6 +89,7 @@ class Client {
   ClientOptions options_;
   std::string address_;
   daemon::TokenAuth auth_{""};
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // null: plaintext
   std::unique_ptr<loadstar::v1::Controller::Stub> controller_;
   mutable std::mutex mu_;
   mutable std::map<std::string, std::unique_ptr<loadstar::v1::Worker::Stub>> workers_;

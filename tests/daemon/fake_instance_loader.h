@@ -158,6 +158,7 @@ class FakeInstanceLoader : public InstanceLoader {
       return absl::OkStatus();
     }
     std::string source() const override { return "checkpoint"; }
+    std::string tier() const override { return "disk"; }
 
    private:
     FakeInstanceLoader* owner_;
