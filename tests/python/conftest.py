@@ -40,12 +40,15 @@ def free_port():
 class Cluster:
     """A running `loadstar up` and helpers to drive it (CLI and Python client)."""
 
-    def __init__(self, root, workers=1, token=None, lease_ttl=None):
+    def __init__(self, root, workers=1, token=None, lease_ttl=None, tls=False, metrics=False,
+                 extra=()):
         self.root = root
         self.store = os.path.join(root, "store")
         self.addr = f"127.0.0.1:{free_port()}"
         self.bin = loadstar_bin()
         self.token_file = None
+        self.tls_dir = os.path.join(root, "tls") if tls else None
+        self.metrics_url = None
         os.makedirs(self.store, exist_ok=True)
         # A generous heartbeat timeout: on a box where ctest runs other suites alongside,
         # a starved heartbeat must not mark the worker lost in the middle of a test.
@@ -59,15 +62,31 @@ class Cluster:
             args += ["--token-file", self.token_file]
         if lease_ttl:
             args += ["--lease-ttl", str(lease_ttl)]
+        if self.tls_dir:
+            args += ["--tls-dir", self.tls_dir]
+        if metrics:
+            args += ["--metrics-address", "127.0.0.1:0"]
+        args += list(extra)
         self.log = open(os.path.join(root, "cluster.log"), "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=self.env())
+        if metrics:
+            self.metrics_url = wait_until(lambda: self._announced("metrics on "), 30,
+                                          "the metrics endpoint to be announced")
         self._wait_ready(workers)
+
+    def _announced(self, prefix):
+        for line in self.log_text().splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        return None
 
     def env(self):
         env = dict(os.environ, LOADSTAR_ADDR=self.addr, LOADSTAR_STORE=self.store)
         if self.token_file:
             env["LOADSTAR_TOKEN_FILE"] = self.token_file
+        if self.tls_dir:
+            env["LOADSTAR_TLS_DIR"] = self.tls_dir
         return env
 
     def _wait_ready(self, workers):
@@ -97,6 +116,8 @@ class Cluster:
 
         if self.token_file and "token" not in kwargs and "token_file" not in kwargs:
             kwargs["token_file"] = self.token_file
+        if self.tls_dir and "tls" not in kwargs:
+            kwargs["tls"] = self.tls_dir
         return loadstar.Client(self.addr, **kwargs)
 
     def cli(self, *args, check=True):

@@ -51,6 +51,23 @@ def _tls_credentials(tls):
         certificate_chain=_read(cert, "TLS certificate") if cert else None)
 
 
+def _tls_dir_files(directory):
+    """The client files of a `loadstar up --tls-dir` directory (daemon/tls.h names them)."""
+    return {"ca": os.path.join(directory, "ca.pem"),
+            "cert": os.path.join(directory, "client.pem"),
+            "key": os.path.join(directory, "client-key.pem")}
+
+
+def _tls_from_environment():
+    directory = os.environ.get("LOADSTAR_TLS_DIR")
+    files = _tls_dir_files(directory) if directory else {}
+    for key in ("ca", "cert", "key"):
+        value = os.environ.get(f"LOADSTAR_TLS_{key.upper()}")
+        if value:
+            files[key] = value
+    return files or None
+
+
 def _token(token, token_file):
     if token is not None and token_file is not None:
         raise ValueError("pass token or token_file, not both")
@@ -92,14 +109,21 @@ class Client:
     addr: the controller, HOST:PORT (default $LOADSTAR_ADDR, else 127.0.0.1:7070).
     token / token_file: the bearer token, or a file holding it (default
     $LOADSTAR_TOKEN_FILE); none sends no token.
-    tls: None (plaintext), True (TLS with the system's roots), or {ca, cert, key} paths
-    (a dict or an object with those attributes).
+    tls: True (TLS with the system's roots), {ca, cert, key} paths (a dict or an object
+    with those attributes), a directory written by `loadstar up --tls-dir` (its CA and
+    client certificate), or False (plaintext). None (the default) reads the environment
+    as the CLI does: $LOADSTAR_TLS_CA / _CERT / _KEY, else $LOADSTAR_TLS_DIR; plaintext
+    when none is set.
     """
 
     def __init__(self, addr=None, token=None, token_file=None, tls=None):
         self.addr = addr or os.environ.get("LOADSTAR_ADDR") or DEFAULT_ADDR
         token = _token(token, token_file)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if tls is None:
+            tls = _tls_from_environment()
+        elif isinstance(tls, (str, os.PathLike)):
+            tls = _tls_dir_files(os.fspath(tls))
         self._credentials = _tls_credentials(tls) if tls not in (None, False) else None
         self._lock = threading.Lock()
         self._channels = []
