@@ -12,9 +12,17 @@ int main(int argc, char** argv) {
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
       ->default_val("warn");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text | json (one object per line: time, level, "
+                 "component, message and fields such as deployment, instance, worker, lease)")
+      ->default_val("text");
   app.parse_complete_callback([&] {
-    absl::Status status = loadstar::InitLogging(log_level);
-    if (!status.ok()) throw CLI::ValidationError("--log-level", std::string(status.message()));
+    absl::Status status = loadstar::InitLogging(log_level, log_format);
+    if (!status.ok()) {
+      bool format = std::string(status.message()).find("log format") != std::string::npos;
+      throw CLI::ValidationError(format ? "--log-format" : "--log-level",
+                                 std::string(status.message()));
+    }
   });
 
   loadstar::cli::RegisterStoreCommands(app);
