@@ -2,7 +2,7 @@
 
 #include <chrono>
 
-#include "spdlog/spdlog.h"
+#include "base/logging.h"
 
 namespace loadstar::daemon {
 
@@ -44,7 +44,8 @@ void WorkerAgent::Loop() {
       if (status.ok()) {
         registered = true;
         if (resp.heartbeat_interval_ms() > 0) interval_ms = resp.heartbeat_interval_ms();
-        spdlog::info("worker {} registered with the controller", manager_->worker_id());
+        Log(Level::info, "worker", {{"worker", manager_->worker_id()}},
+            "registered with the controller");
       }
     } else {
       v1::HeartbeatResponse resp;
@@ -52,7 +53,8 @@ void WorkerAgent::Loop() {
       registered = status.ok() && !resp.reregister();
     }
     if (!status.ok() && status.error_message() != last_error) {
-      spdlog::warn("controller: {}", status.error_message());
+      Log(Level::warn, "worker", {{"worker", manager_->worker_id()}}, "controller: {}",
+          status.error_message());
     }
     last_error = status.ok() ? "" : status.error_message();
     if (registered != was_registered && on_registered_) on_registered_(registered);
