@@ -197,8 +197,13 @@ TEST_F(SecurityTest, UpWithATlsDirServesTheCliWithTheGeneratedCertificates) {
   };
   ASSERT_TRUE(Eventually([&] { return cli({"status"}).out.find("worker-0") != std::string::npos; }));
   ASSERT_EQ(cli({"deploy", "--model", "org/tiny"}).exit_code, 0);
-  CliResult lease = cli({"acquire", "org/tiny"});
-  EXPECT_EQ(lease.exit_code, 0) << lease.err;
+  CliResult lease = cli({"acquire", "org/tiny", "-o", "json"});
+  ASSERT_EQ(lease.exit_code, 0) << lease.err;
+  // `instance` goes through the C++ attach client (deploy/client), worker included.
+  std::string lease_id = nlohmann::json::parse(lease.out)["lease_id"];
+  CliResult handle = cli({"instance", "--lease", lease_id, "-o", "json"});
+  EXPECT_EQ(handle.exit_code, 0) << handle.err;
+  EXPECT_THAT(handle.out, HasSubstr("model.norm.weight"));
   // Without the client certificate the same cluster refuses.
   EXPECT_EQ(Cli(addr, {"status", "--tls-ca", tls_dir + "/ca.pem", "--token-file",
                        dir_.Join("token")}).exit_code, 1);
