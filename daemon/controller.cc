@@ -12,8 +12,21 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
+namespace {
+
+// A failed state write as the caller sees it: what was not done, and the store's reason.
+absl::Status StoreFailure(const std::string& what, const absl::Status& s) {
+  absl::StatusCode code = absl::IsUnavailable(s) ? absl::StatusCode::kUnavailable
+                                                 : absl::StatusCode::kInternal;
+  return absl::Status(code, fmt::format("{}: not done, the state write failed: {}", what,
+                                        std::string(s.message())));
+}
+
+}  // namespace
+
 Controller::Controller(ControllerOptions options)
     : options_(std::move(options)),
+      writer_(options_.state),
       workers_(static_cast<int64_t>(options_.heartbeat_timeout_seconds * 1000)) {}
 
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(ControllerOptions options) {
@@ -56,10 +69,27 @@ void Controller::Loop() {
   }
 }
 
-void Controller::Persist(const absl::Status& status) {
-  // The live state stays authoritative; a failed write is logged and retried by the next
-  // change of the same record.
-  if (!status.ok()) spdlog::error("state store: {}", std::string(status.message()));
+void Controller::PersistLocked(StateBatch batch, const std::string& what) {
+  writer_.SubmitLogged(std::move(batch), what);
+}
+
+absl::Status Controller::DurableWriteLocked(StateBatch batch) {
+  std::shared_ptr<StateWriter::Pending> pending = writer_.Submit(std::move(batch));
+  mu_.Unlock();
+  absl::Status s = pending->Wait();
+  mu_.Lock();
+  return s;
+}
+
+bool Controller::LeaseWriteInFlightLocked(const std::string& name) {
+  for (const std::string& id : busy_leases_) {
+    const LeaseRecord* lease = leases_.Find(id);
+    if (lease != nullptr && lease->deployment == name) return true;
+  }
+  for (const auto& [id, inst] : instances_) {
+    if (inst.deployment == name && inst.pending_leases > 0) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml,
@@ -67,6 +97,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   ASSIGN_OR_RETURN(DeploymentConfig config, ParseDeploymentConfig(config_yaml));
   absl::MutexLock lock(&mu_);
   const std::string name = config.name;
+  while (busy_deployments_.contains(name)) changed_.Wait(&mu_);
   auto existing = deployments_.find(name);
   if (existing != deployments_.end()) {
     if (SameDeploymentConfig(existing->second.config, config)) {
@@ -97,7 +128,12 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
     Placement p = options_.policy->Place(SnapshotLocked(), request);
     if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) return p.reason;
   }
-  Persist(options_.state->PutDeployment({name, d.yaml, d.created_ms}));
+  busy_deployments_.insert(name);  // no Delete or other Deploy of it until this is applied
+  absl::Status written = DurableWriteLocked({DeploymentRecord{name, d.yaml, d.created_ms}});
+  busy_deployments_.erase(name);
+  changed_.SignalAll();
+  if (!written.ok()) return StoreFailure(fmt::format("deploy '{}'", name), written);
+  existing = deployments_.find(name);  // busy kept it as it was; the iterator is refreshed
   const bool updated = existing != deployments_.end();
   if (updated) {
     // Keep what the running deployment knows about demand and errors.
@@ -117,32 +153,52 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
 
 absl::Status Controller::Delete(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  auto it = deployments_.find(name);
-  if (it == deployments_.end()) {
+  while (busy_deployments_.contains(name)) changed_.Wait(&mu_);
+  if (!deployments_.contains(name)) {
     return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
   }
+  // The plan below must see every lease of the deployment: busy, no lease write of it
+  // starts (Acquire, RenewLease and Release wait), and those in flight finish first.
+  busy_deployments_.insert(name);
+  while (LeaseWriteInFlightLocked(name)) changed_.Wait(&mu_);
+  // One batch: the deployment goes, and its leased instances stay behind as draining with
+  // their leases (SPEC §3.5: a leased instance's memory stays until its leases end).
+  StateBatch batch{DeploymentDeletion{name}};
+  std::set<std::string> draining;
+  for (const auto& [id, inst] : instances_) {
+    if (inst.deployment != name || inst.leases == 0 || inst.state != "ready") continue;
+    draining.insert(id);
+    Instance unloading = inst;
+    unloading.state = "unloading";
+    batch.push_back(RecordOf(unloading));
+    for (const auto& [lease_id, lease] : leases_.leases()) {
+      if (lease.instance_id == id) batch.push_back(lease);
+    }
+  }
+  absl::Status written = DurableWriteLocked(std::move(batch));
+  busy_deployments_.erase(name);
+  changed_.SignalAll();
+  if (!written.ok()) return StoreFailure(fmt::format("delete '{}'", name), written);
+
+  deployments_.erase(name);
+  // Instances changed meanwhile (loads finished, leases expired, workers lost): act on what
+  // there is now, and delete the records of what goes in case a background write put one
+  // back after the deletion.
   std::vector<std::string> ids;
   for (auto& [id, inst] : instances_) {
     if (inst.deployment == name) ids.push_back(id);
   }
-  deployments_.erase(it);
-  Persist(options_.state->DeleteDeployment(name));
   for (const std::string& id : ids) {
     Instance& inst = instances_.at(id);
-    if (inst.leases > 0 && inst.state == "ready") {
-      // SPEC §3.5: a leased instance's memory stays until its leases end or expire
-      // (ReleaseLeaseLocked unloads it then). Its records outlive the deployment's.
+    if (draining.contains(id) && inst.leases > 0 && inst.state == "ready") {
       inst.state = "unloading";
       inst.draining = true;
-      PersistInstanceLocked(inst);
-      for (const auto& [lease_id, lease] : leases_.leases()) {
-        if (lease.instance_id == id) Persist(options_.state->PutLease(lease));
-      }
       EventLocked(inst, fmt::format("deleted; unloads when its {} lease(s) end", inst.leases));
       continue;
     }
     for (const LeaseRecord& l : leases_.RemoveInstance(id)) (void)l;
     StopInstanceLocked(inst);  // cancels a running load; the worker frees its memory
+    PersistLocked({InstanceDeletion{id}}, "deletion of instance " + id);
     instances_.erase(id);
   }
   v1::DeploymentEvent e;
@@ -230,6 +286,11 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
       return absl::NotFoundError(fmt::format("deployment '{}' does not exist", name));
     }
     if (stopping_) return absl::UnavailableError("controller is shutting down");
+    if (busy_deployments_.contains(name)) {
+      // A Deploy or Delete of it is being written: wait for its outcome.
+      changed_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
+      continue;
+    }
     Deployment& d = it->second;
     // The least-leased ready instance, if it is under the concurrency target, or if the
     // deployment is at max_instances with nothing still loading (no better one is coming).
@@ -241,7 +302,9 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
     for (auto& [id, inst] : instances_) {
       if (inst.deployment != name || inst.state == "unloading") continue;
       if (inst.config_digest != d.digest) {
-        if (inst.state == "ready" && (best_outdated == nullptr || inst.leases < best_outdated->leases)) {
+        if (inst.state == "ready" &&
+            (best_outdated == nullptr || inst.leases + inst.pending_leases <
+                                             best_outdated->leases + best_outdated->pending_leases)) {
           best_outdated = &inst;
         }
         continue;
@@ -251,7 +314,9 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
         ++loading;
         continue;
       }
-      if (best == nullptr || inst.leases < best->leases) best = &inst;
+      if (best == nullptr || inst.leases + inst.pending_leases < best->leases + best->pending_leases) {
+        best = &inst;
+      }
     }
 
     bool saturated = loading == 0 && alive >= d.config.auto_scaling.max_instances;
@@ -259,11 +324,27 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
       best = best_outdated;
       saturated = true;
     }
-    if (best != nullptr && (best->leases < d.config.auto_scaling.target || saturated)) {
+    if (best != nullptr &&
+        (best->leases + best->pending_leases < d.config.auto_scaling.target || saturated)) {
+      // Counted as pending while written, so concurrent Acquires spread as if it were held
+      // and scale-down leaves the instance alone.
       LeaseRecord lease =
-          leases_.Create(name, best->id, ttl_seconds, options_.clock->NowMillis());
-      ++best->leases;
-      Persist(options_.state->PutLease(lease));
+          LeaseTable::Make(name, best->id, ttl_seconds, options_.clock->NowMillis());
+      const std::string instance_id = best->id;
+      ++best->pending_leases;
+      absl::Status written = DurableWriteLocked({lease});
+      auto inst = instances_.find(instance_id);
+      if (inst != instances_.end()) --inst->second.pending_leases;
+      changed_.SignalAll();
+      if (!written.ok()) return StoreFailure(fmt::format("acquire '{}'", name), written);
+      if (inst == instances_.end() || inst->second.state != "ready") {
+        // Its instance went away (worker lost, unloaded) while the lease was written:
+        // take it back out of the store and look again.
+        PersistLocked({LeaseDeletion{lease.lease_id}}, "lease " + lease.lease_id);
+        continue;
+      }
+      leases_.Put(lease);
+      ++inst->second.leases;
       return LeaseProtoLocked(lease, waited);
     }
     if (d.error_seq != error_seq) {
@@ -302,9 +383,28 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
 
 absl::StatusOr<v1::Lease> Controller::RenewLease(const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(LeaseRecord lease, leases_.Renew(lease_id, options_.clock->NowMillis()));
-  Persist(options_.state->PutLease(lease));
-  return LeaseProtoLocked(lease, false);
+  while (true) {
+    const LeaseRecord* lease = leases_.Find(lease_id);
+    if (lease == nullptr ||
+        (!busy_leases_.contains(lease_id) && !busy_deployments_.contains(lease->deployment))) {
+      break;
+    }
+    changed_.Wait(&mu_);
+  }
+  ASSIGN_OR_RETURN(LeaseRecord renewed, leases_.Renewed(lease_id, options_.clock->NowMillis()));
+  busy_leases_.insert(lease_id);  // not expired, released or renewed under this write
+  absl::Status written = DurableWriteLocked({renewed});
+  busy_leases_.erase(lease_id);
+  changed_.SignalAll();
+  if (!written.ok()) return StoreFailure(fmt::format("renew lease {}", lease_id), written);
+  if (leases_.Find(lease_id) == nullptr) {
+    // Its instance was removed meanwhile (worker lost): the record just written is an orphan.
+    PersistLocked({LeaseDeletion{lease_id}}, "lease " + lease_id);
+    return absl::NotFoundError(
+        fmt::format("lease {} ended while renewing: its instance is gone", lease_id));
+  }
+  leases_.Put(renewed);
+  return LeaseProtoLocked(renewed, false);
 }
 
 absl::StatusOr<v1::Lease> Controller::GetLease(const std::string& lease_id) {
@@ -318,13 +418,26 @@ absl::StatusOr<v1::Lease> Controller::GetLease(const std::string& lease_id) {
 
 absl::Status Controller::Release(const std::string& lease_id) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(LeaseRecord lease, leases_.Release(lease_id));
-  ReleaseLeaseLocked(lease);
+  while (true) {
+    const LeaseRecord* lease = leases_.Find(lease_id);
+    if (lease == nullptr) {
+      return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
+    }
+    if (!busy_leases_.contains(lease_id) && !busy_deployments_.contains(lease->deployment)) break;
+    changed_.Wait(&mu_);
+  }
+  busy_leases_.insert(lease_id);
+  absl::Status written = DurableWriteLocked({LeaseDeletion{lease_id}});
+  busy_leases_.erase(lease_id);
+  changed_.SignalAll();
+  if (!written.ok()) return StoreFailure(fmt::format("release lease {}", lease_id), written);
+  // Gone already if its instance was removed meanwhile; released either way.
+  absl::StatusOr<LeaseRecord> lease = leases_.Release(lease_id);
+  if (lease.ok()) ReleaseLeaseLocked(*lease);
   return absl::OkStatus();
 }
 
 void Controller::ReleaseLeaseLocked(const LeaseRecord& lease) {
-  Persist(options_.state->DeleteLease(lease.lease_id));
   auto it = instances_.find(lease.instance_id);
   if (it == instances_.end()) return;
   Instance& inst = it->second;
@@ -335,7 +448,7 @@ void Controller::ReleaseLeaseLocked(const LeaseRecord& lease) {
                    inst.deployment);
       EventLocked(inst, "last lease ended");
       StopInstanceLocked(inst);
-      Persist(options_.state->DeleteInstance(inst.id));
+      PersistLocked({InstanceDeletion{inst.id}}, "deletion of drained instance " + inst.id);
       instances_.erase(it);
     } else {
       PersistInstanceLocked(inst);
@@ -353,12 +466,20 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
   if (info.worker_id().empty() || info.address().empty()) {
     return absl::InvalidArgumentError("worker registration needs worker_id and address");
   }
+  // Worker records have no cascade and a later registration or heartbeat rewrites them,
+  // so this write needs no busy marker.
+  absl::Status written =
+      writer_
+          .Submit({WorkerRecord{info.worker_id(), info.address(), info.SerializeAsString(),
+                                options_.clock->NowMillis()}})
+          ->Wait();
+  if (!written.ok()) {
+    return StoreFailure(fmt::format("register worker {}", info.worker_id()), written);
+  }
   absl::MutexLock lock(&mu_);
   if (workers_.Upsert(info, options_.clock->NowMillis())) {
     spdlog::info("worker {} registered at {}", info.worker_id(), info.address());
   }
-  Persist(options_.state->PutWorker({info.worker_id(), info.address(), info.SerializeAsString(),
-                                     options_.clock->NowMillis()}));
   ReconcileWorkerLocked(info);
   changed_.SignalAll();
   return absl::OkStatus();
@@ -366,13 +487,24 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
 
 absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
   if (info.worker_id().empty()) return absl::InvalidArgumentError("heartbeat needs worker_id");
-  absl::MutexLock lock(&mu_);
-  const WorkerRegistry::Entry* before = workers_.Find(info.worker_id());
-  bool address_changed = before == nullptr || before->info.address() != info.address();
-  if (workers_.Upsert(info, options_.clock->NowMillis()) || address_changed) {
-    Persist(options_.state->PutWorker({info.worker_id(), info.address(),
-                                       info.SerializeAsString(), options_.clock->NowMillis()}));
+  bool registers;  // an unknown, lost or moved worker: the heartbeat registers it again
+  {
+    absl::MutexLock lock(&mu_);
+    const WorkerRegistry::Entry* before = workers_.Find(info.worker_id());
+    registers = before == nullptr || before->lost || before->info.address() != info.address();
   }
+  if (registers) {
+    absl::Status written =
+        writer_
+            .Submit({WorkerRecord{info.worker_id(), info.address(), info.SerializeAsString(),
+                                  options_.clock->NowMillis()}})
+            ->Wait();
+    if (!written.ok()) {
+      return StoreFailure(fmt::format("heartbeat of worker {}", info.worker_id()), written);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  workers_.Upsert(info, options_.clock->NowMillis());
   ReconcileWorkerLocked(info);
   return absl::OkStatus();
 }

@@ -8,11 +8,23 @@
 // Memory under a live lease is never unloaded (SPEC §3.5): scale-down only picks instances
 // without leases, and Delete leaves leased instances "unloading" (draining) until their
 // last lease is released or expires.
-// Every change is written through to the StateStore; Create() recovers from it and the
-// first heartbeat of each worker reconciles what it really holds.
+// Every change is written through to the StateStore (via StateWriter); Create() recovers
+// from it and the first heartbeat of each worker reconciles what it really holds.
 //
-// Thread safety: every public method is thread-safe. Calls to workers never happen under
-// mu_ (they run on threads of `tasks_`).
+// Durability (SPEC §7): a call that changes state (Deploy, Delete, Acquire, RenewLease,
+// Release, RegisterWorker, a Heartbeat that (re)registers) answers OK only once its write
+// is durable. It decides its change under mu_, queues the write, releases mu_ while the
+// write commits, and applies the change to memory only after the write succeeded; a
+// failed write fails the call (UNAVAILABLE or INTERNAL, the store's reason in the
+// message) and leaves memory as it was. A deployment or lease with a write in flight is
+// "busy": other calls that would write the same record wait for it, so the store sees
+// each record's writes in the order memory applies them. Background changes (placement,
+// load results, expiry, scale-down, lost workers) apply at once and write behind, errors
+// logged. The store may so hold a record memory no longer has (a lease whose instance
+// went away during its write); Recover drops such orphans.
+//
+// Thread safety: every public method is thread-safe. Neither calls to workers nor state
+// writes happen under mu_ (workers: threads of `tasks_`; writes: the StateWriter thread).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +45,7 @@
 #include "daemon/lease_table.h"
 #include "daemon/scheduler_policy.h"
 #include "daemon/state_store.h"
+#include "daemon/state_writer.h"
 #include "daemon/thread_group.h"
 #include "daemon/worker_client.h"
 #include "daemon/worker_registry.h"
@@ -95,6 +109,9 @@ class Controller {
   // call before shutting the server down so its handlers finish.
   void Stop();
 
+  // How the state writes were grouped into commits (bench, tests).
+  StateWriter::Stats state_write_stats() const { return writer_.stats(); }
+
  private:
   struct Instance {
     std::string id;
@@ -108,6 +125,7 @@ class Controller {
     uint64_t bytes_total = 0;
     double load_seconds = 0;
     uint32_t leases = 0;
+    uint32_t pending_leases = 0;  // Acquires whose lease write is in flight
     int64_t idle_since_ms = 0;
     int64_t ready_since_ms = 0;
     bool recovered = false;  // restored from the state store; no load call of ours is running
@@ -156,8 +174,16 @@ class Controller {
   void ReleaseLeaseLocked(const LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EventLocked(const Instance& inst, const std::string& message = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues a background write (no caller waits on it); a failure is logged.
+  void PersistLocked(StateBatch batch, const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistInstanceLocked(const Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Persist(const absl::Status& status);
+  static InstanceRecord RecordOf(const Instance& inst);
+  // Queues `batch`, releases mu_ until it is committed, takes mu_ again: anything may have
+  // changed meanwhile, except what the caller marked busy.
+  absl::Status DurableWriteLocked(StateBatch batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True while a lease write of deployment `name` is in flight (a renewal, release or
+  // new lease).
+  bool LeaseWriteInFlightLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loadstar::v1::Deployment ToProtoLocked(const std::string& name, const Deployment& d)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loadstar::v1::Instance InstanceProtoLocked(const Instance& inst)
@@ -171,12 +197,17 @@ class Controller {
   void RunUnload(std::string worker_id, std::string address, std::string instance_id);
 
   const ControllerOptions options_;
+  // Declared before everything that submits to it, so it is destroyed (and drained) last.
+  StateWriter writer_;
   absl::Mutex mu_;
   absl::CondVar changed_;  // signalled on every instance/deployment change
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, Deployment> deployments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Instance> instances_ ABSL_GUARDED_BY(mu_);
   LeaseTable leases_ ABSL_GUARDED_BY(mu_);
+  // Records with a write in flight from a caller that applies it once durable.
+  std::set<std::string> busy_deployments_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> busy_leases_ ABSL_GUARDED_BY(mu_);
   WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<uint64_t, loadstar::v1::DeploymentEvent>> events_ ABSL_GUARDED_BY(mu_);
   uint64_t next_event_seq_ ABSL_GUARDED_BY(mu_) = 1;

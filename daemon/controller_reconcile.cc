@@ -74,7 +74,7 @@ absl::Status Controller::Recover() {
     // A leased instance of a deleted deployment is still draining (Controller::Delete).
     const bool draining = r.state == "unloading";
     if ((!deployments_.contains(r.deployment) && !draining) || w == nullptr) {
-      Persist(options_.state->DeleteInstance(r.instance_id));
+      PersistLocked({InstanceDeletion{r.instance_id}}, "deletion of stale instance " + r.instance_id);
       continue;
     }
     Instance& inst = instances_[r.instance_id];
@@ -102,10 +102,11 @@ absl::Status Controller::Recover() {
   for (const LeaseRecord& l : snap->leases) {
     auto it = instances_.find(l.instance_id);
     if (it == instances_.end()) {
-      Persist(options_.state->DeleteLease(l.lease_id));
+      // An orphan: its instance was removed while the lease was being written.
+      PersistLocked({LeaseDeletion{l.lease_id}}, "deletion of orphan lease " + l.lease_id);
       continue;
     }
-    leases_.Restore(l);
+    leases_.Put(l);
     ++it->second.leases;
   }
   // Draining instances whose leases ended while no controller ran: unload them now.
@@ -115,7 +116,7 @@ absl::Status Controller::Recover() {
   }
   for (const std::string& id : drained) {
     StopInstanceLocked(instances_.at(id));
-    Persist(options_.state->DeleteInstance(id));
+    PersistLocked({InstanceDeletion{id}}, "deletion of drained instance " + id);
     instances_.erase(id);
   }
   if (!deployments_.empty()) {
@@ -144,8 +145,9 @@ void Controller::Tick() {
                                            inst.state == "ready" ? "with it" : "during load"));
     }
   }
-  for (const LeaseRecord& lease : leases_.Expire(now)) {
+  for (const LeaseRecord& lease : leases_.Expire(now, busy_leases_)) {
     spdlog::info("lease {} on {} expired", lease.lease_id, lease.deployment);
+    PersistLocked({LeaseDeletion{lease.lease_id}}, "expiry of lease " + lease.lease_id);
     ReleaseLeaseLocked(lease);
   }
   std::vector<std::string> names;
@@ -168,7 +170,9 @@ void Controller::ReconcileLocked(const std::string& name) {
       outdated_leases += inst.leases;
       continue;
     }
-    loads.push_back({id, inst.state == "ready", inst.leases, inst.idle_since_ms});
+    // A lease being written counts: its Acquire is about to hold the instance.
+    loads.push_back({id, inst.state == "ready", inst.leases + inst.pending_leases,
+                     inst.idle_since_ms});
     current_ready += inst.state == "ready";
   }
   // The consumers of outdated instances are demand on the new config too.
@@ -383,7 +387,7 @@ void Controller::RetireInstanceLocked(const std::string& id, const std::string& 
   StopInstanceLocked(it->second);
   it->second.state = "unloading";
   EventLocked(it->second, why);
-  Persist(options_.state->DeleteInstance(id));
+  PersistLocked({InstanceDeletion{id}}, "deletion of retired instance " + id);
   instances_.erase(it);
   changed_.SignalAll();
 }
@@ -401,7 +405,8 @@ void Controller::RollLocked(const std::string& name, Deployment& d, uint32_t cur
       continue;
     }
     ++outdated_ready;
-    if (inst.leases == 0) idle.push_back(id);  // leased ones stay until released
+    // Leased ones (or about to be) stay until released.
+    if (inst.leases == 0 && inst.pending_leases == 0) idle.push_back(id);
   }
   for (const std::string& id : loading) RetireInstanceLocked(id, "replaced by an update");
   bool current_loading = false;
@@ -432,12 +437,11 @@ void Controller::RunUnload(std::string worker_id, std::string address, std::stri
 void Controller::RemoveInstanceLocked(const std::string& id, const std::string& why) {
   auto it = instances_.find(id);
   if (it == instances_.end()) return;
-  for (const LeaseRecord& lease : leases_.RemoveInstance(id)) {
-    Persist(options_.state->DeleteLease(lease.lease_id));
-  }
+  // The instance's deletion takes its lease records with it.
+  for (const LeaseRecord& lease : leases_.RemoveInstance(id)) (void)lease;
   it->second.state = "failed";
   EventLocked(it->second, why);
-  Persist(options_.state->DeleteInstance(id));
+  PersistLocked({InstanceDeletion{id}}, "deletion of removed instance " + id);
   instances_.erase(it);
   changed_.SignalAll();
 }
@@ -499,10 +503,14 @@ void Controller::EventLocked(const Instance& inst, const std::string& message) {
   changed_.SignalAll();
 }
 
+InstanceRecord Controller::RecordOf(const Instance& inst) {
+  return {inst.id,           inst.deployment,       inst.worker_id,
+          inst.state,        inst.idle_since_ms,    absl::StrJoin(inst.devices, ","),
+          inst.bytes_per_device, inst.config_digest};
+}
+
 void Controller::PersistInstanceLocked(const Instance& inst) {
-  Persist(options_.state->PutInstance({inst.id, inst.deployment, inst.worker_id, inst.state,
-                                       inst.idle_since_ms, absl::StrJoin(inst.devices, ","),
-                                       inst.bytes_per_device, inst.config_digest}));
+  PersistLocked({RecordOf(inst)}, "instance " + inst.id);
 }
 
 }  // namespace loadstar::daemon

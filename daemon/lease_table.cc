@@ -14,21 +14,26 @@ std::string RandomId(const std::string& prefix) {
                      absl::Uniform<uint64_t>(*gen));
 }
 
-LeaseRecord LeaseTable::Create(const std::string& deployment, const std::string& instance_id,
-                               double ttl_seconds, int64_t now_ms) {
-  LeaseRecord lease{RandomId("lease-"), deployment, instance_id,
-                    now_ms + static_cast<int64_t>(ttl_seconds * 1000), ttl_seconds};
-  leases_[lease.lease_id] = lease;
-  return lease;
+LeaseRecord LeaseTable::Make(const std::string& deployment, const std::string& instance_id,
+                             double ttl_seconds, int64_t now_ms) {
+  return LeaseRecord{RandomId("lease-"), deployment, instance_id,
+                     now_ms + static_cast<int64_t>(ttl_seconds * 1000), ttl_seconds};
 }
 
-absl::StatusOr<LeaseRecord> LeaseTable::Renew(const std::string& lease_id, int64_t now_ms) {
+const LeaseRecord* LeaseTable::Find(const std::string& lease_id) const {
+  auto it = leases_.find(lease_id);
+  return it == leases_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<LeaseRecord> LeaseTable::Renewed(const std::string& lease_id,
+                                                int64_t now_ms) const {
   auto it = leases_.find(lease_id);
   if (it == leases_.end() || it->second.expires_unix_ms <= now_ms) {
     return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
   }
-  it->second.expires_unix_ms = now_ms + static_cast<int64_t>(it->second.ttl_seconds * 1000);
-  return it->second;
+  LeaseRecord lease = it->second;
+  lease.expires_unix_ms = now_ms + static_cast<int64_t>(lease.ttl_seconds * 1000);
+  return lease;
 }
 
 absl::StatusOr<LeaseRecord> LeaseTable::Release(const std::string& lease_id) {
@@ -41,10 +46,10 @@ absl::StatusOr<LeaseRecord> LeaseTable::Release(const std::string& lease_id) {
   return lease;
 }
 
-std::vector<LeaseRecord> LeaseTable::Expire(int64_t now_ms) {
+std::vector<LeaseRecord> LeaseTable::Expire(int64_t now_ms, const std::set<std::string>& keep) {
   std::vector<LeaseRecord> out;
   for (auto it = leases_.begin(); it != leases_.end();) {
-    if (it->second.expires_unix_ms <= now_ms) {
+    if (it->second.expires_unix_ms <= now_ms && !keep.contains(it->first)) {
       out.push_back(it->second);
       it = leases_.erase(it);
     } else {

@@ -1,5 +1,6 @@
 // In-memory StateStore: the reference semantics the SQLite store must match.
 #include <map>
+#include <variant>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -15,51 +16,25 @@ std::vector<T> Values(const std::map<std::string, T>& map) {
   return out;
 }
 
+// Overloads for std::visit: one per StateWrite alternative.
+template <typename... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <typename... F>
+Overloaded(F...) -> Overloaded<F...>;
+
 class MemoryStateStore : public StateStore {
  public:
-  absl::Status PutDeployment(const DeploymentRecord& r) override {
+  // Memory writes cannot fail, so every batch is atomic and OK.
+  std::vector<absl::Status> Commit(const std::vector<StateBatch>& batches) override {
     absl::MutexLock lock(&mu_);
-    deployments_[r.name] = r;
-    return absl::OkStatus();
+    for (const StateBatch& batch : batches) {
+      for (const StateWrite& w : batch) ApplyLocked(w);
+    }
+    return std::vector<absl::Status>(batches.size());
   }
-  absl::Status DeleteDeployment(const std::string& name) override {
-    absl::MutexLock lock(&mu_);
-    deployments_.erase(name);
-    std::erase_if(instances_, [&](const auto& kv) { return kv.second.deployment == name; });
-    std::erase_if(leases_, [&](const auto& kv) { return kv.second.deployment == name; });
-    return absl::OkStatus();
-  }
-  absl::Status PutInstance(const InstanceRecord& r) override {
-    absl::MutexLock lock(&mu_);
-    instances_[r.instance_id] = r;
-    return absl::OkStatus();
-  }
-  absl::Status DeleteInstance(const std::string& id) override {
-    absl::MutexLock lock(&mu_);
-    instances_.erase(id);
-    std::erase_if(leases_, [&](const auto& kv) { return kv.second.instance_id == id; });
-    return absl::OkStatus();
-  }
-  absl::Status PutLease(const LeaseRecord& r) override {
-    absl::MutexLock lock(&mu_);
-    leases_[r.lease_id] = r;
-    return absl::OkStatus();
-  }
-  absl::Status DeleteLease(const std::string& id) override {
-    absl::MutexLock lock(&mu_);
-    leases_.erase(id);
-    return absl::OkStatus();
-  }
-  absl::Status PutWorker(const WorkerRecord& r) override {
-    absl::MutexLock lock(&mu_);
-    workers_[r.worker_id] = r;
-    return absl::OkStatus();
-  }
-  absl::Status DeleteWorker(const std::string& id) override {
-    absl::MutexLock lock(&mu_);
-    workers_.erase(id);
-    return absl::OkStatus();
-  }
+
   absl::StatusOr<StateSnapshot> Load() override {
     absl::MutexLock lock(&mu_);
     return StateSnapshot{Values(deployments_), Values(instances_), Values(leases_),
@@ -67,6 +42,28 @@ class MemoryStateStore : public StateStore {
   }
 
  private:
+  void ApplyLocked(const StateWrite& write) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::visit(
+        Overloaded{
+            [&](const DeploymentRecord& r) { deployments_[r.name] = r; },
+            [&](const DeploymentDeletion& d) {
+              deployments_.erase(d.name);
+              std::erase_if(instances_, [&](const auto& kv) { return kv.second.deployment == d.name; });
+              std::erase_if(leases_, [&](const auto& kv) { return kv.second.deployment == d.name; });
+            },
+            [&](const InstanceRecord& r) { instances_[r.instance_id] = r; },
+            [&](const InstanceDeletion& d) {
+              instances_.erase(d.instance_id);
+              std::erase_if(leases_, [&](const auto& kv) { return kv.second.instance_id == d.instance_id; });
+            },
+            [&](const LeaseRecord& r) { leases_[r.lease_id] = r; },
+            [&](const LeaseDeletion& d) { leases_.erase(d.lease_id); },
+            [&](const WorkerRecord& r) { workers_[r.worker_id] = r; },
+            [&](const WorkerDeletion& d) { workers_.erase(d.worker_id); },
+        },
+        write);
+  }
+
   absl::Mutex mu_;
   std::map<std::string, DeploymentRecord> deployments_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, InstanceRecord> instances_ ABSL_GUARDED_BY(mu_);
@@ -77,11 +74,5 @@ class MemoryStateStore : public StateStore {
 }  // namespace
 
 std::unique_ptr<StateStore> NewMemoryStateStore() { return std::make_unique<MemoryStateStore>(); }
-
-absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& spec) {
-  if (spec == "memory") return NewMemoryStateStore();
-  if (spec.rfind("sqlite:", 0) == 0 && spec.size() > 7) return OpenSqliteStateStore(spec.substr(7));
-  return absl::InvalidArgumentError("state: '" + spec + "' is not memory or sqlite:PATH");
-}
 
 }  // namespace loadstar::daemon

@@ -2,6 +2,12 @@
 // a process crash (kill -9), which is what a restarted controller needs; the last few
 // transactions may be lost on power failure, which reconciliation with workers repairs.
 //
+// Commit runs all its batches in one transaction (the group commit of StateWriter). A batch
+// that fails rolls the transaction back; the batches before and after it are then
+// committed again without it, so one bad batch fails only itself (SQLite may end the whole
+// transaction on SQLITE_FULL or an I/O error, so savepoints would not be enough).
+// Statements are prepared once and kept.
+//
 // Checkpoints (copying the WAL into the database, with an fsync) are taken off the request
 // path: automatic checkpoints are disabled on the writing connection and a background
 // thread runs a PASSIVE checkpoint through its own connection once a second, so a lease
@@ -10,7 +16,10 @@
 
 #include <fmt/format.h>
 
+#include <map>
 #include <thread>
+#include <type_traits>
+#include <variant>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -53,18 +62,25 @@ class SqliteStateStore : public StateStore {
     }
     if (checkpointer_.joinable()) checkpointer_.join();
     absl::MutexLock lock(&mu_);
+    for (auto& [sql, st] : statements_) sqlite3_finalize(st);
     sqlite3_close(db_);
   }
 
-  absl::Status Init() {
+  absl::Status Init(const SqliteStateStoreOptions& options) {
     {
       absl::MutexLock lock(&mu_);
       for (const char* sql : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;",
-                              "PRAGMA busy_timeout=5000;", "PRAGMA wal_autocheckpoint=0;",
-                              kSchema}) {
+                              "PRAGMA busy_timeout=5000;", "PRAGMA wal_autocheckpoint=0;"}) {
         absl::Status s = ExecLocked(sql);
         if (!s.ok()) return s;
       }
+      if (options.max_page_count > 0) {
+        std::string sql = fmt::format("PRAGMA max_page_count={};", options.max_page_count);
+        absl::Status s = ExecLocked(sql.c_str());
+        if (!s.ok()) return s;
+      }
+      absl::Status schema = ExecLocked(kSchema);
+      if (!schema.ok()) return schema;
       // Databases written before rolling updates lack the column: add it (an instance
       // without a digest counts as loaded with its deployment's current config).
       bool has_digest = false;
@@ -81,56 +97,41 @@ class SqliteStateStore : public StateStore {
     return absl::OkStatus();
   }
 
-  absl::Status PutDeployment(const DeploymentRecord& r) override {
-    return Run("INSERT OR REPLACE INTO deployments VALUES(?,?,?)",
-               {r.name, r.config_yaml, r.created_unix_ms});
-  }
-  absl::Status DeleteDeployment(const std::string& name) override {
+  std::vector<absl::Status> Commit(const std::vector<StateBatch>& batches) override {
     absl::MutexLock lock(&mu_);
-    // One transaction: a crash never leaves leases of a deleted deployment behind.
-    absl::Status s = ExecLocked("BEGIN");
-    if (!s.ok()) return s;
-    for (const char* sql : {"DELETE FROM leases WHERE deployment=?",
-                            "DELETE FROM instances WHERE deployment=?",
-                            "DELETE FROM deployments WHERE name=?"}) {
-      s = RunLocked(sql, {name});
+    std::vector<absl::Status> out(batches.size());
+    std::vector<size_t> todo(batches.size());
+    for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+    while (!todo.empty()) {
+      absl::Status s = ExecLocked("BEGIN IMMEDIATE");
       if (!s.ok()) {
-        ExecLocked("ROLLBACK").IgnoreError();
-        return s;
+        for (size_t i : todo) out[i] = s;
+        return out;
       }
+      size_t failed = todo.size();
+      for (size_t k = 0; k < todo.size() && failed == todo.size(); ++k) {
+        for (const StateWrite& w : batches[todo[k]]) {
+          s = ApplyLocked(w);
+          if (!s.ok()) {
+            failed = k;
+            break;
+          }
+        }
+      }
+      if (failed < todo.size()) {
+        RollbackLocked();
+        out[todo[failed]] = s;
+        todo.erase(todo.begin() + static_cast<std::ptrdiff_t>(failed));
+        continue;  // the others again, without the failed one
+      }
+      s = ExecLocked("COMMIT");
+      if (!s.ok()) {
+        RollbackLocked();
+        for (size_t i : todo) out[i] = s;
+      }
+      return out;
     }
-    return ExecLocked("COMMIT");
-  }
-  absl::Status PutInstance(const InstanceRecord& r) override {
-    return Run("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?,?,?,?)",
-               {r.instance_id, r.deployment, r.worker_id, r.state, r.idle_since_unix_ms,
-                r.devices, static_cast<int64_t>(r.bytes_per_device), r.config_digest});
-  }
-  absl::Status DeleteInstance(const std::string& id) override {
-    absl::MutexLock lock(&mu_);
-    absl::Status s = ExecLocked("BEGIN");
-    if (!s.ok()) return s;
-    s = RunLocked("DELETE FROM leases WHERE instance_id=?", {id});
-    if (s.ok()) s = RunLocked("DELETE FROM instances WHERE instance_id=?", {id});
-    if (!s.ok()) {
-      ExecLocked("ROLLBACK").IgnoreError();
-      return s;
-    }
-    return ExecLocked("COMMIT");
-  }
-  absl::Status PutLease(const LeaseRecord& r) override {
-    return Run("INSERT OR REPLACE INTO leases VALUES(?,?,?,?,?)",
-               {r.lease_id, r.deployment, r.instance_id, r.expires_unix_ms, r.ttl_seconds});
-  }
-  absl::Status DeleteLease(const std::string& id) override {
-    return Run("DELETE FROM leases WHERE lease_id=?", {id});
-  }
-  absl::Status PutWorker(const WorkerRecord& r) override {
-    return Run("INSERT OR REPLACE INTO workers VALUES(?,?,?,?)",
-               {r.worker_id, r.address, r.info, r.last_heartbeat_unix_ms});
-  }
-  absl::Status DeleteWorker(const std::string& id) override {
-    return Run("DELETE FROM workers WHERE worker_id=?", {id});
+    return out;
   }
 
   absl::StatusOr<StateSnapshot> Load() override {
@@ -170,8 +171,77 @@ class SqliteStateStore : public StateStore {
     return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), n);
   }
 
+  // A full disk, an I/O error or a busy database may pass: UNAVAILABLE (retry later).
   absl::Status Error(const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return absl::InternalError(fmt::format("state store: {}: {}", what, sqlite3_errmsg(db_)));
+    std::string msg = fmt::format("state store {}: {}: {}", path_, what, sqlite3_errmsg(db_));
+    switch (sqlite3_extended_errcode(db_) & 0xff) {
+      case SQLITE_FULL:
+      case SQLITE_IOERR:
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+      case SQLITE_READONLY:
+      case SQLITE_CANTOPEN:
+      case SQLITE_NOMEM:
+        return absl::UnavailableError(msg);
+      default:
+        return absl::InternalError(msg);
+    }
+  }
+
+  void RollbackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // SQLite may have rolled back already (SQLITE_FULL, I/O errors).
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  absl::Status ApplyLocked(const StateWrite& write) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return std::visit(
+        [&](const auto& w) -> absl::Status {
+          using T = std::decay_t<decltype(w)>;
+          if constexpr (std::is_same_v<T, DeploymentRecord>) {
+            return RunLocked("INSERT OR REPLACE INTO deployments VALUES(?,?,?)",
+                             {w.name, w.config_yaml, w.created_unix_ms});
+          } else if constexpr (std::is_same_v<T, DeploymentDeletion>) {
+            for (const char* sql : {"DELETE FROM leases WHERE deployment=?",
+                                    "DELETE FROM instances WHERE deployment=?",
+                                    "DELETE FROM deployments WHERE name=?"}) {
+              absl::Status s = RunLocked(sql, {w.name});
+              if (!s.ok()) return s;
+            }
+            return absl::OkStatus();
+          } else if constexpr (std::is_same_v<T, InstanceRecord>) {
+            return RunLocked("INSERT OR REPLACE INTO instances VALUES(?,?,?,?,?,?,?,?)",
+                             {w.instance_id, w.deployment, w.worker_id, w.state,
+                              w.idle_since_unix_ms, w.devices,
+                              static_cast<int64_t>(w.bytes_per_device), w.config_digest});
+          } else if constexpr (std::is_same_v<T, InstanceDeletion>) {
+            absl::Status s = RunLocked("DELETE FROM leases WHERE instance_id=?", {w.instance_id});
+            if (!s.ok()) return s;
+            return RunLocked("DELETE FROM instances WHERE instance_id=?", {w.instance_id});
+          } else if constexpr (std::is_same_v<T, LeaseRecord>) {
+            return RunLocked("INSERT OR REPLACE INTO leases VALUES(?,?,?,?,?)",
+                             {w.lease_id, w.deployment, w.instance_id, w.expires_unix_ms,
+                              w.ttl_seconds});
+          } else if constexpr (std::is_same_v<T, LeaseDeletion>) {
+            return RunLocked("DELETE FROM leases WHERE lease_id=?", {w.lease_id});
+          } else if constexpr (std::is_same_v<T, WorkerRecord>) {
+            return RunLocked("INSERT OR REPLACE INTO workers VALUES(?,?,?,?)",
+                             {w.worker_id, w.address, w.info, w.last_heartbeat_unix_ms});
+          } else {
+            static_assert(std::is_same_v<T, WorkerDeletion>);
+            return RunLocked("DELETE FROM workers WHERE worker_id=?", {w.worker_id});
+          }
+        },
+        write);
+  }
+
+  // The statement for `sql`, prepared on first use and reset for the next.
+  absl::StatusOr<sqlite3_stmt*> PreparedLocked(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return Error(sql);
+    statements_.emplace(sql, st);
+    return st;
   }
 
   absl::Status ExecLocked(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -179,15 +249,11 @@ class SqliteStateStore : public StateStore {
     return absl::OkStatus();
   }
 
-  absl::Status Run(const char* sql, const std::vector<Value>& values) {
-    absl::MutexLock lock(&mu_);
-    return RunLocked(sql, values);
-  }
-
   absl::Status RunLocked(const char* sql, const std::vector<Value>& values)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) return Error(sql);
+    absl::StatusOr<sqlite3_stmt*> prepared = PreparedLocked(sql);
+    if (!prepared.ok()) return prepared.status();
+    sqlite3_stmt* st = *prepared;
     for (size_t i = 0; i < values.size(); ++i) {
       const Value& v = values[i];
       int col = static_cast<int>(i + 1);
@@ -201,9 +267,10 @@ class SqliteStateStore : public StateStore {
       }
     }
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return Error(sql);
-    return absl::OkStatus();
+    absl::Status status = rc == SQLITE_DONE ? absl::OkStatus() : Error(sql);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return status;
   }
 
   template <typename Fn>
@@ -240,11 +307,14 @@ class SqliteStateStore : public StateStore {
   absl::Mutex checkpoint_mu_;
   bool stopping_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   std::thread checkpointer_;
+  // Keyed by the SQL text's address: every statement is a string literal of this file.
+  std::map<const char*, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path) {
+absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(
+    const std::string& path, const SqliteStateStoreOptions& options) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -255,7 +325,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::stri
     return absl::UnavailableError(fmt::format("state store {}: {}", path, msg));
   }
   auto store = std::make_unique<SqliteStateStore>(db, path);
-  absl::Status s = store->Init();
+  absl::Status s = store->Init(options);
   if (!s.ok()) return s;
   return store;
 }

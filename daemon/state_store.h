@@ -1,7 +1,17 @@
 // StateStore: where the controller persists what it must not forget across a restart
 // (deployments, instances it placed, leases, worker records). The controller keeps the
-// live state in memory and writes through; on start it reads everything back with Load()
-// and reconciles with what workers report.
+// live state in memory and writes through (daemon/state_writer.h queues and groups its
+// writes); on start it reads everything back with Load() and reconciles with what workers
+// report.
+//
+// Contract of Commit (the one write path; Put*/Delete* are one-write batches):
+//  1. Batches apply in the order given, each atomically: all of its writes or none.
+//  2. When Commit returns, every batch reported OK is durable: it survives a crash of the
+//     controller process (SQLite: committed to the WAL; see sqlite_state_store.cc for
+//     power loss).
+//  3. A failed batch leaves nothing of itself behind and, unless the commit itself fails,
+//     does not fail the other batches. Errors: UNAVAILABLE for a full disk, I/O errors or
+//     a busy database (worth retrying later), INTERNAL otherwise; the message says why.
 //
 // Implementations: MemoryStateStore (tests, `--state memory`) and SqliteStateStore (WAL;
 // the default). Both pass tests/daemon/state_store_test.cc.
@@ -12,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -63,26 +74,56 @@ struct StateSnapshot {
   std::vector<WorkerRecord> workers;
 };
 
+// Deletions name the record. Deleting a missing record is OK.
+struct DeploymentDeletion {  // also deletes the deployment's instances and leases
+  std::string name;
+};
+struct InstanceDeletion {  // also deletes the instance's leases
+  std::string instance_id;
+};
+struct LeaseDeletion {
+  std::string lease_id;
+};
+struct WorkerDeletion {
+  std::string worker_id;
+};
+
+// One change: a record inserts or replaces by its id; a deletion removes.
+using StateWrite = std::variant<DeploymentRecord, DeploymentDeletion, InstanceRecord,
+                                InstanceDeletion, LeaseRecord, LeaseDeletion, WorkerRecord,
+                                WorkerDeletion>;
+// Writes that land together or not at all (one RPC's change).
+using StateBatch = std::vector<StateWrite>;
+
 class StateStore {
  public:
   virtual ~StateStore() = default;
-  // Put* insert or replace by id; Delete* of a missing id is OK.
-  virtual absl::Status PutDeployment(const DeploymentRecord& record) = 0;
-  // Also deletes the deployment's instances and leases.
-  virtual absl::Status DeleteDeployment(const std::string& name) = 0;
-  virtual absl::Status PutInstance(const InstanceRecord& record) = 0;
-  // Also deletes the instance's leases.
-  virtual absl::Status DeleteInstance(const std::string& instance_id) = 0;
-  virtual absl::Status PutLease(const LeaseRecord& record) = 0;
-  virtual absl::Status DeleteLease(const std::string& lease_id) = 0;
-  virtual absl::Status PutWorker(const WorkerRecord& record) = 0;
-  virtual absl::Status DeleteWorker(const std::string& worker_id) = 0;
+  // One status per batch (contract above).
+  virtual std::vector<absl::Status> Commit(const std::vector<StateBatch>& batches) = 0;
   virtual absl::StatusOr<StateSnapshot> Load() = 0;
+
+  // One write, committed on its own.
+  absl::Status Write(StateWrite write);
+  absl::Status PutDeployment(const DeploymentRecord& r) { return Write(r); }
+  absl::Status DeleteDeployment(const std::string& name) { return Write(DeploymentDeletion{name}); }
+  absl::Status PutInstance(const InstanceRecord& r) { return Write(r); }
+  absl::Status DeleteInstance(const std::string& id) { return Write(InstanceDeletion{id}); }
+  absl::Status PutLease(const LeaseRecord& r) { return Write(r); }
+  absl::Status DeleteLease(const std::string& id) { return Write(LeaseDeletion{id}); }
+  absl::Status PutWorker(const WorkerRecord& r) { return Write(r); }
+  absl::Status DeleteWorker(const std::string& id) { return Write(WorkerDeletion{id}); }
 };
 
 std::unique_ptr<StateStore> NewMemoryStateStore();
+
+struct SqliteStateStoreOptions {
+  // PRAGMA max_page_count: a size quota, in pages of 4 KiB (0: SQLite's default, no
+  // practical limit). Writes past it fail as on a full disk (SQLITE_FULL).
+  int64_t max_page_count = 0;
+};
 // Opens (creating if needed) a SQLite database in WAL mode at `path`.
-absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path);
+absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(
+    const std::string& path, const SqliteStateStoreOptions& options = {});
 // "memory" or "sqlite:PATH".
 absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& spec);
 

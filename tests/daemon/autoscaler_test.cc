@@ -47,22 +47,31 @@ TEST(AutoscalerTest, ScalesDownOneIdleInstanceAfterKeepAlive) {
   EXPECT_TRUE(DecideScaling(Config(1, 4, 1, 0), {{"a", true, 0, 0}}, 0, 1'000'000).stop.empty());
 }
 
-TEST(LeaseTableTest, CreateRenewReleaseExpire) {
+TEST(LeaseTableTest, MakePutRenewReleaseExpire) {
   LeaseTable t;
-  LeaseRecord a = t.Create("d", "i1", 10, 1000);
-  LeaseRecord b = t.Create("d", "i2", 1, 1000);
+  LeaseRecord a = LeaseTable::Make("d", "i1", 10, 1000);
+  LeaseRecord b = LeaseTable::Make("d", "i2", 1, 1000);
   EXPECT_NE(a.lease_id, b.lease_id);
   EXPECT_EQ(a.expires_unix_ms, 11'000);
+  EXPECT_EQ(t.CountOn("i1"), 0u);  // made, not yet added
+  t.Put(a);
+  t.Put(b);
   EXPECT_EQ(t.CountOn("i1"), 1u);
-  auto renewed = t.Renew(a.lease_id, 5000);
+  auto renewed = t.Renewed(a.lease_id, 5000);
   ASSERT_TRUE(renewed.ok());
   EXPECT_EQ(renewed->expires_unix_ms, 15'000);
+  EXPECT_EQ(t.Find(a.lease_id)->expires_unix_ms, 11'000);  // Renewed changes nothing
+  t.Put(*renewed);
+  EXPECT_EQ(t.Find(a.lease_id)->expires_unix_ms, 15'000);
+  // A lease being written is not expired under its writer.
+  EXPECT_TRUE(t.Expire(2000, {b.lease_id}).empty());
   std::vector<LeaseRecord> expired = t.Expire(2000);
   ASSERT_EQ(expired.size(), 1u);
   EXPECT_EQ(expired[0].lease_id, b.lease_id);
-  EXPECT_EQ(t.Renew(b.lease_id, 2000).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(t.Renewed(b.lease_id, 2000).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(t.Release(a.lease_id).ok());
   EXPECT_EQ(t.Release(a.lease_id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(t.Find(a.lease_id), nullptr);
 }
 
 }  // namespace

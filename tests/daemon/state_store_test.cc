@@ -55,6 +55,29 @@ TEST_P(StateStoreConformanceTest, PutLoadDelete) {
   EXPECT_TRUE(store_->Load()->workers.empty());
 }
 
+// Several batches in one Commit (the group commit): applied in order, each atomically.
+TEST_P(StateStoreConformanceTest, CommitAppliesBatchesInOrderEachAtomically) {
+  std::vector<StateBatch> batches = {
+      {DeploymentRecord{"a", "model: a\n", 1}, InstanceRecord{"i1", "a", "w1", "ready", 0, "0", 1},
+       LeaseRecord{"l1", "a", "i1", 5, 1}},
+      {LeaseRecord{"l2", "a", "i1", 5, 1}, LeaseDeletion{"l1"}},
+      {LeaseRecord{"l1", "a", "i1", 7, 1}},  // put back, after its deletion
+      {WorkerRecord{"w1", "addr", "info", 3}},
+  };
+  std::vector<absl::Status> results = store_->Commit(batches);
+  ASSERT_EQ(results.size(), batches.size());
+  for (const absl::Status& r : results) EXPECT_TRUE(r.ok()) << r;
+  auto s = store_->Load();
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(s->leases.size(), 2u);
+  EXPECT_EQ(s->leases[0], (LeaseRecord{"l1", "a", "i1", 7, 1}));
+  EXPECT_EQ(s->workers.size(), 1u);
+  ASSERT_TRUE(store_->Commit({{DeploymentDeletion{"a"}}})[0].ok());
+  s = store_->Load();
+  EXPECT_TRUE(s->deployments.empty() && s->instances.empty() && s->leases.empty());
+  EXPECT_TRUE(store_->Commit({}).empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(
     All, StateStoreConformanceTest,
     ::testing::Values(
@@ -81,6 +104,31 @@ TEST(SqliteStateStoreTest, SurvivesReopen) {
   EXPECT_FALSE(OpenStateStore("etcd://x").ok());
   EXPECT_EQ(OpenSqliteStateStore("/nonexistent/dir/s.db").status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// A full database (SQLite's size quota standing in for a full disk) fails the batch that
+// does not fit, whole, and only it; the batches around it in the same Commit land.
+TEST(SqliteStateStoreTest, FullDatabaseFailsOnlyTheBatchThatDoesNotFit) {
+  loadstar::testing::TempDir dir;
+  auto store = OpenSqliteStateStore(dir.Join("s.db"), {.max_page_count = 12});
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string big(64 * 1024, 'y');  // needs 16 more pages than there are
+  std::vector<absl::Status> results = (*store)->Commit({
+      {DeploymentRecord{"a", "model: a\n", 1}},
+      {DeploymentRecord{"b", "model: b\n", 1}, DeploymentRecord{"c", big, 1}},
+      {LeaseRecord{"l", "a", "i", 9, 1}},
+  });
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok()) << results[0];
+  EXPECT_EQ(results[1].code(), absl::StatusCode::kUnavailable) << results[1];
+  EXPECT_NE(results[1].message().find("database or disk is full"), absl::string_view::npos)
+      << results[1];
+  EXPECT_TRUE(results[2].ok()) << results[2];
+  auto s = (*store)->Load();
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(s->deployments.size(), 1u);  // not "b": its batch failed whole
+  EXPECT_EQ(s->deployments[0].name, "a");
+  EXPECT_EQ(s->leases.size(), 1u);
 }
 
 }  // namespace
