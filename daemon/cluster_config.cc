@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/status_macros.h"
+#include "daemon/etcd_client.h"
 #include "daemon/yaml_fields.h"
 
 namespace loadstar::daemon {
@@ -41,9 +42,11 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
   RETURN_IF_ERROR(ParseTls(m, &c.tls));
   RETURN_IF_ERROR(m.GetString("metrics_address", &c.metrics_address));
   RETURN_IF_ERROR(m.Finish());
-  if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
-    return absl::InvalidArgumentError(
-        fmt::format("state: '{}' is not memory or sqlite:PATH", c.state));
+  if (c.state.rfind("etcd://", 0) == 0) {
+    RETURN_IF_ERROR(ParseEtcdSpec(c.state).status());
+  } else if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "state: '{}' is not memory, sqlite:PATH or etcd://HOST:PORT[,...]/PREFIX", c.state));
   }
   if (!(c.heartbeat_interval > 0)) {
     return absl::InvalidArgumentError("heartbeat_interval: must be greater than 0");
