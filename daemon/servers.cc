@@ -8,6 +8,7 @@
 #include "base/status_macros.h"
 #include "daemon/controller_service.h"
 #include "daemon/etcd_state_store.h"
+#include "daemon/metered_state_store.h"
 #include "daemon/worker_service.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -84,6 +85,8 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
   s->workers_ = std::make_unique<GrpcWorkerClientFactory>(std::move(to_workers));
   if (options.metrics != nullptr) {
     s->metrics_ = std::make_unique<ControllerMetrics>(options.metrics, &s->slot_);
+    s->metered_ = std::make_unique<MeteredStateStore>(
+        s->state_.get(), [m = s->metrics_.get()] { m->RecordStateWriteFailure(); });
   }
   s->service_ = std::make_unique<ControllerService>(&s->slot_, s->metrics_.get());
   AdmitCheck admit;
@@ -127,7 +130,7 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
 
 absl::StatusOr<std::shared_ptr<Controller>> ControllerServer::NewController() {
   ControllerOptions copts;
-  copts.state = state_.get();
+  copts.state = metered_ != nullptr ? metered_.get() : state_.get();
   copts.workers = workers_.get();
   copts.heartbeat_interval_seconds = options_.heartbeat_interval_seconds;
   copts.heartbeat_timeout_seconds = options_.heartbeat_timeout_seconds;
@@ -163,8 +166,8 @@ void ControllerServer::Shutdown() {
   server_->Wait();
   server_.reset();
   election_.reset();
+  slot_.Set(nullptr);  // the controller goes (and flushes its writes) before the metrics
   metrics_.reset();
-  slot_.Set(nullptr);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(

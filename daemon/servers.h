@@ -59,6 +59,7 @@ class ControllerServer {
   std::string address_;
   std::unique_ptr<StateStore> state_;
   EtcdStateStore* etcd_ = nullptr;  // state_, when it is etcd
+  std::unique_ptr<StateStore> metered_;  // state_ counting failed writes, with metrics
   std::unique_ptr<GrpcWorkerClientFactory> workers_;
   ControllerSlot slot_;
   std::unique_ptr<LeaderElection> election_;
