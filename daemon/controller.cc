@@ -139,7 +139,8 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
     // Keep what the running deployment knows about demand and errors.
     d.waiting = existing->second.waiting;
     d.error_seq = existing->second.error_seq;
-    spdlog::info("updating {}: rolling its instances to the new config", name);
+    Log(Level::info, "controller", {{"deployment", name}},
+        "updating {}: rolling its instances to the new config", name);
   }
   auto& stored = deployments_[name] = std::move(d);
   v1::DeploymentEvent e;
@@ -444,8 +445,9 @@ void Controller::ReleaseLeaseLocked(const LeaseRecord& lease) {
   if (inst.leases > 0 && --inst.leases == 0) {
     inst.idle_since_ms = options_.clock->NowMillis();
     if (inst.draining) {
-      spdlog::info("instance {} of deleted deployment {}: last lease ended, unloading", inst.id,
-                   inst.deployment);
+      Log(Level::info, "controller", {{"deployment", inst.deployment}, {"instance", inst.id}},
+          "instance {} of deleted deployment {}: last lease ended, unloading", inst.id,
+          inst.deployment);
       EventLocked(inst, "last lease ended");
       StopInstanceLocked(inst);
       PersistLocked({InstanceDeletion{inst.id}}, "deletion of drained instance " + inst.id);
@@ -478,7 +480,8 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
   }
   absl::MutexLock lock(&mu_);
   if (workers_.Upsert(info, options_.clock->NowMillis())) {
-    spdlog::info("worker {} registered at {}", info.worker_id(), info.address());
+    Log(Level::info, "controller", {{"worker", info.worker_id()}}, "worker {} registered at {}",
+        info.worker_id(), info.address());
   }
   ReconcileWorkerLocked(info);
   changed_.SignalAll();

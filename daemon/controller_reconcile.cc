@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/autoscaler.h"
 #include "daemon/controller.h"
+#include "base/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace loadstar::daemon {
@@ -60,7 +61,8 @@ absl::Status Controller::Recover() {
   for (const DeploymentRecord& r : snap->deployments) {
     absl::StatusOr<DeploymentConfig> config = ParseDeploymentConfig(r.config_yaml);
     if (!config.ok()) {
-      spdlog::error("dropping stored deployment {}: {}", r.name, std::string(config.status().message()));
+      Log(Level::err, "controller", {{"deployment", r.name}}, "dropping stored deployment {}: {}",
+          r.name, std::string(config.status().message()));
       continue;
     }
     Deployment& d = deployments_[r.name];
@@ -120,7 +122,7 @@ absl::Status Controller::Recover() {
     instances_.erase(id);
   }
   if (!deployments_.empty()) {
-    spdlog::info("recovered {} deployments, {} instances, {} leases, {} workers",
+    Log(Level::info, "controller", {}, "recovered {} deployments, {} instances, {} leases, {} workers",
                  deployments_.size(), instances_.size(), leases_.leases().size(),
                  workers_.entries().size());
   }
@@ -132,7 +134,8 @@ void Controller::Tick() {
   if (stopping_) return;
   int64_t now = options_.clock->NowMillis();
   for (const std::string& worker_id : workers_.ExpireLost(now)) {
-    spdlog::warn("worker {} lost: no heartbeat for {} s", worker_id,
+    Log(Level::warn, "controller", {{"worker", worker_id}}, "worker {} lost: no heartbeat for {} s",
+        worker_id,
                  options_.heartbeat_timeout_seconds);
     std::vector<std::string> ids;
     for (const auto& [id, inst] : instances_) {
@@ -146,7 +149,9 @@ void Controller::Tick() {
     }
   }
   for (const LeaseRecord& lease : leases_.Expire(now, busy_leases_)) {
-    spdlog::info("lease {} on {} expired", lease.lease_id, lease.deployment);
+    Log(Level::info, "controller",
+        {{"deployment", lease.deployment}, {"instance", lease.instance_id}, {"lease", lease.lease_id}},
+        "lease {} on {} expired", lease.lease_id, lease.deployment);
     PersistLocked({LeaseDeletion{lease.lease_id}}, "expiry of lease " + lease.lease_id);
     ReleaseLeaseLocked(lease);
   }
@@ -185,7 +190,8 @@ void Controller::ReconcileLocked(const std::string& name) {
   d.desired = want;
   if (start == 0 && loads.size() >= d.desired) d.message.clear();
   if (!decision.stop.empty() && start == 0) {
-    spdlog::info("scaling {} down: instance {} idle for {} s", name, decision.stop,
+    Log(Level::info, "controller", {{"deployment", name}, {"instance", decision.stop}},
+        "scaling {} down: instance {} idle for {} s", name, decision.stop,
                  d.config.auto_scaling.keep_alive);
     RetireInstanceLocked(decision.stop, "idle past keep_alive");
   }
@@ -208,7 +214,8 @@ void Controller::ReconcileLocked(const std::string& name) {
     d.placement_blocked = p.kind == Placement::Kind::kRetryLater;
     if (p.kind != Placement::Kind::kPlaced) {
       if (d.message != p.reason.message()) {
-        spdlog::warn("cannot place {}: {}", name, std::string(p.reason.message()));
+        Log(Level::warn, "controller", {{"deployment", name}}, "cannot place {}: {}", name,
+            std::string(p.reason.message()));
       }
       d.message = std::string(p.reason.message());
       if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) {
@@ -307,7 +314,9 @@ void Controller::StartLoadLocked(const std::string& name, Deployment& d, const P
   request.set_deployment(name);
   *request.mutable_spec() = ToLoadSpec(d.config);
   for (uint32_t dev : p.devices) request.add_devices(dev);
-  spdlog::info("placing {} instance {} on worker {} (devices {}; estimated {:.3f} s)", name,
+  Log(Level::info, "controller",
+      {{"deployment", name}, {"instance", inst.id}, {"worker", p.worker_id}},
+      "placing {} instance {} on worker {} (devices {}; estimated {:.3f} s)", name,
                inst.id, p.worker_id, absl::StrJoin(inst.device_names, ","), p.estimated_seconds);
   d.message.clear();
   PersistInstanceLocked(inst);
@@ -345,7 +354,9 @@ void Controller::RunLoad(std::string instance_id, std::string address,
     inst.load_seconds = result->load_seconds();
     inst.bytes_done = inst.bytes_total = std::max(inst.bytes_total, result->bytes());
     inst.ready_since_ms = inst.idle_since_ms = now;
-    spdlog::info("{} instance {} ready on {} in {:.3f} s", inst.deployment, instance_id,
+    Log(Level::info, "controller",
+        {{"deployment", inst.deployment}, {"instance", instance_id}, {"worker", inst.worker_id}},
+        "{} instance {} ready on {} in {:.3f} s", inst.deployment, instance_id,
                  inst.worker_id, inst.load_seconds);
     PersistInstanceLocked(inst);
     EventLocked(inst);
@@ -359,7 +370,9 @@ void Controller::RunLoad(std::string instance_id, std::string address,
     status = absl::UnavailableError(
         fmt::format("worker {} lost during load; rescheduling", inst.worker_id));
   }
-  spdlog::warn("{}", std::string(status.message()));
+  Log(Level::warn, "controller",
+      {{"deployment", inst.deployment}, {"instance", inst.id}, {"worker", inst.worker_id}}, "{}",
+      std::string(status.message()));
   if (absl::IsUnavailable(status)) workers_.MarkSuspect(inst.worker_id);
   auto dit = deployments_.find(inst.deployment);
   if (dit != deployments_.end()) {
@@ -430,7 +443,8 @@ void Controller::RollLocked(const std::string& name, Deployment& d, uint32_t cur
 void Controller::RunUnload(std::string worker_id, std::string address, std::string instance_id) {
   absl::Status s = options_.workers->ForAddress(address)->UnloadInstance(instance_id);
   if (!s.ok() && !absl::IsNotFound(s)) {
-    spdlog::warn("unloading {} on worker {}: {}", instance_id, worker_id, std::string(s.message()));
+    Log(Level::warn, "controller", {{"instance", instance_id}, {"worker", worker_id}},
+        "unloading {} on worker {}: {}", instance_id, worker_id, std::string(s.message()));
   }
 }
 
