@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "base/env.h"
 #include "bench/bench_util.h"
 #include "daemon/pipeline_instance_loader.h"
@@ -314,6 +315,8 @@ int Main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--state")) state = argv[i + 1];  // sqlite | memory | both
   }
   spdlog::set_level(spdlog::level::warn);
+  // As the loadstar binary runs its daemons (deploy/main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   char tmpl[] = "/tmp/bench-control-XXXXXX";
   std::string dir = ::mkdtemp(tmpl);
   std::string root = JoinPath(dir, "store");
