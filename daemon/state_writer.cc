@@ -34,7 +34,9 @@ void StateWriter::SubmitLogged(StateBatch batch, std::string what) {
 
 StateWriter::Stats StateWriter::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  Stats stats = stats_;
+  stats.queued = queue_.size();
+  return stats;
 }
 
 absl::Status StateWriter::Wait(Pending& pending) {

@@ -52,6 +52,7 @@ class StateWriter {
     uint64_t batches = 0;  // batches they carried
     uint64_t failed = 0;   // batches that failed
     double commit_seconds = 0;  // wall time inside StateStore::Commit
+    size_t queued = 0;          // batches waiting for a commit now
   };
 
   // `store` must outlive the writer. At most `max_group` batches go into one commit.

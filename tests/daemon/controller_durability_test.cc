@@ -217,9 +217,12 @@ TEST_F(ControllerDurabilityTest, ConcurrentAcquiresShareACommit) {
   for (int i = 0; i < kClients; ++i) {
     clients.emplace_back([&] { ok += c->Acquire("m", 30, Deadline()).ok(); });
   }
-  // The first commit is held with one or more leases in it; the rest queue up behind.
-  ASSERT_TRUE(Eventually([&] { return fault_->waiting() == 1; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let all 8 queue
+  // The first commit is held (with the lease writes that were queued when it began); the
+  // others queue up behind it.
+  ASSERT_TRUE(Eventually([&] {
+    return fault_->waiting() == 1 &&
+           fault_->waiting_batches() + c->state_write_stats().queued >= size_t{kClients};
+  }));
   const size_t commits_before = fault_->commits().size();
   fault_->ReleaseWrites();
   for (std::thread& t : clients) t.join();

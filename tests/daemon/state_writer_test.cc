@@ -35,6 +35,7 @@ TEST(StateWriterTest, OrderGroupingAndFailures) {
   for (int i = 0; i < 10; ++i) {
     rest.push_back(writer.Submit({LeaseRecord{"l", "d", "i", 2 + i, 1}}));
   }
+  EXPECT_EQ(writer.stats().queued, 10u);
   store.ReleaseWrites();
   first_waiter.join();
   EXPECT_TRUE(first_status.ok());
