@@ -234,9 +234,10 @@ TEST_F(ControllerDurabilityTest, ConcurrentAcquiresShareACommit) {
 }
 
 // A full database under SQLite fails the call that does not fit, with memory and store as
-// before it. This VM's sandbox could mount a tmpfs, but a test must not need root, so the
-// "disk" is SQLite's own size quota: PRAGMA max_page_count (SqliteStateStoreOptions), which
-// fails writes past it with SQLITE_FULL as a full disk does.
+// before it. A tiny tmpfs would need mount rights (root or a user namespace), which a test
+// must not require, so the "disk" is SQLite's own size quota: PRAGMA max_page_count
+// (SqliteStateStoreOptions), which fails writes past it with SQLITE_FULL as a full disk
+// does.
 TEST_F(ControllerDurabilityTest, FullSqliteDatabaseFailsCleanly) {
   loadstar::testing::TempDir dir;
   auto sqlite = OpenSqliteStateStore(dir.Join("state.db"), {.max_page_count = 24});
