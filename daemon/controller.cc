@@ -65,7 +65,9 @@ void Controller::Loop() {
     mu_.Unlock();
     Tick();
     mu_.Lock();
-    changed_.WaitWithTimeout(&mu_, absl::Seconds(options_.tick_seconds));
+    // Woken only by Stop, not by changed_: under load every Acquire and Release signals
+    // changed_, and a Tick per signal would hold mu_ far more than the reads it serves.
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(options_.tick_seconds));
   }
 }
 

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS instances(instance_id TEXT PRIMARY KEY, deployment TE
   devices TEXT NOT NULL, bytes_per_device INTEGER NOT NULL,
   config_digest TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS leases(lease_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
-  instance_id TEXT NOT NULL, expires_unix_ms INTEGER NOT NULL, ttl_seconds REAL NOT NULL);
+  instance_id TEXT NOT NULL, expires_unix_ms INTEGER NOT NULL, ttl_seconds REAL NOT NULL)
+  WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers(worker_id TEXT PRIMARY KEY, address TEXT NOT NULL,
   info BLOB NOT NULL, last_heartbeat_unix_ms INTEGER NOT NULL);
 )sql";

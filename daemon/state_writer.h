@@ -4,10 +4,15 @@
 // The controller queues a batch while it holds its mutex (Submit only appends to a queue:
 // no I/O, no waiting), so the store applies changes in the order the controller decided
 // them. It then releases the mutex and waits for the batch, if the caller must answer
-// only once the change is durable (Pending::Wait). One thread commits everything that
-// queued up since its last commit as one StateStore::Commit: many concurrent Acquires'
+// only once the change is durable (Pending::Wait). Whoever commits takes everything that
+// queued up since the last commit into one StateStore::Commit: many concurrent Acquires'
 // lease writes share one SQLite transaction (group commit), so the store keeps up with
 // many clients at the cost of one commit each round.
+//
+// Who commits (LevelDB's writer queue): a waiter finding no commit running commits the
+// queue itself, so a lone Acquire pays no thread hand-off; the others wait for it and the
+// next one leads the next round. Batches no caller waits on (SubmitLogged) are committed
+// by the next waiter or, when none comes, by the writer's own thread.
 //
 // Thread safety: thread-safe.
 #pragma once
@@ -30,21 +35,24 @@ class StateWriter {
   // The outcome of one submitted batch.
   class Pending {
    public:
-    // Blocks until the batch is committed (OK: durable) or has failed.
-    absl::Status Wait();
+    explicit Pending(StateWriter* writer) : writer_(writer) {}
+    // Blocks until the batch is committed (OK: durable) or has failed; may run the
+    // commit on the calling thread.
+    absl::Status Wait() { return writer_->Wait(*this); }
 
    private:
     friend class StateWriter;
-    void Finish(absl::Status status);
-    absl::Mutex mu_;
-    bool done_ ABSL_GUARDED_BY(mu_) = false;
-    absl::Status status_ ABSL_GUARDED_BY(mu_);
+    StateWriter* const writer_;
+    bool done = false;     // guarded by writer_->mu_
+    absl::Status status;  // guarded by writer_->mu_
   };
 
   struct Stats {
     uint64_t commits = 0;  // StateStore::Commit calls
     uint64_t batches = 0;  // batches they carried
     uint64_t failed = 0;   // batches that failed
+    double commit_seconds = 0;  // wall time inside StateStore::Commit
+    size_t queued = 0;          // batches waiting for a commit now
   };
 
   // `store` must outlive the writer. At most `max_group` batches go into one commit.
@@ -69,12 +77,17 @@ class StateWriter {
     std::shared_ptr<Pending> pending;  // null for SubmitLogged
     std::string what;
   };
+  absl::Status Wait(Pending& pending);
+  // Commits the front of the queue with mu_ released meanwhile. REQUIRES: no commit running.
+  void CommitGroupLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();
 
   StateStore* const store_;
   const size_t max_group_;
   mutable absl::Mutex mu_;
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;
+  size_t logged_queued_ ABSL_GUARDED_BY(mu_) = 0;  // SubmitLogged batches in queue_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   Stats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

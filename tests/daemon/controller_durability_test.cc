@@ -217,9 +217,12 @@ TEST_F(ControllerDurabilityTest, ConcurrentAcquiresShareACommit) {
   for (int i = 0; i < kClients; ++i) {
     clients.emplace_back([&] { ok += c->Acquire("m", 30, Deadline()).ok(); });
   }
-  // The first commit is held with one or more leases in it; the rest queue up behind.
-  ASSERT_TRUE(Eventually([&] { return fault_->waiting() == 1; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let all 8 queue
+  // The first commit is held (with the lease writes that were queued when it began); the
+  // others queue up behind it.
+  ASSERT_TRUE(Eventually([&] {
+    return fault_->waiting() == 1 &&
+           fault_->waiting_batches() + c->state_write_stats().queued >= size_t{kClients};
+  }));
   const size_t commits_before = fault_->commits().size();
   fault_->ReleaseWrites();
   for (std::thread& t : clients) t.join();
@@ -231,9 +234,10 @@ TEST_F(ControllerDurabilityTest, ConcurrentAcquiresShareACommit) {
 }
 
 // A full database under SQLite fails the call that does not fit, with memory and store as
-// before it. This VM's sandbox could mount a tmpfs, but a test must not need root, so the
-// "disk" is SQLite's own size quota: PRAGMA max_page_count (SqliteStateStoreOptions), which
-// fails writes past it with SQLITE_FULL as a full disk does.
+// before it. A tiny tmpfs would need mount rights (root or a user namespace), which a test
+// must not require, so the "disk" is SQLite's own size quota: PRAGMA max_page_count
+// (SqliteStateStoreOptions), which fails writes past it with SQLITE_FULL as a full disk
+// does.
 TEST_F(ControllerDurabilityTest, FullSqliteDatabaseFailsCleanly) {
   loadstar::testing::TempDir dir;
   auto sqlite = OpenSqliteStateStore(dir.Join("state.db"), {.max_page_count = 24});

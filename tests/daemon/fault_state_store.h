@@ -40,10 +40,14 @@ class FaultStateStore : public StateStore {
     absl::MutexLock lock(&mu_);
     held_ = false;
   }
-  // Commit calls blocked by HoldWrites right now.
+  // Commit calls blocked by HoldWrites right now, and the batches they carry.
   int waiting() const {
     absl::MutexLock lock(&mu_);
     return waiting_;
+  }
+  size_t waiting_batches() const {
+    absl::MutexLock lock(&mu_);
+    return waiting_batches_;
   }
   uint64_t failed_batches() const {
     absl::MutexLock lock(&mu_);
@@ -59,8 +63,10 @@ class FaultStateStore : public StateStore {
     {
       absl::MutexLock lock(&mu_);
       ++waiting_;
+      waiting_batches_ += batches.size();
       mu_.Await(absl::Condition(+[](bool* held) { return !*held; }, &held_));
       --waiting_;
+      waiting_batches_ -= batches.size();
       if (!failure_.ok()) {
         failed_batches_ += batches.size();
         return std::vector<absl::Status>(batches.size(), failure_);
@@ -77,6 +83,7 @@ class FaultStateStore : public StateStore {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   bool held_ ABSL_GUARDED_BY(mu_) = false;
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t waiting_batches_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t failed_batches_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<size_t> commits_ ABSL_GUARDED_BY(mu_);
 };
