@@ -13,6 +13,7 @@
 
 #include "base/env.h"
 #include "base/status_macros.h"
+#include "daemon/openssl_ptr.h"
 
 namespace loadstar::daemon {
 namespace {
@@ -28,19 +29,6 @@ std::string OpenSslError() {
   ERR_error_string_n(e, buf, sizeof(buf));
   return buf;
 }
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct KeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using UniqueBio = std::unique_ptr<BIO, BioDeleter>;
-using UniqueX509 = std::unique_ptr<X509, X509Deleter>;
-using UniqueKey = std::unique_ptr<EVP_PKEY, KeyDeleter>;
 
 UniqueBio MemoryBio(const std::string& pem) {
   return UniqueBio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));

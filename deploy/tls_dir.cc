@@ -19,6 +19,7 @@
 
 #include "base/env.h"
 #include "base/status_macros.h"
+#include "daemon/openssl_ptr.h"
 #include "daemon/tls.h"
 
 namespace loadstar::cli {
@@ -26,17 +27,8 @@ namespace {
 
 constexpr int kValidDays = 30;
 
-struct KeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct CertFree {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
-using Cert = std::unique_ptr<X509, CertFree>;
+using Key = daemon::UniqueKey;
+using Cert = daemon::UniqueX509;
 
 absl::Status OpenSslFailure(const std::string& what) {
   char buf[256] = "unknown error";
@@ -116,7 +108,7 @@ absl::StatusOr<Cert> MakeCert(const CertSpec& spec, EVP_PKEY* key, X509* issuer,
 }
 
 std::string Pem(int (*write)(BIO*, void*), void* object) {
-  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
+  daemon::UniqueBio bio(BIO_new(BIO_s_mem()));
   write(bio.get(), object);
   char* data = nullptr;
   long n = BIO_get_mem_data(bio.get(), &data);
@@ -151,7 +143,7 @@ bool Usable(const std::string& dir) {
     for (const std::string& path : {files.cert, files.ca}) {
       absl::StatusOr<std::string> pem = ReadFileToString(Env::Default(), path, 1 << 20);
       if (!pem.ok()) return false;
-      std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
+      daemon::UniqueBio bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
       Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
       time_t tomorrow = std::time(nullptr) + 86400;
       if (cert == nullptr || X509_cmp_time(X509_get0_notAfter(cert.get()), &tomorrow) <= 0) {

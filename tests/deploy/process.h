@@ -18,19 +18,6 @@
 
 namespace loadstar::testing {
 
-// A port that was free a moment ago on 127.0.0.1.
-inline int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // fork + exec of the loadstar binary with `args`; stdout to a pipe, stderr to `log`.
 inline pid_t SpawnLoadstar(const std::vector<std::string>& args, int* stdout_fd,
                            const std::string& log, int* stderr_fd = nullptr) {

@@ -10,18 +10,6 @@
 namespace loadstar::testing {
 namespace {
 
-int FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // GET /health on etcd's client port: true once it answers {"health":"true"}.
 bool Healthy(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -53,7 +41,7 @@ EtcdServer::EtcdServer(std::string binary, std::string name) {
     error_ = binary + " is not installed (Debian package etcd-server; scripts/setup installs it)";
     return;
   }
-  int client = FreeLoopbackPort(), peer = FreeLoopbackPort();
+  int client = FreePort(), peer = FreePort();
   endpoint_ = "127.0.0.1:" + std::to_string(client);
   std::string client_url = "http://" + endpoint_;
   std::string peer_url = "http://127.0.0.1:" + std::to_string(peer);

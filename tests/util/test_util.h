@@ -19,6 +19,9 @@ class TempDir {
   std::string path_;
 };
 
+// A port that was free a moment ago on 127.0.0.1.
+int FreePort();
+
 // Path of the `loadstar` binary under test ($LOADSTAR_BIN, set by ctest).
 std::string LoadstarBinary();
 

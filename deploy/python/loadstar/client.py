@@ -97,6 +97,14 @@ class _Service:
         except grpc.RpcError as e:
             raise errors.from_rpc(e, what, self.target) from None
 
+    def stream(self, method, request, what):
+        """Yields the messages of a server stream; a failure mid-stream raises too."""
+        try:
+            for message in getattr(self._stub, method)(request, metadata=self._metadata):
+                yield message
+        except grpc.RpcError as e:
+            raise errors.from_rpc(e, what, self.target) from None
+
 
 class _Controllers(_Service):
     """The controller service over one or more addresses (HA under etcd): a call answered
@@ -145,14 +153,6 @@ class _Controllers(_Service):
                     raise errors.from_rpc(e, what, self.target) from None
                 last = e
         raise errors.from_rpc(last, what, self.target) from None
-
-    def stream(self, method, request, what):
-        """Yields the messages of a server stream; a failure mid-stream raises too."""
-        try:
-            for message in getattr(self._stub, method)(request, metadata=self._metadata):
-                yield message
-        except grpc.RpcError as e:
-            raise errors.from_rpc(e, what, self.target) from None
 
 
 class Client:
