@@ -216,8 +216,10 @@ def test_the_python_client_follows_a_new_leader(tmp_path):
         subprocess.run([loadstar_bin(), "store", "save", src, "--name", "tiny"], check=True,
                        env=env, capture_output=True)
         client = loadstar.Client(",".join(addrs))
-        wait_until(lambda: any(m.name == "tiny" for w in client.workers() for m in w.info.models),
-                   30, "the worker to register and report its model")
+        # Until the first election is over both controllers answer "no leader yet".
+        wait_until(lambda: _try(lambda: any(m.name == "tiny" for w in client.workers()
+                                            for m in w.info.models)),
+                   30, "a leader, and the worker to register with it and report its model")
         client.deploy("tiny")
         lease = client.acquire("tiny", ttl=60)
         leader = next(i for i, a in enumerate(addrs)
@@ -244,3 +246,30 @@ def _try(call):
         return call()
     except loadstar.Error:
         return None
+
+
+def test_server_reflection_lists_the_services_to_a_client_with_the_token(secure):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    tls = os.path.join(secure.tls_dir, "{}")
+    read = lambda name: open(tls.format(name), "rb").read()
+    creds = grpc.ssl_channel_credentials(read("ca.pem"), read("client-key.pem"),
+                                         read("client.pem"))
+    token = grpc.metadata_call_credentials(
+        lambda _ctx, cb: cb((("authorization", "Bearer s3cret"),), None))
+    with grpc.secure_channel(secure.addr, grpc.composite_channel_credentials(creds, token)) as ch:
+        services = set(ProtoReflectionDescriptorDatabase(ch).get_services())
+        assert {"loadstar.v1.Controller", "grpc.health.v1.Health"} <= services
+        # The full descriptor of a method comes back, as grpcurl would use it.
+        db = ProtoReflectionDescriptorDatabase(ch)
+        assert db.FindFileContainingSymbol("loadstar.v1.Controller").name.endswith(
+            "controller.proto")
+    # Without the token, reflection is refused like every other RPC.
+    with grpc.secure_channel(secure.addr, creds) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                list_services="")]), timeout=5))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
