@@ -403,6 +403,8 @@ TEST(K8sManifestsTest, WorkerDaemonSetAgreesWithItsConfig) {
   EXPECT_TRUE(tolerates) << "no toleration for the nvidia.com/gpu taint";
   EXPECT_GT(container["resources"]["limits"]["nvidia.com/gpu"].as<int>(0), 0);
   EXPECT_TRUE(spec["hostIPC"].as<bool>(false));
+  // One worker per node at all times on the host's /dev/shm (see the DaemonSet's comment).
+  EXPECT_EQ(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxSurge"].as<int>(-1), 0);
   YAML::Node shm = VolumeHolding(spec, container, "/dev/shm");
   EXPECT_TRUE(shm["hostPath"]["path"].as<std::string>("") == "/dev/shm" ||
               shm["emptyDir"]["medium"].as<std::string>("") == "Memory");
