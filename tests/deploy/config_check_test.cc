@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "tests/deploy/process.h"
@@ -138,6 +139,27 @@ TEST_F(ConfigCheckTest, AnAddressWithoutAPortIsRefused) {
   CliResult r = RunCli({"worker", "--config", config, "--check"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("controller: 'controller.example' is not HOST:PORT"));
+}
+
+// The examples the README points at are valid configs (their /etc/loadstar files created
+// under a temp root, as an operator would install them).
+TEST_F(ConfigCheckTest, TheExampleConfigsPass) {
+  std::string root = dir_.Join("root");
+  std::filesystem::create_directories(root + "/etc/loadstar");
+  std::ofstream(root + "/etc/loadstar/token") << "example-token\n";
+  for (const std::string daemon : {"controller", "worker"}) {
+    std::ifstream in(std::string(LOADSTAR_SOURCE_DIR) + "/deploy/examples/" + daemon + ".yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(text.empty());
+    std::string::size_type at;
+    while ((at = text.find(" /etc/loadstar/")) != std::string::npos) {
+      text.replace(at, 15, " " + root + "/etc/loadstar/");
+    }
+    std::string config = Write(daemon + ".yaml", text);
+    CliResult r = RunCli({daemon, "--config", config, "--check"});
+    EXPECT_EQ(r.exit_code, 0) << daemon << ": " << r.err;
+    EXPECT_EQ(r.out, "config OK\n");
+  }
 }
 
 }  // namespace
