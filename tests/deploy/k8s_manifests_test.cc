@@ -450,23 +450,40 @@ TEST(K8sManifestsTest, DockerfileRuntimePackagesProvideTheBinarysLibraries) {
   std::string runtime = dockerfile.substr(dockerfile.find("AS runtime"));
   CommandResult needed = RunShell("objdump -p " + LoadstarBinary() + " | awk '/NEEDED/ {print $2}'");
   ASSERT_EQ(needed.exit_code, 0) << needed.output;
+  CommandResult arch = RunShell("dpkg-architecture -qDEB_HOST_MULTIARCH || gcc -print-multiarch");
+  std::string multiarch = arch.stdout_only.substr(0, arch.stdout_only.find('\n'));
+  ASSERT_FALSE(multiarch.empty()) << arch.output;
+  // One dpkg -S for all sonames (it reads its file lists once), each by a glob under the
+  // multiarch directory: dpkg's database has /usr/lib or /lib paths depending on the
+  // package. Lines read "package:arch: /path/soname".
   std::stringstream libs(needed.stdout_only);
-  const std::set<std::string> base = {"libc6", "libstdc++6", "libgcc-s1"};
-  int checked = 0;
+  std::set<std::string> wanted;
+  std::string patterns;
   for (std::string lib; std::getline(libs, lib);) {
     if (lib.empty() || lib.find("libcuda") == 0 || lib.find("libcudart") == 0 ||
         lib.find("libcublas") == 0 || lib.find("libnccl") == 0) {
       continue;  // the CUDA variant installs these from NVIDIA's repository
     }
-    // By the soname under the multiarch directory: dpkg's database has /usr/lib or /lib
-    // paths depending on the package, a glob finds either.
-    CommandResult owner =
-        RunShell("dpkg -S '*/x86_64-linux-gnu/" + lib + "' 2>/dev/null | cut -d: -f1 | sort -u");
-    std::string package = owner.stdout_only.substr(0, owner.stdout_only.find('\n'));
-    ASSERT_FALSE(package.empty()) << "no package owns " << lib;
+    wanted.insert(lib);
+    patterns += " '*/" + multiarch + "/" + lib + "'";
+  }
+  CommandResult owners = RunShell("dpkg -S" + patterns + " 2>/dev/null");
+  std::map<std::string, std::string> package_of;  // soname -> package
+  std::stringstream lines(owners.stdout_only);
+  for (std::string line; std::getline(lines, line);) {
+    size_t sep = line.find(": ");
+    if (sep == std::string::npos) continue;
+    std::string package = line.substr(0, std::min(line.find(':'), line.find(',')));
+    package_of[fs::path(line.substr(sep + 2)).filename().string()] = package;
+  }
+  const std::set<std::string> base = {"libc6", "libstdc++6", "libgcc-s1"};
+  int checked = 0;
+  for (const std::string& lib : wanted) {
+    auto it = package_of.find(lib);
+    ASSERT_TRUE(it != package_of.end()) << "no package owns " << lib;
     ++checked;
-    if (base.count(package)) continue;
-    EXPECT_THAT(runtime, HasSubstr(" " + package + " ")) << lib << " comes from " << package;
+    if (base.count(it->second)) continue;
+    EXPECT_THAT(runtime, HasSubstr(" " + it->second + " ")) << lib << " comes from " << it->second;
   }
   EXPECT_GT(checked, 5);
 }
