@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "base/status_macros.h"
+#include "daemon/etcd_client.h"
 #include "daemon/yaml_fields.h"
 
 namespace loadstar::daemon {
@@ -37,13 +38,18 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
   RETURN_IF_ERROR(m.GetDouble("heartbeat_interval", &c.heartbeat_interval));
   RETURN_IF_ERROR(m.GetDouble("heartbeat_timeout", &c.heartbeat_timeout));
   RETURN_IF_ERROR(m.GetDouble("lease_ttl", &c.lease_ttl));
+  uint32_t election_ttl = static_cast<uint32_t>(c.election_ttl);
+  RETURN_IF_ERROR(m.GetUint("election_ttl", &election_ttl));
+  c.election_ttl = election_ttl;
   RETURN_IF_ERROR(m.GetString("token_file", &c.token_file));
   RETURN_IF_ERROR(ParseTls(m, &c.tls));
   RETURN_IF_ERROR(m.GetString("metrics_address", &c.metrics_address));
   RETURN_IF_ERROR(m.Finish());
-  if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
-    return absl::InvalidArgumentError(
-        fmt::format("state: '{}' is not memory or sqlite:PATH", c.state));
+  if (c.state.rfind("etcd://", 0) == 0) {
+    RETURN_IF_ERROR(ParseEtcdSpec(c.state).status());
+  } else if (c.state != "memory" && (c.state.rfind("sqlite:", 0) != 0 || c.state.size() <= 7)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "state: '{}' is not memory, sqlite:PATH or etcd://HOST:PORT[,...]/PREFIX", c.state));
   }
   if (!(c.heartbeat_interval > 0)) {
     return absl::InvalidArgumentError("heartbeat_interval: must be greater than 0");
@@ -54,6 +60,11 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(std::string_view yaml) {
         c.heartbeat_interval));
   }
   if (!(c.lease_ttl > 0)) return absl::InvalidArgumentError("lease_ttl: must be greater than 0");
+  if (c.election_ttl < 2) {
+    return absl::InvalidArgumentError(fmt::format(
+        "election_ttl: {} s is too short to keep a leader's etcd lease alive (at least 2)",
+        c.election_ttl));
+  }
   return c;
 }
 

@@ -13,7 +13,8 @@ namespace loadstar::daemon {
 
 struct ControllerConfig {
   std::string address = "127.0.0.1:7070";
-  std::string state = "memory";  // memory | sqlite:PATH
+  std::string state = "memory";  // memory | sqlite:PATH | etcd://HOST:PORT[,...]/PREFIX
+  int64_t election_ttl = 5;      // etcd: seconds before a dead leader is replaced
   double heartbeat_interval = 1;
   double heartbeat_timeout = 3;
   double lease_ttl = 30;

@@ -11,8 +11,8 @@ const prometheus::Histogram::BucketBoundaries kAcquireBuckets = {
 
 }  // namespace
 
-ControllerMetrics::ControllerMetrics(MetricsServer* server, Controller* controller)
-    : server_(server), controller_(controller) {
+ControllerMetrics::ControllerMetrics(MetricsServer* server, const ControllerSlot* slot)
+    : server_(server), slot_(slot) {
   prometheus::Registry& r = server->registry();
   auto& acquire = prometheus::BuildHistogram()
                       .Name("loadstar_acquire_seconds")
@@ -56,9 +56,15 @@ void ControllerMetrics::RecordAcquire(double seconds, bool ok, bool cold_start) 
 void ControllerMetrics::RecordStateWriteFailure() { state_write_failures_->Increment(); }
 
 void ControllerMetrics::Refresh() {
+  std::shared_ptr<Controller> controller = slot_->Get();
   std::map<std::string, double> instances;
   double leases = 0;
-  std::vector<loadstar::v1::Deployment> deployments = controller_->ListDeployments();
+  std::vector<loadstar::v1::Deployment> deployments;
+  std::vector<loadstar::v1::WorkerStatus> workers_now;
+  if (controller != nullptr) {
+    deployments = controller->ListDeployments();
+    workers_now = controller->ListWorkers();
+  }
   for (const loadstar::v1::Deployment& d : deployments) {
     for (const loadstar::v1::Instance& i : d.instances()) {
       ++instances[i.state()];
@@ -67,7 +73,7 @@ void ControllerMetrics::Refresh() {
   }
   for (auto& [state, gauge] : instances_) gauge->Set(instances[state]);
   std::map<std::string, double> workers;
-  for (const loadstar::v1::WorkerStatus& w : controller_->ListWorkers()) ++workers[w.state()];
+  for (const loadstar::v1::WorkerStatus& w : workers_now) ++workers[w.state()];
   for (auto& [state, gauge] : workers_) gauge->Set(workers[state]);
   leases_->Set(leases);
   deployments_->Set(static_cast<double>(deployments.size()));

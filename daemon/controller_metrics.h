@@ -10,7 +10,7 @@
 #include <map>
 #include <string>
 
-#include "daemon/controller.h"
+#include "daemon/controller_slot.h"
 #include "daemon/metrics_server.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -20,8 +20,9 @@ namespace loadstar::daemon {
 
 class ControllerMetrics {
  public:
-  // Registers the families on `server`; `server` and `controller` outlive this object.
-  ControllerMetrics(MetricsServer* server, Controller* controller);
+  // Registers the families on `server`; `server` and `slot` outlive this object. Gauges
+  // read the slot's controller (all zero while this process does not lead).
+  ControllerMetrics(MetricsServer* server, const ControllerSlot* slot);
   ~ControllerMetrics();
 
   // One Acquire RPC answered after `seconds`; `cold_start` when it waited for a load.
@@ -32,7 +33,7 @@ class ControllerMetrics {
   void Refresh();
 
   MetricsServer* const server_;
-  Controller* const controller_;
+  const ControllerSlot* const slot_;
   prometheus::Histogram* acquire_ok_;
   prometheus::Histogram* acquire_error_;
   prometheus::Counter* cold_starts_;

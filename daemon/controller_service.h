@@ -4,6 +4,7 @@
 
 #include "daemon/controller.h"
 #include "daemon/controller_metrics.h"
+#include "daemon/controller_slot.h"
 #include "daemon/rpc_util.h"
 #include "loadstar/v1/controller.grpc.pb.h"
 
@@ -13,8 +14,8 @@ class ControllerService final : public loadstar::v1::Controller::Service {
  public:
   // The bearer token is checked before any handler runs (MakeServerCredentials).
   // `metrics` (may be null) records each Acquire.
-  explicit ControllerService(Controller* controller, ControllerMetrics* metrics = nullptr)
-      : controller_(controller), metrics_(metrics) {}
+  explicit ControllerService(const ControllerSlot* slot, ControllerMetrics* metrics = nullptr)
+      : slot_(slot), metrics_(metrics) {}
 
   grpc::Status Deploy(grpc::ServerContext* ctx, const loadstar::v1::DeployRequest* req,
                       loadstar::v1::DeployResponse* resp) override;
@@ -43,7 +44,7 @@ class ControllerService final : public loadstar::v1::Controller::Service {
                          loadstar::v1::HeartbeatResponse* resp) override;
 
  private:
-  Controller* const controller_;
+  const ControllerSlot* const slot_;
   ControllerMetrics* const metrics_;
 };
 

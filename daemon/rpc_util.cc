@@ -19,6 +19,13 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), message);
 }
 
+std::string LeaderNamedBy(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return "";
+  const std::string& m = status.error_message();
+  size_t at = m.rfind(kLeaderIsAt);
+  return at == std::string::npos ? "" : m.substr(at + kLeaderIsAt.size());
+}
+
 void TokenAuth::Apply(grpc::ClientContext* context) const {
   if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
 }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -52,6 +53,12 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 // `credentials` from MakeChannelCredentials (daemon/tls.h), null for plaintext.
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+
+// A follower controller's UNAVAILABLE message ends with kLeaderIsAt + the leader's
+// address; clients (CLI, worker agent, C++ and Python clients) follow it.
+inline constexpr std::string_view kLeaderIsAt = "the leader is at ";
+// The leader's address named by `status`, or "".
+std::string LeaderNamedBy(const grpc::Status& status);
 
 // Server-side limits (SPEC §7: request size limits).
 inline constexpr int kMaxMessageBytes = 64 << 20;

@@ -8,6 +8,9 @@
 #include "absl/status/statusor.h"
 #include "daemon/controller.h"
 #include "daemon/controller_metrics.h"
+#include "daemon/controller_slot.h"
+#include "daemon/etcd_state_store.h"
+#include "daemon/leader_election.h"
 #include "daemon/grpc_worker_client.h"
 #include "daemon/instance_loader.h"
 #include "daemon/metrics_server.h"
@@ -29,6 +32,8 @@ struct ControllerServerOptions {
   double heartbeat_interval_seconds = 1;
   double heartbeat_timeout_seconds = 3;
   double default_lease_ttl_seconds = 30;
+  // state etcd://: the leader election's lease TTL (a dead leader is replaced within it).
+  int64_t election_ttl_seconds = 5;
 };
 
 // Both servers also run the standard gRPC health service (grpc.health.v1.Health: the
@@ -41,14 +46,22 @@ class ControllerServer {
   void Shutdown();
   // "host:port" with the port actually bound.
   const std::string& address() const { return address_; }
-  Controller* controller() const { return controller_.get(); }
+  // The controller of the current term (null while this process does not lead).
+  std::shared_ptr<Controller> controller() const { return slot_.Get(); }
+  bool is_leader() const { return slot_.Get() != nullptr; }
 
  private:
   ControllerServer() = default;
+  absl::StatusOr<std::shared_ptr<Controller>> NewController();
+  absl::Status AdmitAsLeader() const;
+
+  ControllerServerOptions options_;
   std::string address_;
   std::unique_ptr<StateStore> state_;
+  EtcdStateStore* etcd_ = nullptr;  // state_, when it is etcd
   std::unique_ptr<GrpcWorkerClientFactory> workers_;
-  std::unique_ptr<Controller> controller_;
+  ControllerSlot slot_;
+  std::unique_ptr<LeaderElection> election_;
   std::unique_ptr<ControllerMetrics> metrics_;
   std::unique_ptr<grpc::Service> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,6 +1,8 @@
 // What every StateStore shares: single writes and the `--state` spec.
 #include "daemon/state_store.h"
 
+#include "daemon/etcd_state_store.h"
+
 namespace loadstar::daemon {
 
 absl::Status StateStore::Write(StateWrite write) {
@@ -12,7 +14,13 @@ absl::Status StateStore::Write(StateWrite write) {
 absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& spec) {
   if (spec == "memory") return NewMemoryStateStore();
   if (spec.rfind("sqlite:", 0) == 0 && spec.size() > 7) return OpenSqliteStateStore(spec.substr(7));
-  return absl::InvalidArgumentError("state: '" + spec + "' is not memory or sqlite:PATH");
+  if (spec.rfind("etcd://", 0) == 0) {
+    absl::StatusOr<std::unique_ptr<EtcdStateStore>> etcd = EtcdStateStore::Open(spec);
+    if (!etcd.ok()) return etcd.status();
+    return std::unique_ptr<StateStore>(std::move(*etcd));
+  }
+  return absl::InvalidArgumentError("state: '" + spec +
+                                    "' is not memory, sqlite:PATH or etcd://HOST:PORT[,...]/PREFIX");
 }
 
 }  // namespace loadstar::daemon

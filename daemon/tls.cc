@@ -110,7 +110,8 @@ absl::StatusOr<Pems> LoadPems(const TlsFiles& tls, bool server) {
 // The auth metadata processor of gRPC core: runs in the server's auth filter, before the
 // call reaches any service, for every method of every service on the listener.
 struct TokenCheck {
-  std::string expected;  // "Bearer <token>"
+  std::string expected;  // "Bearer <token>"; empty: no token required
+  AdmitCheck admit;
 
   static void Process(void* state, grpc_auth_context*, const grpc_metadata* md, size_t num_md,
                       grpc_process_auth_metadata_done_cb done, void* user_data) {
@@ -131,11 +132,16 @@ struct TokenCheck {
     // The messages never echo the token, right or wrong.
     if (health) {
       done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
-    } else if (!present) {
+    } else if (!self->expected.empty() && !present) {
       done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_UNAUTHENTICATED,
            "missing bearer token (pass --token-file or $LOADSTAR_TOKEN_FILE)");
-    } else if (!valid) {
+    } else if (!self->expected.empty() && !valid) {
       done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_UNAUTHENTICATED, "wrong bearer token");
+    } else if (absl::Status admitted = self->admit ? self->admit() : absl::OkStatus();
+               !admitted.ok()) {
+      std::string message(admitted.message());  // core copies it before done() returns
+      done(user_data, nullptr, 0, nullptr, 0, static_cast<grpc_status_code>(admitted.code()),
+           message.c_str());
     } else {
       done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_OK, nullptr);
     }
@@ -148,8 +154,8 @@ struct TokenCheck {
 // in the same place whatever the transport.
 class CheckedServerCredentials final : public grpc::ServerCredentials {
  public:
-  CheckedServerCredentials(Pems pems, bool tls, std::string token)
-      : pems_(std::move(pems)), tls_(tls), token_(std::move(token)) {}
+  CheckedServerCredentials(Pems pems, bool tls, std::string token, AdmitCheck admit)
+      : pems_(std::move(pems)), tls_(tls), token_(std::move(token)), admit_(std::move(admit)) {}
 
   void SetAuthMetadataProcessor(const std::shared_ptr<grpc::AuthMetadataProcessor>&) override {
     // Only loadstar builds these credentials, and it never installs another processor.
@@ -168,9 +174,10 @@ class CheckedServerCredentials final : public grpc::ServerCredentials {
     } else {
       creds = grpc_insecure_server_credentials_create();
     }
-    if (!token_.empty()) {
-      grpc_auth_metadata_processor processor{&TokenCheck::Process, &TokenCheck::Destroy,
-                                             new TokenCheck{"Bearer " + token_}};
+    if (!token_.empty() || admit_) {
+      grpc_auth_metadata_processor processor{
+          &TokenCheck::Process, &TokenCheck::Destroy,
+          new TokenCheck{token_.empty() ? "" : "Bearer " + token_, admit_}};
       grpc_server_credentials_set_auth_metadata_processor(creds, processor);
     }
     int port = grpc_server_add_http2_port(server, addr.c_str(), creds);
@@ -181,6 +188,7 @@ class CheckedServerCredentials final : public grpc::ServerCredentials {
   Pems pems_;
   bool tls_;
   std::string token_;
+  AdmitCheck admit_;
 };
 
 }  // namespace
@@ -217,13 +225,13 @@ bool SecretEquals(const std::string& a, const std::string& b) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsFiles& tls, const std::string& token) {
+    const TlsFiles& tls, const std::string& token, AdmitCheck admit) {
   Pems pems;
   if (tls.enabled()) {
     ASSIGN_OR_RETURN(pems, LoadPems(tls, /*server=*/true));
   }
   return std::shared_ptr<grpc::ServerCredentials>(
-      new CheckedServerCredentials(std::move(pems), tls.enabled(), token));
+      new CheckedServerCredentials(std::move(pems), tls.enabled(), token, std::move(admit)));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(

@@ -7,6 +7,7 @@
 // are built, so a bad or mismatched file is one error naming it, at start-up.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,8 +38,12 @@ TlsFiles ResolveClientTls(const TlsFiles& flags, const std::string& tls_dir);
 // otherwise. A non-empty `token` makes every call on this listener, of every service,
 // present "authorization: Bearer <token>" (compared in constant time) before any handler
 // runs; calls without it end UNAUTHENTICATED.
+// `admit` (may be empty) is asked next, for every call but health checks: an error ends
+// the call with that status before any handler (a follower controller answering
+// UNAVAILABLE with the leader's address).
+using AdmitCheck = std::function<absl::Status()>;
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsFiles& tls, const std::string& token);
+    const TlsFiles& tls, const std::string& token, AdmitCheck admit = nullptr);
 
 // Channel credentials: TLS when `tls.enabled()`, plaintext otherwise.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(

@@ -8,12 +8,14 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
-WorkerAgent::WorkerAgent(WorkerManager* manager, const std::string& controller_address,
+WorkerAgent::WorkerAgent(WorkerManager* manager, const std::string& controller_addresses,
                          ClientSecurity security, std::function<void(bool)> on_registered)
     : manager_(manager),
       auth_(security.auth),
       on_registered_(std::move(on_registered)),
-      stub_(v1::Controller::NewStub(MakeChannel(controller_address, security.credentials))) {}
+      controllers_(SplitAddresses(controller_addresses).value_or(
+                       std::vector<std::string>{controller_addresses}),
+                   security) {}
 
 WorkerAgent::~WorkerAgent() { Stop(); }
 
@@ -40,16 +42,16 @@ void WorkerAgent::Loop() {
     bool was_registered = registered;
     if (!registered) {
       v1::RegisterWorkerResponse resp;
-      status = stub_->RegisterWorker(&ctx, info, &resp);
+      status = controllers_.stub()->RegisterWorker(&ctx, info, &resp);
       if (status.ok()) {
         registered = true;
         if (resp.heartbeat_interval_ms() > 0) interval_ms = resp.heartbeat_interval_ms();
         Log(Level::info, "worker", {{"worker", manager_->worker_id()}},
-            "registered with the controller");
+            "registered with the controller at {}", controllers_.current());
       }
     } else {
       v1::HeartbeatResponse resp;
-      status = stub_->Heartbeat(&ctx, info, &resp);
+      status = controllers_.stub()->Heartbeat(&ctx, info, &resp);
       registered = status.ok() && !resp.reregister();
     }
     if (!status.ok() && status.error_message() != last_error) {
@@ -57,6 +59,8 @@ void WorkerAgent::Loop() {
           status.error_message());
     }
     last_error = status.ok() ? "" : status.error_message();
+    // Another controller may lead now (or this one is gone): register there next.
+    if (!status.ok() && controllers_.Follow(status)) registered = false;
     if (registered != was_registered && on_registered_) on_registered_(registered);
     absl::MutexLock lock(&mu_);
     // Retry registration sooner than the heartbeat period so a restarted controller

@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/controller_endpoints.h"
 #include "daemon/rpc_util.h"
 #include "daemon/worker_manager.h"
 #include "loadstar/v1/controller.grpc.pb.h"
@@ -23,7 +24,8 @@ class WorkerAgent {
   // `on_registered(true)` when the controller accepts the worker, `(false)` when a
   // heartbeat fails or the controller forgot it (the health service follows it); called
   // from the agent's thread, on changes only.
-  WorkerAgent(WorkerManager* manager, const std::string& controller_address,
+  // `controller_addresses`: one or more (comma-separated); the agent follows the leader.
+  WorkerAgent(WorkerManager* manager, const std::string& controller_addresses,
               ClientSecurity security, std::function<void(bool)> on_registered = nullptr);
   ~WorkerAgent();  // Stop()
   void Start();
@@ -35,7 +37,7 @@ class WorkerAgent {
   WorkerManager* const manager_;
   const TokenAuth auth_;
   const std::function<void(bool)> on_registered_;
-  std::unique_ptr<loadstar::v1::Controller::Stub> stub_;
+  ControllerEndpoints controllers_;
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

@@ -15,6 +15,7 @@
 
 #include "base/env.h"
 #include "base/status_macros.h"
+#include "daemon/controller_endpoints.h"
 #include "daemon/rpc_util.h"
 #include "deploy/cli_common.h"
 #include "deploy/cli_daemons.h"
@@ -36,7 +37,7 @@ struct ClientFlags {
 };
 
 void AddClientFlags(CLI::App* cmd, ClientFlags* f) {
-  cmd->add_option("--addr", f->addr, "controller HOST:PORT (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
+  cmd->add_option("--addr", f->addr, "controller HOST:PORT[,HOST:PORT...] (default $LOADSTAR_ADDR or 127.0.0.1:7070)");
   cmd->add_option("--token-file", f->token_file, "bearer token file (default $LOADSTAR_TOKEN_FILE)");
   AddClientTlsFlags(cmd, &f->tls);
 }
@@ -82,6 +83,11 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   daemon::TlsFiles tls = f.tls.Resolve();
   c.tls = tls.enabled();
   ASSIGN_OR_RETURN(c.credentials, daemon::MakeChannelCredentials(tls));
+  // A list of controllers (HA): talk to the one that leads. When none answers, the first
+  // call's error says so, naming the address.
+  ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c.address));
+  daemon::ControllerEndpoints endpoints(addresses, {c.credentials, c.auth});
+  c.address = endpoints.FindLeader().value_or(addresses.front());
   c.stub = v1::Controller::NewStub(daemon::MakeChannel(c.address, c.credentials));
   return c;
 }

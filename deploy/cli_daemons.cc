@@ -93,6 +93,7 @@ struct ControllerFlags {
   std::string config, addr, state, token_file;
   ServingFlags serving;
   double heartbeat_timeout = 0, heartbeat_interval = 0, lease_ttl = 0;
+  int64_t election_ttl = 0;
   bool check = false;  // --check: validate and exit
 };
 
@@ -113,6 +114,10 @@ absl::StatusOr<ControllerConfig> ResolveController(const ControllerFlags& f) {
   if (f.heartbeat_timeout > 0) c.heartbeat_timeout = f.heartbeat_timeout;
   if (f.heartbeat_interval > 0) c.heartbeat_interval = f.heartbeat_interval;
   if (f.lease_ttl > 0) c.lease_ttl = f.lease_ttl;
+  if (f.election_ttl > 0) c.election_ttl = f.election_ttl;
+  if (c.election_ttl < 2) {
+    return absl::InvalidArgumentError("--election-ttl: at least 2 seconds");
+  }
   ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }
@@ -132,6 +137,7 @@ absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(
   o.heartbeat_interval_seconds = c.heartbeat_interval;
   o.heartbeat_timeout_seconds = c.heartbeat_timeout;
   o.default_lease_ttl_seconds = c.lease_ttl;
+  o.election_ttl_seconds = c.election_ttl;
   return daemon::ControllerServer::Start(o);
 }
 
@@ -202,13 +208,15 @@ absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(
 
 void AddControllerFlags(CLI::App* cmd, ControllerFlags* f) {
   cmd->add_option("--config", f->config, "cluster YAML (SPEC 3.4)");
-  cmd->add_option("--state", f->state, "memory | sqlite:PATH");
+  cmd->add_option("--state", f->state, "memory | sqlite:PATH | etcd://HOST:PORT[,...]/PREFIX");
   cmd->add_option("--token-file", f->token_file, "require this bearer token on every RPC");
   cmd->add_option("--heartbeat-timeout", f->heartbeat_timeout,
                   "seconds without a heartbeat before a worker is lost (default 3)");
   cmd->add_option("--heartbeat-interval", f->heartbeat_interval,
                   "seconds between worker heartbeats (default 1)");
   cmd->add_option("--lease-ttl", f->lease_ttl, "default lease TTL in seconds (default 30)");
+  cmd->add_option("--election-ttl", f->election_ttl,
+                  "with --state etcd://: seconds before a dead leader is replaced (default 5)");
 }
 
 }  // namespace
@@ -238,7 +246,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   auto wf = std::make_shared<WorkerFlags>();
   CLI::App* worker = app.add_subcommand("worker", "run a worker");
   worker->add_option("--config", wf->config, "worker YAML (SPEC 3.4)");
-  worker->add_option("--controller", wf->controller, "controller address (default 127.0.0.1:7070)");
+  worker->add_option("--controller", wf->controller,
+                    "controller HOST:PORT[,HOST:PORT...]: the leader is followed (default 127.0.0.1:7070)");
   worker->add_option("--addr", wf->addr, "listen address HOST:PORT (default 127.0.0.1:0)");
   worker->add_option("--store", wf->store, "store directory (default $LOADSTAR_STORE)");
   worker->add_option("--devices", wf->devices, "auto | cuda | host:N");

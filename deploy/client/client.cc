@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/status_macros.h"
+#include "daemon/controller_endpoints.h"
 
 namespace loadstar::client {
 
@@ -30,6 +31,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   ASSIGN_OR_RETURN(c->credentials_, daemon::MakeChannelCredentials(
                                         daemon::ResolveClientTls(options.tls, options.tls_dir)));
   c->options_ = std::move(options);
+  ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c->address_));
+  daemon::ControllerEndpoints endpoints(addresses, {c->credentials_, c->auth_});
+  c->address_ = endpoints.FindLeader().value_or(addresses.front());
   c->controller_ = v1::Controller::NewStub(daemon::MakeChannel(c->address_, c->credentials_));
   return c;
 }

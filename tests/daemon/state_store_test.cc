@@ -5,6 +5,9 @@
 
 #include <functional>
 
+#include "absl/strings/str_cat.h"
+#include "daemon/etcd_state_store.h"
+#include "tests/util/etcd_server.h"
 #include "tests/util/test_util.h"
 
 namespace loadstar::daemon {
@@ -12,12 +15,32 @@ namespace {
 
 struct StoreFactory {
   std::string name;
-  std::function<std::unique_ptr<StateStore>(const std::string& dir)> open;
+  // Null with `*skip` set when the store's server is not available here.
+  std::function<std::unique_ptr<StateStore>(const std::string& dir, std::string* skip)> open;
 };
+
+// A real etcd (started once per test process); each test gets its own key prefix.
+std::unique_ptr<StateStore> OpenEtcd(const std::string&, std::string* skip) {
+  loadstar::testing::EtcdServer* etcd = loadstar::testing::EtcdServer::Shared();
+  if (!etcd->ok()) {
+    *skip = etcd->error();
+    return nullptr;
+  }
+  static int n = 0;
+  auto store = OpenStateStore(
+      absl::StrCat("etcd://", etcd->endpoint(), "/conformance-", ::getpid(), "-", ++n));
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
 
 class StateStoreConformanceTest : public ::testing::TestWithParam<StoreFactory> {
  protected:
-  void SetUp() override { store_ = GetParam().open(dir_.path()); }
+  void SetUp() override {
+    std::string skip;
+    store_ = GetParam().open(dir_.path(), &skip);
+    if (store_ == nullptr && !skip.empty()) GTEST_SKIP() << skip;
+    ASSERT_NE(store_, nullptr);
+  }
   loadstar::testing::TempDir dir_;
   std::unique_ptr<StateStore> store_;
 };
@@ -81,11 +104,13 @@ TEST_P(StateStoreConformanceTest, CommitAppliesBatchesInOrderEachAtomically) {
 INSTANTIATE_TEST_SUITE_P(
     All, StateStoreConformanceTest,
     ::testing::Values(
-        StoreFactory{"memory", [](const std::string&) { return NewMemoryStateStore(); }},
+        StoreFactory{"memory",
+                     [](const std::string&, std::string*) { return NewMemoryStateStore(); }},
         StoreFactory{"sqlite",
-                     [](const std::string& dir) {
+                     [](const std::string& dir, std::string*) {
                        return *OpenSqliteStateStore(dir + "/state.db");
-                     }}),
+                     }},
+        StoreFactory{"etcd", OpenEtcd}),
     [](const auto& info) { return info.param.name; });
 
 TEST(SqliteStateStoreTest, SurvivesReopen) {
@@ -101,7 +126,9 @@ TEST(SqliteStateStoreTest, SurvivesReopen) {
   auto s = (*store)->Load();
   ASSERT_EQ(s->deployments.size(), 1u);
   ASSERT_EQ(s->leases.size(), 1u);
-  EXPECT_FALSE(OpenStateStore("etcd://x").ok());
+  EXPECT_EQ(OpenStateStore("etcd://x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenStateStore("etcd://h:1,nope/p").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(OpenSqliteStateStore("/nonexistent/dir/s.db").status().code(),
             absl::StatusCode::kUnavailable);
 }

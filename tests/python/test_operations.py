@@ -169,3 +169,78 @@ def _status_or_none(address):
         return health(address)
     except grpc.RpcError:
         return None
+
+
+def _start_etcd(tmp_path):
+    """A one-member etcd on loopback (Debian's etcd-server); None when not installed."""
+    if not os.access("/usr/bin/etcd", os.X_OK):
+        return None, None
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(
+        ["/usr/bin/etcd", "--name", "t", "--data-dir", str(tmp_path / "etcd"),
+         "--listen-client-urls", f"http://127.0.0.1:{client}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"t=http://127.0.0.1:{peer}", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{client}/health", timeout=1) as r:
+                return b'"true"' in r.read()
+        except OSError:
+            return False
+    wait_until(healthy, 20, "etcd to start")
+    return proc, f"127.0.0.1:{client}"
+
+
+def test_the_python_client_follows_a_new_leader(tmp_path):
+    etcd, endpoint = _start_etcd(tmp_path)
+    if etcd is None:
+        pytest.skip("etcd-server is not installed (/usr/bin/etcd)")
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    store = tmp_path / "store"
+    store.mkdir()
+    log = open(tmp_path / "daemons.log", "wb")
+    procs = [subprocess.Popen(
+        [loadstar_bin(), "controller", "--addr", a, "--state", f"etcd://{endpoint}/py",
+         "--election-ttl", "2", "--heartbeat-interval", "0.2", "--heartbeat-timeout", "5"],
+        stdout=log, stderr=subprocess.STDOUT) for a in addrs]
+    procs.append(subprocess.Popen(
+        [loadstar_bin(), "worker", "--controller", ",".join(addrs), "--store", str(store),
+         "--devices", "host:1", "--device-memory", "256MiB"], stdout=log, stderr=subprocess.STDOUT))
+    try:
+        src = checkpoints.llama_fp16(str(tmp_path / "tiny"))
+        env = dict(os.environ, LOADSTAR_STORE=str(store))
+        subprocess.run([loadstar_bin(), "store", "save", src, "--name", "tiny"], check=True,
+                       env=env, capture_output=True)
+        client = loadstar.Client(",".join(addrs))
+        wait_until(lambda: any(m.name == "tiny" for w in client.workers() for m in w.info.models),
+                   30, "the worker to register and report its model")
+        client.deploy("tiny")
+        lease = client.acquire("tiny", ttl=60)
+        leader = next(i for i, a in enumerate(addrs)
+                      if health(a) == health_pb2.HealthCheckResponse.SERVING)
+        procs[leader].kill()
+        procs[leader].wait()
+        # The same client object, unchanged, renews through the new leader.
+        renewed = wait_until(lambda: _try(lambda: client.renew(lease.id)), 15,
+                             "a renewal through the new leader")
+        assert renewed.lease_id == lease.id
+        assert client.controller.target == f"controller {addrs[1 - leader]}"
+        lease.release()
+        client.close()
+    finally:
+        for p in procs + [etcd]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+def _try(call):
+    try:
+        return call()
+    except loadstar.Error:
+        return None

@@ -80,6 +80,9 @@ def _token(token, token_file):
     return token or None
 
 
+_LEADER_IS_AT = "the leader is at "  # a follower controller's answer (daemon/rpc_util.h)
+
+
 class _Service:
     """One daemon's stub with the client's metadata; turns RpcErrors into loadstar Errors."""
 
@@ -94,6 +97,55 @@ class _Service:
         except grpc.RpcError as e:
             raise errors.from_rpc(e, what, self.target) from None
 
+
+class _Controllers(_Service):
+    """The controller service over one or more addresses (HA under etcd): a call answered
+    UNAVAILABLE is sent again to the leader the answer names, or to the next address, so
+    a client (and a lease's renewal thread) follows a change of leader."""
+
+    def __init__(self, addresses, open_channel, metadata):
+        self._addresses = list(addresses)
+        self._open = open_channel
+        self._index = 0
+        self._lock = threading.Lock()
+        super().__init__(self._stub_for(self._addresses[0]), f"controller {self._addresses[0]}",
+                         metadata)
+
+    def _stub_for(self, address):
+        return controller_pb2_grpc.ControllerStub(self._open(address))
+
+    def _switch(self, err):
+        """Points at the controller to try next; False when there is none."""
+        if not isinstance(err, grpc.RpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        details = err.details() or ""
+        with self._lock:
+            at = details.rfind(_LEADER_IS_AT)
+            if at >= 0:
+                leader = details[at + len(_LEADER_IS_AT):].strip()
+                if leader not in self._addresses:
+                    self._addresses.append(leader)
+                self._index = self._addresses.index(leader)
+            elif len(self._addresses) > 1:
+                self._index = (self._index + 1) % len(self._addresses)
+            else:
+                return False
+            address = self._addresses[self._index]
+            self._stub = self._stub_for(address)
+            self.target = f"controller {address}"
+            return True
+
+    def call(self, method, request, what, timeout=CONTROL_TIMEOUT_S):
+        for _ in range(2 * len(self._addresses) + 1):
+            try:
+                return getattr(self._stub, method)(request, metadata=self._metadata,
+                                                   timeout=timeout)
+            except grpc.RpcError as e:
+                if not self._switch(e):
+                    raise errors.from_rpc(e, what, self.target) from None
+                last = e
+        raise errors.from_rpc(last, what, self.target) from None
+
     def stream(self, method, request, what):
         """Yields the messages of a server stream; a failure mid-stream raises too."""
         try:
@@ -106,7 +158,8 @@ class _Service:
 class Client:
     """A connection to a loadstar cluster.
 
-    addr: the controller, HOST:PORT (default $LOADSTAR_ADDR, else 127.0.0.1:7070).
+    addr: the controller, HOST:PORT, or several comma-separated (HA: the client follows
+    the leader) (default $LOADSTAR_ADDR, else 127.0.0.1:7070).
     token / token_file: the bearer token, or a file holding it (default
     $LOADSTAR_TOKEN_FILE); none sends no token.
     tls: True (TLS with the system's roots), {ca, cert, key} paths (a dict or an object
@@ -127,8 +180,10 @@ class Client:
         self._credentials = _tls_credentials(tls) if tls not in (None, False) else None
         self._lock = threading.Lock()
         self._channels = []
-        self.controller = _Service(controller_pb2_grpc.ControllerStub(self._channel(self.addr)),
-                                   f"controller {self.addr}", self._metadata)
+        addresses = [a.strip() for a in self.addr.split(",") if a.strip()]
+        if not addresses:
+            raise ValueError(f"addr {self.addr!r} names no controller (HOST:PORT[,HOST:PORT...])")
+        self.controller = _Controllers(addresses, self._channel, self._metadata)
         self._workers = {}
 
     def _channel(self, addr):

@@ -1,0 +1,45 @@
+// The controllers a client may dial, `--controller` / `--addr` / $LOADSTAR_ADDR as a
+// comma-separated list (SPEC §7 High availability). Under etcd one of them leads and the
+// others answer UNAVAILABLE naming it ("... the leader is at ADDR"); a client follows
+// that, or moves on to the next address when one does not answer.
+//
+// Thread safety: thread-compatible (one per client thread).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/rpc_util.h"
+#include "loadstar/v1/controller.grpc.pb.h"
+
+namespace loadstar::daemon {
+
+// "h1:7070, h2:7070" -> {"h1:7070", "h2:7070"}; INVALID_ARGUMENT when empty.
+absl::StatusOr<std::vector<std::string>> SplitAddresses(const std::string& addresses);
+
+class ControllerEndpoints {
+ public:
+  ControllerEndpoints(std::vector<std::string> addresses, ClientSecurity security);
+
+  loadstar::v1::Controller::Stub* stub();
+  const std::string& current() const { return addresses_[current_]; }
+  // After a failed call: dial the leader `status` names (added to the list when new), else
+  // the next address. False when the failure is not one another controller could fix.
+  bool Follow(const grpc::Status& status);
+
+  // The address of the controller that answers (the leader, under etcd): asks each in
+  // turn, following redirects, with a short read-only call. UNAVAILABLE naming every
+  // address tried when none answers.
+  absl::StatusOr<std::string> FindLeader();
+
+ private:
+  std::vector<std::string> addresses_;
+  size_t current_ = 0;
+  ClientSecurity security_;
+  std::map<std::string, std::unique_ptr<loadstar::v1::Controller::Stub>> stubs_;
+};
+
+}  // namespace loadstar::daemon
