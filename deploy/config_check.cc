@@ -57,7 +57,15 @@ absl::Status CheckControllerConfig(const daemon::ControllerConfig& c) {
 
 absl::Status CheckWorkerConfig(const daemon::WorkerConfig& c) {
   RETURN_IF_ERROR(CheckHostPort(c.address, "address"));
-  RETURN_IF_ERROR(CheckHostPort(c.controller, "controller"));
+  // One controller, or the comma-separated controllers of an HA set (the worker follows
+  // whichever leads).
+  size_t begin = 0;
+  while (true) {
+    size_t comma = c.controller.find(',', begin);
+    RETURN_IF_ERROR(CheckHostPort(c.controller.substr(begin, comma - begin), "controller"));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
   if (!c.metrics_address.empty()) {
     RETURN_IF_ERROR(CheckHostPort(c.metrics_address, "metrics_address"));
   }

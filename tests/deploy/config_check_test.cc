@@ -139,6 +139,15 @@ TEST_F(ConfigCheckTest, AnAddressWithoutAPortIsRefused) {
   CliResult r = RunCli({"worker", "--config", config, "--check"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("controller: 'controller.example' is not HOST:PORT"));
+
+  // Each of an HA set's controllers is checked.
+  std::string ha = Write("ha.yaml", "controller: h1:7070,h2:7070,h3:7070\n");
+  CliResult ok = RunCli({"worker", "--config", ha, "--check"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  std::string bad = Write("bad.yaml", "controller: h1:7070,h2,h3:7070\n");
+  CliResult b = RunCli({"worker", "--config", bad, "--check"});
+  EXPECT_EQ(b.exit_code, 2);
+  EXPECT_THAT(b.err, HasSubstr("controller: 'h2' is not HOST:PORT"));
 }
 
 // The examples the README points at are valid configs (their /etc/loadstar files created

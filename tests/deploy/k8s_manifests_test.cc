@@ -261,11 +261,20 @@ void CheckController(const std::string& overlay, int replicas) {
   EXPECT_EQ(ServicePort(service, "grpc"), grpc);
   EXPECT_EQ(ServicePort(service, "metrics"), metrics);
   if (auto flag = AddrFlagPort(container)) EXPECT_EQ(*flag, grpc);
-  for (const char* probe : {"startupProbe", "readinessProbe", "livenessProbe"}) {
+  // Ready = the health service says SERVING: once recovered (SQLite), only while leading
+  // (etcd: followers are NOT_SERVING, so the Service reaches the leader alone).
+  ASSERT_TRUE(container["readinessProbe"]["grpc"]) << "readiness is the gRPC health service";
+  EXPECT_EQ(container["readinessProbe"]["grpc"]["port"].as<int>(), grpc);
+  for (const char* probe : {"startupProbe", "livenessProbe"}) {
     SCOPED_TRACE(probe);
-    ASSERT_TRUE(container[probe]["grpc"]) << "probes use the gRPC health service";
-    EXPECT_EQ(container[probe]["grpc"]["port"].as<int>(), grpc);
+    const YAML::Node p = container[probe];
+    if (!p) continue;
+    ASSERT_TRUE(p["grpc"] || p["tcpSocket"]);
+    EXPECT_EQ((p["grpc"] ? p["grpc"] : p["tcpSocket"])["port"].as<int>(), grpc);
+    // A follower is alive but NOT_SERVING: a gRPC liveness probe would restart it.
+    if (replicas > 1) EXPECT_FALSE(p["grpc"]) << "followers would fail a gRPC " << probe;
   }
+  EXPECT_TRUE(container["livenessProbe"]);
   ExpectScrapeAnnotations(pod, metrics);
   EXPECT_EQ(YAML::Node(service["spec"]["selector"])["app.kubernetes.io/name"].as<std::string>(),
             pod["metadata"]["labels"]["app.kubernetes.io/name"].as<std::string>());
@@ -282,6 +291,10 @@ void CheckController(const std::string& overlay, int replicas) {
 
 TEST(K8sManifestsTest, SqliteControllerAgreesWithItsConfig) {
   CheckController("sqlite", 1);
+  // The one controller's health is the health service itself, start-up (recovery) included.
+  const YAML::Node c =
+      Find(Objects("sqlite"), "Deployment", "loadstar-controller")["spec"]["template"]["spec"]["containers"][0];
+  EXPECT_TRUE(c["startupProbe"]["grpc"] && c["livenessProbe"]["grpc"]);
   std::vector<YAML::Node> objects = Objects("sqlite");
   DaemonConfig config = ConfigIn(objects, "loadstar-controller-config", "controller.yaml");
   YAML::Node deployment = Find(objects, "Deployment", "loadstar-controller");
@@ -334,8 +347,13 @@ TEST(K8sManifestsTest, EtcdControllersAgreeWithTheirConfig) {
     EXPECT_THAT(command, HasSubstr(fmt::format("loadstar-etcd-{0}=http://loadstar-etcd-{0}.loadstar-etcd:", i)));
   }
 
-  // --check accepts the config once the parser knows etcd:// (issue 10, being
-  // implemented); until then the refusal must be about `state:` and nothing else.
+  // Only the leader is Ready: a rollout that waited for Ready new pods would never end.
+  YAML::Node deployment = Find(objects, "Deployment", "loadstar-controller");
+  EXPECT_EQ(deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as<std::string>(""),
+            "100%");
+
+  // --check accepts the config where the parser knows etcd:// (the etcd state store); a
+  // tree without it refuses `state:` and nothing else.
   TempDir dir;
   CliResult r = CheckAsMounted("controller", config, dir);
   if (r.exit_code != 0 && r.err.find("state:") != std::string::npos &&
