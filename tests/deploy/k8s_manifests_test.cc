@@ -63,7 +63,7 @@ std::vector<fs::path> YamlFiles(const fs::path& dir, bool recursive) {
 // excluded (what `kubectl apply -k` would send, without kustomize's label additions).
 std::vector<YAML::Node> Objects(const std::string& overlay) {
   std::vector<YAML::Node> objects;
-  for (const std::string dir : {std::string("base"), overlay}) {
+  for (const std::string& dir : {std::string("base"), overlay}) {
     for (const fs::path& f : YamlFiles(kK8s / dir, false)) {
       if (f.filename() == "kustomization.yaml") continue;
       for (const YAML::Node& doc : YAML::LoadAllFromFile(f.string())) {
@@ -214,7 +214,9 @@ TEST(K8sManifestsTest, EachKustomizationListsTheFilesBesideIt) {
       EXPECT_TRUE(fs::exists(kK8s / dir / res)) << res;
       if (res.find('/') == std::string::npos) listed.insert(res);
     }
-    if (dir != "base") EXPECT_EQ(k["resources"][0].as<std::string>(), "../base");
+    if (dir != "base") {
+      EXPECT_EQ(k["resources"][0].as<std::string>(), "../base");
+    }
     for (const fs::path& f : YamlFiles(kK8s / dir, false)) {
       if (f.filename() == "kustomization.yaml") continue;
       EXPECT_TRUE(listed.count(f.filename().string())) << f << " is not in the kustomization";
@@ -260,7 +262,9 @@ void CheckController(const std::string& overlay, int replicas) {
   EXPECT_EQ(ContainerPort(container, "metrics"), metrics);
   EXPECT_EQ(ServicePort(service, "grpc"), grpc);
   EXPECT_EQ(ServicePort(service, "metrics"), metrics);
-  if (auto flag = AddrFlagPort(container)) EXPECT_EQ(*flag, grpc);
+  if (auto flag = AddrFlagPort(container)) {
+    EXPECT_EQ(*flag, grpc);
+  }
   // Ready = the health service says SERVING: once recovered (SQLite), only while leading
   // (etcd: followers are NOT_SERVING, so the Service reaches the leader alone).
   ASSERT_TRUE(container["readinessProbe"]["grpc"]) << "readiness is the gRPC health service";
@@ -272,7 +276,9 @@ void CheckController(const std::string& overlay, int replicas) {
     ASSERT_TRUE(p["grpc"] || p["tcpSocket"]);
     EXPECT_EQ((p["grpc"] ? p["grpc"] : p["tcpSocket"])["port"].as<int>(), grpc);
     // A follower is alive but NOT_SERVING: a gRPC liveness probe would restart it.
-    if (replicas > 1) EXPECT_FALSE(p["grpc"]) << "followers would fail a gRPC " << probe;
+    if (replicas > 1) {
+      EXPECT_FALSE(p["grpc"]) << "followers would fail a gRPC " << probe;
+    }
   }
   EXPECT_TRUE(container["livenessProbe"]);
   ExpectScrapeAnnotations(pod, metrics);
