@@ -18,6 +18,7 @@
 #include "daemon/rpc_util.h"
 #include "daemon/servers.h"
 #include "deploy/cli_common.h"
+#include "deploy/config_check.h"
 #include "deploy/tls_dir.h"
 
 namespace loadstar::cli {
@@ -93,6 +94,7 @@ struct ControllerFlags {
   ServingFlags serving;
   double heartbeat_timeout = 0, heartbeat_interval = 0, lease_ttl = 0;
   int64_t election_ttl = 0;
+  bool check = false;  // --check: validate and exit
 };
 
 absl::StatusOr<ControllerConfig> ResolveController(const ControllerFlags& f) {
@@ -143,6 +145,7 @@ struct WorkerFlags {
   std::string config, controller, addr, store, devices, id, token_file;
   ServingFlags serving;
   std::string host_cache_bytes, device_memory, max_read_bandwidth;
+  bool check = false;  // --check: validate and exit
 };
 
 absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
@@ -224,9 +227,12 @@ void RegisterDaemonCommands(CLI::App& app) {
   AddControllerFlags(controller, cf.get());
   AddServingFlags(controller, &cf->serving);
   controller->add_option("--addr", cf->addr, "listen address HOST:PORT (default 127.0.0.1:7070)");
+  controller->add_flag("--check", cf->check,
+                       "validate the config and the files it names, print 'config OK', exit");
   controller->callback([cf] {
     Run([&]() -> absl::Status {
       ASSIGN_OR_RETURN(ControllerConfig c, ResolveController(*cf));
+      if (cf->check) return ReportCheck(cf->config, CheckControllerConfig(c));
       BlockShutdownSignals();
       ASSIGN_OR_RETURN(auto metrics, StartMetrics(c.metrics_address));
       ASSIGN_OR_RETURN(auto server, StartController(c, metrics.get()));
@@ -252,9 +258,12 @@ void RegisterDaemonCommands(CLI::App& app) {
                      "cap store reads, bytes per second (e.g. 200MB)");
   worker->add_option("--token-file", wf->token_file, "bearer token for the controller and clients");
   AddServingFlags(worker, &wf->serving);
+  worker->add_flag("--check", wf->check,
+                   "validate the config and the files it names, print 'config OK', exit");
   worker->callback([wf] {
     Run([&]() -> absl::Status {
       ASSIGN_OR_RETURN(WorkerConfig c, ResolveWorker(*wf));
+      if (wf->check) return ReportCheck(wf->config, CheckWorkerConfig(c));
       BlockShutdownSignals();
       ASSIGN_OR_RETURN(auto metrics, StartMetrics(c.metrics_address));
       ASSIGN_OR_RETURN(auto server,
