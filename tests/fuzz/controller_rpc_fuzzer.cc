@@ -97,6 +97,7 @@ const google::protobuf::ServiceDescriptor& Service() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::QuietLogs();
   Cluster cluster;
   fuzz::CheckEveryMethodServed(cluster.server->channel(), Service(), kDeadline);
   return 0;
@@ -106,11 +107,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<fuzz::RpcStep> steps = fuzz::ParseSteps(Service(), data, size);
   if (steps.empty()) return 0;
   Cluster cluster;
-  fuzz::IdCarrier ids;
-  for (const fuzz::RpcStep& step : steps) {
-    fuzz::RpcResult r =
-        fuzz::CallRaw(cluster.server->channel(), *step.method, ids.Apply(step), kDeadline);
-    ids.Remember(*step.method, r);
-  }
+  fuzz::RunSteps(cluster.server->channel(), steps, kDeadline);
   return 0;
 }

@@ -4,6 +4,8 @@
 #include <cstdlib>
 
 #include <google/protobuf/message.h>
+#include <google/protobuf/stubs/logging.h>
+#include <spdlog/spdlog.h>
 #include <grpcpp/generic/generic_stub.h>
 
 #include "daemon/rpc_util.h"
@@ -166,6 +168,27 @@ void CheckEveryMethodServed(const std::shared_ptr<grpc::Channel>& channel,
       std::abort();
     }
   }
+}
+
+void RunSteps(const std::shared_ptr<grpc::Channel>& channel, const std::vector<RpcStep>& steps,
+              std::chrono::milliseconds deadline) {
+  static const bool trace = std::getenv("LOADSTAR_FUZZ_TRACE") != nullptr;
+  IdCarrier ids;
+  for (const RpcStep& step : steps) {
+    RpcResult r = CallRaw(channel, *step.method, ids.Apply(step), deadline);
+    if (trace) {
+      std::fprintf(stderr, "%s: %d %s (%zu responses)\n", step.method->name().c_str(),
+                   static_cast<int>(r.status.error_code()), r.status.error_message().c_str(),
+                   r.responses.size());
+    }
+    ids.Remember(*step.method, r);
+  }
+}
+
+void QuietLogs() {
+  if (std::getenv("LOADSTAR_FUZZ_TRACE") != nullptr) return;  // tracing wants the logs too
+  spdlog::set_level(spdlog::level::off);
+  pb::SetLogHandler([](pb::LogLevel, const char*, int, const std::string&) {});
 }
 
 void IdCarrier::Remember(const pb::MethodDescriptor& method, const RpcResult& result) {

@@ -86,6 +86,15 @@ void CheckEveryMethodServed(const std::shared_ptr<grpc::Channel>& channel,
                             const google::protobuf::ServiceDescriptor& service,
                             std::chrono::milliseconds deadline);
 
+// Runs `steps` in order on `channel`, each with `deadline`, carrying ids between them
+// (kCarryIds). With LOADSTAR_FUZZ_TRACE set, prints each call's method, status and
+// response count to stderr (to check that a seed reaches what it means to).
+void RunSteps(const std::shared_ptr<grpc::Channel>& channel, const std::vector<RpcStep>& steps,
+              std::chrono::milliseconds deadline);
+
+// Silences the daemon's and protobuf's logs (every rejected request would print one).
+void QuietLogs();
+
 // The "*_id" values responses carried, for kCarryIds.
 class IdCarrier {
  public:

@@ -90,6 +90,7 @@ const google::protobuf::ServiceDescriptor& Service() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::QuietLogs();
   Server s;
   fuzz::CheckEveryMethodServed(s.server.channel(), Service(), kDeadline);
   return 0;
@@ -99,10 +100,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<fuzz::RpcStep> steps = fuzz::ParseSteps(Service(), data, size);
   if (steps.empty()) return 0;
   Server s;
-  fuzz::IdCarrier ids;
-  for (const fuzz::RpcStep& step : steps) {
-    fuzz::RpcResult r = fuzz::CallRaw(s.server.channel(), *step.method, ids.Apply(step), kDeadline);
-    ids.Remember(*step.method, r);
-  }
+  fuzz::RunSteps(s.server.channel(), steps, kDeadline);
   return 0;
 }

@@ -166,14 +166,17 @@ std::vector<Seed> WorkerSeeds() {
        EncodeStep(w, "LoadInstance", Load("q", "nf4", {1})) + EncodeStep(w, "Probe", probe) +
            EncodeStep(w, "ReadTensor", Read("q", "model.layers.0.mlp.up_proj.weight.absmax", 0, 0)) +
            EncodeStep(w, "GetInstance", Instance("q"))});
-  v1::LoadInstanceRequest int8 = Load("t", "int8", {0, 1}, 2);
-  int8.mutable_spec()->set_device_map("tensor_parallel");
-  int8.mutable_spec()->set_torch_dtype("bfloat16");
   probe.set_instance_id("t");
-  seeds.push_back({"int8-tp.bin", EncodeStep(w, "LoadInstance", int8) +
-                                      EncodeStep(w, "Probe", probe) +
-                                      EncodeStep(w, "ReadTensor", Read("t", "lm_head.weight", 0, 64)) +
-                                      EncodeStep(w, "UnloadInstance", Instance("t"))});
+  seeds.push_back({"int8.bin", EncodeStep(w, "LoadInstance", Load("t", "int8", {0})) +
+                                   EncodeStep(w, "Probe", probe) +
+                                   EncodeStep(w, "ReadTensor",
+                                              Read("t", "model.layers.0.mlp.up_proj.SCB", 4, 64)) +
+                                   EncodeStep(w, "UnloadInstance", Instance("t"))});
+  v1::LoadInstanceRequest tp = Load("p", "", {0, 1}, 2);
+  tp.mutable_spec()->set_device_map("tensor_parallel");
+  seeds.push_back({"tensor-parallel.bin",
+                   EncodeStep(w, "LoadInstance", tp) + EncodeStep(w, "GetInstance", Instance("p")) +
+                       EncodeStep(w, "ReadTensor", Read("p", "lm_head.weight", 0, 64))});
   seeds.push_back({"cache.bin", EncodeStep(w, "Prefetch", Model("tiny")) +
                                     EncodeStep(w, "ListModels", v1::ListModelsRequest()) +
                                     EncodeStep(w, "Evict", Model("tiny")) +
