@@ -1,5 +1,9 @@
 #include "daemon/lease_table.h"
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "absl/random/random.h"
@@ -14,10 +18,25 @@ std::string RandomId(const std::string& prefix) {
                      absl::Uniform<uint64_t>(*gen));
 }
 
+namespace {
+
+// now + ttl, saturating: a TTL comes from the client (AcquireRequest.ttl_seconds), and
+// converting 1e193 s to int64 ms was undefined (found by controller_rpc_fuzzer). NaN
+// expires at once; an expiry past int64 never comes.
+int64_t ExpiryMs(int64_t now_ms, double ttl_seconds) {
+  if (std::isnan(ttl_seconds)) return now_ms;
+  const double expiry = static_cast<double>(now_ms) + ttl_seconds * 1000;
+  if (expiry >= 9.2e18) return std::numeric_limits<int64_t>::max();
+  if (expiry <= -9.2e18) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(expiry);
+}
+
+}  // namespace
+
 LeaseRecord LeaseTable::Create(const std::string& deployment, const std::string& instance_id,
                                double ttl_seconds, int64_t now_ms) {
   LeaseRecord lease{RandomId("lease-"), deployment, instance_id,
-                    now_ms + static_cast<int64_t>(ttl_seconds * 1000), ttl_seconds};
+                    ExpiryMs(now_ms, ttl_seconds), ttl_seconds};
   leases_[lease.lease_id] = lease;
   return lease;
 }
@@ -27,7 +46,7 @@ absl::StatusOr<LeaseRecord> LeaseTable::Renew(const std::string& lease_id, int64
   if (it == leases_.end() || it->second.expires_unix_ms <= now_ms) {
     return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
   }
-  it->second.expires_unix_ms = now_ms + static_cast<int64_t>(it->second.ttl_seconds * 1000);
+  it->second.expires_unix_ms = ExpiryMs(now_ms, it->second.ttl_seconds);
   return it->second;
 }
 
