@@ -40,8 +40,9 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
     for (const auto& entry : dm) {
       std::string prefix = entry.first.Scalar();
       int64_t gpu;
+      // Range-checked before the uint32 cast: 4294967296 must not become GPU 0.
       if (!entry.second.IsScalar() || !YAML::convert<int64_t>::decode(entry.second, gpu) ||
-          gpu < 0) {
+          gpu < 0 || gpu > UINT32_MAX) {
         return Invalid(m.PathOf("device_map") + "." + prefix, "expected a GPU index");
       }
       c->layer_map[prefix] = static_cast<uint32_t>(gpu);
@@ -61,7 +62,7 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
       std::string key = entry.first.Scalar();
       std::string path = m.PathOf("max_memory") + "." + key;
       int64_t gpu;
-      if (!YAML::convert<int64_t>::decode(entry.first, gpu) || gpu < 0) {
+      if (!YAML::convert<int64_t>::decode(entry.first, gpu) || gpu < 0 || gpu > UINT32_MAX) {
         return Invalid(path, "key is not a GPU index");
       }
       if (!entry.second.IsScalar()) return Invalid(path, "expected a size like 20GiB");

@@ -127,6 +127,19 @@ TEST(DeploymentConfigTest, ByteSizes) {
   EXPECT_EQ(*ParseByteSize(std::string(1 << 20, '0') + "1KiB", "k"), 1024ull);
 }
 
+TEST(DeploymentConfigTest, GpuIndicesPastUint32AreRejected) {
+  // Cast to uint32 unchecked, 4294967296 became GPU 0 and passed the num_gpus check.
+  EXPECT_EQ(ParseDeploymentConfig("model: m\nnum_gpus: 2\n"
+                                  "backend_config: {device_map: {model.layers.0: 4294967296}}\n")
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseDeploymentConfig("model: m\nbackend_config: {max_memory: {4294967296: 1GiB}}\n")
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DeploymentConfigTest, RejectsInvalidUtf8) {
   // Fuzzer finding: a non-UTF-8 quantization_config value made the error message's JSON
   // dump throw (terminate) instead of returning INVALID_ARGUMENT.
