@@ -31,7 +31,8 @@ using namespace loadstar;
 constexpr std::chrono::milliseconds kDeadline{300};
 
 // The store and loader outlive all inputs (building the store per input would dominate);
-// a worker's instances do not: each input gets its own WorkerManager.
+// a worker's instances do not: each input gets its own WorkerManager. What Prefetch put
+// in the host cache does carry over, so a cache-dependent finding may need two inputs.
 struct Worker {
   testing::TempDir dir;
   std::unique_ptr<daemon::PipelineInstanceLoader> loader;
