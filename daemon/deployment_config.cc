@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <charconv>
 #include <cmath>
-#include <regex>
 
 #include "nlohmann/json.hpp"
 
@@ -40,8 +40,9 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
     for (const auto& entry : dm) {
       std::string prefix = entry.first.Scalar();
       int64_t gpu;
+      // Range-checked before the uint32 cast: 4294967296 must not become GPU 0.
       if (!entry.second.IsScalar() || !YAML::convert<int64_t>::decode(entry.second, gpu) ||
-          gpu < 0) {
+          gpu < 0 || gpu > UINT32_MAX) {
         return Invalid(m.PathOf("device_map") + "." + prefix, "expected a GPU index");
       }
       c->layer_map[prefix] = static_cast<uint32_t>(gpu);
@@ -61,7 +62,7 @@ absl::Status ParseBackendConfig(const YAML::Node& node, DeploymentConfig* c,
       std::string key = entry.first.Scalar();
       std::string path = m.PathOf("max_memory") + "." + key;
       int64_t gpu;
-      if (!YAML::convert<int64_t>::decode(entry.first, gpu) || gpu < 0) {
+      if (!YAML::convert<int64_t>::decode(entry.first, gpu) || gpu < 0 || gpu > UINT32_MAX) {
         return Invalid(path, "key is not a GPU index");
       }
       if (!entry.second.IsScalar()) return Invalid(path, "expected a size like 20GiB");
@@ -113,22 +114,51 @@ std::string ConfigDigest(std::string_view normalized_yaml) {
 }
 
 absl::StatusOr<uint64_t> ParseByteSize(std::string_view text, std::string_view key) {
-  static const std::regex kSize(R"(^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$)",
-                                std::regex::icase);
-  std::string s(text);
-  std::smatch match;
-  if (!std::regex_match(s, match, kSize)) {
+  // By hand, not std::regex: libstdc++'s regex recurses once per character, so a long
+  // size string in a Deploy request overflowed the controller's stack (found by
+  // deployment_config_fuzzer). Grammar: spaces, digits[.digits], spaces,
+  // [K|M|G|T][i][B] or B (any case), spaces.
+  const std::string s(text);
+  auto invalid = [&] {
     return absl::InvalidArgumentError(
         fmt::format("{}: '{}' is not a size like 20GiB or 512MB", key, s));
+  };
+  auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t i = 0;
+  while (i < s.size() && is_space(s[i])) ++i;
+  const size_t number_start = i;
+  while (i < s.size() && is_digit(s[i])) ++i;
+  if (i == number_start) return invalid();
+  if (i < s.size() && s[i] == '.') {
+    const size_t fraction_start = ++i;
+    while (i < s.size() && is_digit(s[i])) ++i;
+    if (i == fraction_start) return invalid();
   }
-  double value = std::stod(match[1].str());
-  std::string unit = match[2].str();
-  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  const size_t number_end = i;
+  while (i < s.size() && is_space(s[i])) ++i;
+  std::string unit;
+  while (i < s.size() && !is_space(s[i])) {
+    unit += static_cast<char>(std::toupper(static_cast<unsigned char>(s[i++])));
+  }
+  while (i < s.size() && is_space(s[i])) ++i;
+  if (i != s.size()) return invalid();
   double scale = 1;
   if (!unit.empty() && unit != "B") {
-    bool binary = unit.size() >= 2 && unit[1] == 'I';
-    int power = std::string("KMGT").find(unit[0]) + 1;
-    scale = std::pow(binary ? 1024.0 : 1000.0, power);
+    const size_t power = std::string_view("KMGT").find(unit[0]);
+    std::string_view rest = std::string_view(unit).substr(1);
+    const bool binary = !rest.empty() && rest[0] == 'I';
+    if (binary) rest.remove_prefix(1);
+    if (power == std::string_view::npos || !(rest.empty() || rest == "B")) return invalid();
+    scale = std::pow(binary ? 1024.0 : 1000.0, static_cast<double>(power + 1));
+  }
+  // from_chars, not stod: stod throws on a number past DBL_MAX (a few hundred digits).
+  double value = 0;
+  const auto parsed = std::from_chars(s.data() + number_start, s.data() + number_end, value);
+  // Past 2^64 the cast would be undefined; no memory or bandwidth is that large.
+  if (parsed.ec != std::errc() || !(value * scale < 18446744073709551616.0)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: '{}' is too large (at most 2^64 - 1 bytes)", key, s));
   }
   return static_cast<uint64_t>(value * scale);
 }

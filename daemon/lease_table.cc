@@ -1,5 +1,9 @@
 #include "daemon/lease_table.h"
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
 #include <fmt/format.h>
 
 #include "absl/random/random.h"
@@ -14,10 +18,25 @@ std::string RandomId(const std::string& prefix) {
                      absl::Uniform<uint64_t>(*gen));
 }
 
+namespace {
+
+// now + ttl, saturating: a TTL comes from the client (AcquireRequest.ttl_seconds), and
+// converting 1e193 s to int64 ms was undefined (found by controller_rpc_fuzzer). NaN
+// expires at once; an expiry past int64 never comes.
+int64_t ExpiryMs(int64_t now_ms, double ttl_seconds) {
+  if (std::isnan(ttl_seconds)) return now_ms;
+  const double expiry = static_cast<double>(now_ms) + ttl_seconds * 1000;
+  if (expiry >= 9.2e18) return std::numeric_limits<int64_t>::max();
+  if (expiry <= -9.2e18) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(expiry);
+}
+
+}  // namespace
+
 LeaseRecord LeaseTable::Make(const std::string& deployment, const std::string& instance_id,
                              double ttl_seconds, int64_t now_ms) {
-  return LeaseRecord{RandomId("lease-"), deployment, instance_id,
-                     now_ms + static_cast<int64_t>(ttl_seconds * 1000), ttl_seconds};
+  return LeaseRecord{RandomId("lease-"), deployment, instance_id, ExpiryMs(now_ms, ttl_seconds),
+                     ttl_seconds};
 }
 
 const LeaseRecord* LeaseTable::Find(const std::string& lease_id) const {
@@ -32,7 +51,7 @@ absl::StatusOr<LeaseRecord> LeaseTable::Renewed(const std::string& lease_id,
     return absl::NotFoundError(fmt::format("lease {} is unknown or expired", lease_id));
   }
   LeaseRecord lease = it->second;
-  lease.expires_unix_ms = now_ms + static_cast<int64_t>(lease.ttl_seconds * 1000);
+  lease.expires_unix_ms = ExpiryMs(now_ms, lease.ttl_seconds);
   return lease;
 }
 

@@ -1,5 +1,8 @@
 #include "daemon/yaml_fields.h"
 
+#include <algorithm>
+#include <string_view>
+
 #include <fmt/format.h>
 
 #include "daemon/deployment_config.h"
@@ -14,6 +17,40 @@ std::string Scalar(const YAML::Node& node) {
 absl::Status TypeError(const std::string& path, const char* expected, const YAML::Node& node) {
   return absl::InvalidArgumentError(
       fmt::format("{}: expected {}, got '{}'", path, expected, Scalar(node)));
+}
+
+// Offset of the first byte that does not belong to a well-formed UTF-8 sequence (no
+// overlongs, surrogates or code points past U+10FFFF), or npos.
+size_t FirstInvalidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
 }
 
 }  // namespace
@@ -70,6 +107,15 @@ void JsonToYaml(const nlohmann::json& value, YAML::Emitter& out) {
 }
 
 absl::StatusOr<YAML::Node> LoadYaml(const std::string& text) {
+  // YAML is Unicode text; refusing other bytes here keeps them out of every string a
+  // config carries on (error messages dumped as JSON, protobuf string fields).
+  if (size_t bad = FirstInvalidUtf8(text); bad != std::string::npos) {
+    const size_t line_start = text.rfind('\n', bad);
+    const size_t line = std::count(text.begin(), text.begin() + bad, '\n') + 1;
+    const size_t column = bad - (line_start == std::string::npos ? 0 : line_start + 1) + 1;
+    return absl::InvalidArgumentError(
+        fmt::format("invalid YAML at line {}, column {}: not UTF-8", line, column));
+  }
   try {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {

@@ -7,6 +7,10 @@
 
 #include "quant/cpu_kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace loadstar {
 namespace quant {
 namespace internal {
@@ -134,20 +138,25 @@ std::string_view IsaName(Isa isa) {
   return "unknown";
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+namespace {
+// F16C straight from CPUID (leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does
+// not accept "f16c" (scripts/fuzz builds with clang), gcc's does; both ship <cpuid.h>.
+// The OS-enabled-YMM check F16C's 256-bit forms need is part of the "avx2" test beside it.
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+}  // namespace
+#endif
+
 bool IsaSupported(Isa isa) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   switch (isa) {
     case Isa::kGeneric:
       return true;
     case Isa::kAvx2:
-#if defined(__clang__)
-      // clang's __builtin_cpu_supports does not know "f16c" (the fuzz build uses clang);
-      // every CPU with AVX2 and FMA has F16C.
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
-#endif
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");

@@ -19,10 +19,17 @@ absl::Status KeyError(std::string_view path, std::string_view key, const std::st
 
 std::string JsonType(const nlohmann::json& v) { return v.type_name(); }
 
+// A value for an error message. Configs also arrive as YAML turned into JSON
+// (daemon/yaml_fields.h), whose strings nobody checked for UTF-8: plain dump() throws on
+// bad UTF-8, so replace it instead.
+std::string Dump(const nlohmann::json& v) {
+  return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 absl::StatusOr<bool> GetBool(std::string_view path, std::string_view key,
                              const nlohmann::json& v) {
   if (!v.is_boolean()) {
-    return KeyError(path, key, fmt::format("expected a boolean, got {} {}", JsonType(v), v.dump()));
+    return KeyError(path, key, fmt::format("expected a boolean, got {} {}", JsonType(v), Dump(v)));
   }
   return v.get<bool>();
 }
@@ -30,7 +37,7 @@ absl::StatusOr<bool> GetBool(std::string_view path, std::string_view key,
 absl::StatusOr<std::string> GetString(std::string_view path, std::string_view key,
                                       const nlohmann::json& v) {
   if (!v.is_string()) {
-    return KeyError(path, key, fmt::format("expected a string, got {} {}", JsonType(v), v.dump()));
+    return KeyError(path, key, fmt::format("expected a string, got {} {}", JsonType(v), Dump(v)));
   }
   return v.get<std::string>();
 }
@@ -159,7 +166,7 @@ absl::StatusOr<QuantConfig> ParseQuantizationConfig(const nlohmann::json& config
       out.compute_dtype = *d;
     } else if (key == "bnb_4bit_blocksize") {
       if (!v.is_number_integer()) {
-        return KeyError(path, key, fmt::format("expected an integer, got {}", v.dump()));
+        return KeyError(path, key, fmt::format("expected an integer, got {}", Dump(v)));
       }
       const int64_t bs = v.get<int64_t>();
       if (absl::Status s = CheckBlocksize(bs, fmt::format("{}.{}", path, key)); !s.ok()) return s;
@@ -167,23 +174,23 @@ absl::StatusOr<QuantConfig> ParseQuantizationConfig(const nlohmann::json& config
       blocksize_set = true;
     } else if (key == "llm_int8_threshold") {
       if (!v.is_number()) {
-        return KeyError(path, key, fmt::format("expected a number, got {}", v.dump()));
+        return KeyError(path, key, fmt::format("expected a number, got {}", Dump(v)));
       }
       const double t = v.get<double>();
       if (!(t >= 0.0) || !std::isfinite(t)) {
-        return KeyError(path, key, fmt::format("must be a finite number >= 0, got {}", v.dump()));
+        return KeyError(path, key, fmt::format("must be a finite number >= 0, got {}", Dump(v)));
       }
       out.llm_int8_threshold = static_cast<float>(t);
     } else if (key == "llm_int8_skip_modules") {
       if (v.is_null()) continue;  // HF writes null for "use the default"
       if (!v.is_array()) {
-        return KeyError(path, key, fmt::format("expected a list of module names, got {}", v.dump()));
+        return KeyError(path, key, fmt::format("expected a list of module names, got {}", Dump(v)));
       }
       out.skip_modules.clear();
       for (size_t i = 0; i < v.size(); ++i) {
         if (!v[i].is_string()) {
           return KeyError(path, fmt::format("{}[{}]", key, i),
-                          fmt::format("expected a string, got {}", v[i].dump()));
+                          fmt::format("expected a string, got {}", Dump(v[i])));
         }
         out.skip_modules.push_back(v[i].get<std::string>());
       }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <limits>
 #include <cstring>
 #include <string>
@@ -50,6 +51,9 @@ absl::StatusOr<const NamedTensor*> Require(const TensorLookup& lookup, const std
   }
   return t;
 }
+
+// Most elements a parsed 4-bit weight may have: 2^62 leaves room for (n + blocksize - 1).
+constexpr int64_t kMaxElements = int64_t{1} << 62;
 
 template <typename T>
 std::vector<T> Values(const NamedTensor& t) {
@@ -176,17 +180,35 @@ absl::StatusOr<Quantized4bit> Parse4bit(std::string_view weight_name,
   if (!j.contains("blocksize") || !j["blocksize"].is_number_integer()) return bad("no blocksize");
   if (!j.contains("dtype") || !j["dtype"].is_string()) return bad("no dtype");
   if (!j.contains("shape") || !j["shape"].is_array()) return bad("no shape");
+  // get<int>() of 4294967360 would silently read 64: range-check the 64-bit value first.
+  const int64_t blocksize = j["blocksize"].get<int64_t>();
+  if (j["blocksize"].is_number_unsigned() && j["blocksize"].get<uint64_t>() > INT64_MAX) {
+    return bad("blocksize out of range");
+  }
+  if (blocksize < std::numeric_limits<int>::min() || blocksize > std::numeric_limits<int>::max()) {
+    return bad(fmt::format("blocksize {} out of range", blocksize));
+  }
   Quantized4bit q;
   q.spec.type = type;
-  q.spec.blocksize = j["blocksize"].get<int>();
+  q.spec.blocksize = static_cast<int>(blocksize);
   if (absl::Status s = CheckBlocksize(q.spec.blocksize, w + ".quant_state.blocksize"); !s.ok()) {
     return s;
   }
   const std::optional<DType> dtype = ParseTorchDType(j["dtype"].get<std::string>());
   if (!dtype) return bad("unknown dtype " + j["dtype"].dump());
   q.dtype = *dtype;
+  // The element count must fit int64 with room for rounding up to whole blocks; an
+  // overflowing product was undefined behaviour (found by quant_state_fuzzer).
+  int64_t elements = 1;
   for (const auto& d : j["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0) return bad("bad shape");
+    if (!d.is_number_integer() || d.get<int64_t>() < 0 ||
+        (d.is_number_unsigned() && d.get<uint64_t>() > INT64_MAX)) {
+      return bad("bad shape");
+    }
+    if (__builtin_mul_overflow(elements, d.get<int64_t>(), &elements) ||
+        elements > kMaxElements) {
+      return bad(fmt::format("shape {} has too many elements", j["shape"].dump()));
+    }
     q.shape.push_back(d.get<int64_t>());
   }
   q.spec.double_quant = j.contains("nested_offset");
@@ -216,7 +238,11 @@ absl::StatusOr<Quantized4bit> Parse4bit(std::string_view weight_name,
                                                   QuantTypeName(type)));
   }
   if (q.spec.double_quant) {
-    if (j.value("nested_blocksize", 0) != kNestedBlocksize) return bad("nested_blocksize must be 256");
+    // Not j.value(): it throws when the key holds a non-number (found by the fuzzer).
+    if (!j.contains("nested_blocksize") || !j["nested_blocksize"].is_number_integer() ||
+        j["nested_blocksize"].get<int64_t>() != kNestedBlocksize) {
+      return bad("nested_blocksize must be 256");
+    }
     if (!j["nested_offset"].is_number()) return bad("nested_offset is not a number");
     q.nested.offset = static_cast<float>(j["nested_offset"].get<double>());
     q.nested.codes = (*absmax)->data;

@@ -1,5 +1,7 @@
 #include "store/prequant_info.h"
 
+#include <cstdint>
+
 #include <fmt/format.h>
 
 #include "base/status_macros.h"
@@ -58,6 +60,10 @@ std::string SerializePrequantInfo(const PrequantInfo& info) {
   return nlohmann::json({{"format", info.format}, {"tensors", tensors}}).dump(1);
 }
 
+namespace {
+constexpr int64_t kMaxLinearDim = int64_t{1} << 32;
+}  // namespace
+
 absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::string_view source) {
   ASSIGN_OR_RETURN(nlohmann::json root, ParseJsonStrict(text, source));
   auto invalid = [&](const std::string& what) {
@@ -86,19 +92,29 @@ absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::strin
       auto bad = [&](const std::string& what) {
         return invalid(fmt::format("linear \"{}\": {}", name, what));
       };
+      // Bounded before narrowing or multiplying: bits 2^32+4 read as int was 4, and
+      // in * bits overflowed (found by prequant_info_fuzzer). No layer is 2^32 wide.
       for (const char* key : {"bits", "in", "out", "group_size"}) {
         if (!e.is_object() || !e.contains(key) || !e[key].is_number_integer() ||
-            e[key].get<int64_t>() <= 0) {
-          return bad(fmt::format("\"{}\" must be a positive integer", key));
+            e[key].get<int64_t>() <= 0 ||
+            (e[key].is_number_unsigned() && e[key].get<uint64_t>() > kMaxLinearDim) ||
+            e[key].get<int64_t>() > kMaxLinearDim) {
+          return bad(fmt::format("\"{}\" must be an integer in 1..2^32", key));
+        }
+      }
+      // Not e.value(): it throws when the key holds a non-boolean.
+      for (const char* key : {"g_idx", "v2"}) {
+        if (e.contains(key) && !e[key].is_boolean()) {
+          return bad(fmt::format("\"{}\" must be true or false", key));
         }
       }
       PrequantLinear l;
-      l.bits = e["bits"].get<int>();
+      l.bits = static_cast<int>(e["bits"].get<int64_t>());
       l.in = e["in"].get<int64_t>();
       l.out = e["out"].get<int64_t>();
       l.group_size = e["group_size"].get<int64_t>();
-      l.g_idx = e.value("g_idx", false);
-      l.v2 = e.value("v2", false);
+      l.g_idx = e.contains("g_idx") && e["g_idx"].get<bool>();
+      l.v2 = e.contains("v2") && e["v2"].get<bool>();
       if (l.bits != 2 && l.bits != 3 && l.bits != 4 && l.bits != 8) return bad("bits");
       if ((l.in * l.bits) % 32 != 0 || (l.out * l.bits) % 32 != 0) {
         return bad("in/out do not fill whole 32-bit words");
@@ -128,8 +144,17 @@ absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::strin
         quant::ParseGgmlTypeName(entry["ggml_type"].get<std::string>());
     if (!type) return bad(fmt::format("unknown ggml_type {}", JsonSnippet(entry["ggml_type"])));
     t.ggml_type = *type;
+    // The element count must fit int64 (rows() and sizes multiply the dims).
+    int64_t elements = 1;
     for (const nlohmann::json& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() <= 0) return bad("shape must be positive");
+      if (!d.is_number_integer() || d.get<int64_t>() <= 0 ||
+          (d.is_number_unsigned() && d.get<uint64_t>() > INT64_MAX)) {
+        return bad("shape must be positive");
+      }
+      if (__builtin_mul_overflow(elements, d.get<int64_t>(), &elements) ||
+          elements > (int64_t{1} << 62)) {
+        return bad("shape has too many elements");
+      }
       t.shape.push_back(d.get<int64_t>());
     }
     if (t.shape.empty() || t.shape.size() > 4) return bad("shape must have 1..4 dims");
@@ -138,7 +163,8 @@ absl::StatusOr<PrequantInfo> ParsePrequantInfo(std::string_view text, std::strin
     }
     t.source_name = entry["source_name"].get<std::string>();
     t.permute_heads = entry["permute_heads"].get<int64_t>();
-    if (t.permute_heads < 0 ||
+    // 2 * permute_heads <= rows first: 2 * a huge count overflowed.
+    if (t.permute_heads < 0 || t.permute_heads > t.shape[0] / 2 ||
         (t.permute_heads > 0 && (t.shape.size() > 2 || t.shape[0] % (2 * t.permute_heads) != 0))) {
       return bad(fmt::format("permute_heads {} does not divide the rows in pairs per head",
                              t.permute_heads));

@@ -112,6 +112,42 @@ TEST(DeploymentConfigTest, ByteSizes) {
   EXPECT_EQ(*ParseByteSize("512MB", "k"), 512'000'000ull);
   EXPECT_EQ(*ParseByteSize("4096", "k"), 4096ull);
   EXPECT_FALSE(ParseByteSize("12 parsecs", "k").ok());
+  EXPECT_EQ(*ParseByteSize(" 1.5 kib ", "k"), 1536ull);
+  EXPECT_EQ(*ParseByteSize("2T", "k"), 2'000'000'000'000ull);
+  EXPECT_EQ(*ParseByteSize("7B", "k"), 7ull);
+  for (const char* bad : {"", "1.", ".5", "1KBB", "1 K B", "1Ki B", "-1", "1e3", "GiB"}) {
+    EXPECT_FALSE(ParseByteSize(bad, "k").ok()) << bad;
+  }
+  // Fuzzer findings: past 2^64 (the cast was undefined) and longer than DBL_MAX's digits.
+  EXPECT_THAT(std::string(ParseByteSize("2000000000000000000000000000000000000000000T", "k")
+                              .status().message()),
+              HasSubstr("too large"));
+  EXPECT_FALSE(ParseByteSize(std::string(400, '9'), "k").ok());
+  // A long size string overflowed the stack of std::regex.
+  EXPECT_EQ(*ParseByteSize(std::string(1 << 20, '0') + "1KiB", "k"), 1024ull);
+}
+
+TEST(DeploymentConfigTest, GpuIndicesPastUint32AreRejected) {
+  // Cast to uint32 unchecked, 4294967296 became GPU 0 and passed the num_gpus check.
+  EXPECT_EQ(ParseDeploymentConfig("model: m\nnum_gpus: 2\n"
+                                  "backend_config: {device_map: {model.layers.0: 4294967296}}\n")
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseDeploymentConfig("model: m\nbackend_config: {max_memory: {4294967296: 1GiB}}\n")
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DeploymentConfigTest, RejectsInvalidUtf8) {
+  // Fuzzer finding: a non-UTF-8 quantization_config value made the error message's JSON
+  // dump throw (terminate) instead of returning INVALID_ARGUMENT.
+  auto bad = ParseDeploymentConfig(
+      "model: m\nbackend_config:\n  quantization_config: {load_in_4bit: \xc3\x28}\n");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("line 3, column 39: not UTF-8"));
+  EXPECT_TRUE(ParseDeploymentConfig("name: m\nmodel: m  # caf\xc3\xa9\n").ok());
 }
 
 TEST(ClusterConfigTest, ControllerAndWorker) {

@@ -82,6 +82,11 @@ class FakeInstanceLoader : public InstanceLoader {
       }
       bytes = it->second;
       seconds = load_seconds_;
+      // As PipelineInstanceLoader: a device index comes from the caller, so check it.
+      if (device >= used_.size()) {
+        return absl::InvalidArgumentError("device index " + std::to_string(device) +
+                                          " is beyond this worker's devices");
+      }
       if (used_[device] + bytes > device_bytes_) {
         return absl::ResourceExhaustedError("device full");
       }

@@ -107,6 +107,20 @@ TEST(WorkerManagerTest, HandleCarriesSpecFilesAndWorker) {
   EXPECT_EQ(read_file("../manifest.json", &got, &chunks).code(), absl::StatusCode::kNotFound);
 }
 
+// worker_rpc_fuzzer finding: rows = 4e9 made the probe allocate ~512 GB and kill the worker.
+TEST(WorkerManagerTest, ProbeRefusesHugeRowCounts) {
+  testing::FakeInstanceLoader loader(1, 1 << 30);
+  loader.AddModel("m", 1 << 20);
+  WorkerManager w("w", "addr", &loader);
+  ASSERT_TRUE(w.Load(Request("i1", "m"), [](auto&) { return true; }).ok());
+  loadstar::v1::ProbeRequest probe;
+  probe.set_instance_id("i1");
+  probe.set_rows(4'000'000'000u);
+  EXPECT_EQ(w.Probe(probe).status().code(), absl::StatusCode::kInvalidArgument);
+  probe.set_rows(8);  // reaches the loader (the fake does not probe)
+  EXPECT_EQ(w.Probe(probe).status().code(), absl::StatusCode::kUnimplemented);
+}
+
 TEST(WorkerManagerTest, UnloadDuringLoadCancelsAndFrees) {
   testing::FakeInstanceLoader loader(1, 1 << 30);
   loader.AddModel("m", 1 << 20);

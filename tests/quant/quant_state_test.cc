@@ -81,6 +81,36 @@ TEST(QuantStateTest, FourBitParseErrors) {
   EXPECT_NE(std::string(s.message()).find("a.weight.absmax"), std::string::npos) << s;
 }
 
+// quant_state_fuzzer findings: JSON that used to overflow, throw or silently misread.
+TEST(QuantStateTest, FourBitHostileJson) {
+  const auto w = RandomHalf(64 * 4);
+  auto q = Quantize4bit({QuantType::kNf4, 64, true}, DType::kF16, w.data(), {4, 64});
+  ASSERT_TRUE(q.ok());
+  auto with_json = [&](const std::string& json) {
+    auto tensors = Serialize4bit("a.weight", *q);
+    tensors.back().data.assign(json.begin(), json.end());
+    tensors.back().shape = {static_cast<int64_t>(json.size())};
+    return Parse4bit("a.weight", LookupIn(tensors)).status();
+  };
+  const std::string head = R"({"quant_type": "nf4", "dtype": "float16", )";
+  const std::string nested = R"(, "nested_dtype": "float32", "nested_offset": 0.5})";
+  ASSERT_TRUE(with_json(head + R"("blocksize": 64, "shape": [4, 64], "nested_blocksize": 256)" +
+                        nested).ok());
+  for (const std::string& bad : {
+           // The element count overflowed int64 (undefined behaviour).
+           head + R"("blocksize": 64, "shape": [4294967296, 4294967296], "nested_blocksize": 256)" + nested,
+           head + R"("blocksize": 64, "shape": [9223372036854775807], "nested_blocksize": 256)" + nested,
+           head + R"("blocksize": 64, "shape": [18446744073709551615], "nested_blocksize": 256)" + nested,
+           // Read as int, 2^32 + 64 was taken for 64.
+           head + R"("blocksize": 4294967360, "shape": [4, 64], "nested_blocksize": 256)" + nested,
+           // json::value() threw on a string.
+           head + R"("blocksize": 64, "shape": [4, 64], "nested_blocksize": "256")" + nested,
+       }) {
+    absl::Status s = with_json(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad << "\n" << s;
+  }
+}
+
 TEST(QuantStateTest, Int8RoundTrip) {
   const auto w = RandomHalf(30 * 17);
   auto q = QuantizeInt8(DType::kF16, w.data(), {30, 17});
