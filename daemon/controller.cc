@@ -472,11 +472,7 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
   }
   // Worker records have no cascade and a later registration or heartbeat rewrites them,
   // so this write needs no busy marker.
-  absl::Status written =
-      writer_
-          .Submit({WorkerRecord{info.worker_id(), info.address(), info.SerializeAsString(),
-                                options_.clock->NowMillis()}})
-          ->Wait();
+  absl::Status written = WriteWorkerRecord(info);
   if (!written.ok()) {
     return StoreFailure(fmt::format("register worker {}", info.worker_id()), written);
   }
@@ -490,6 +486,13 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
   return absl::OkStatus();
 }
 
+absl::Status Controller::WriteWorkerRecord(const v1::WorkerInfo& info) {
+  return writer_
+      .Submit({WorkerRecord{info.worker_id(), info.address(), info.SerializeAsString(),
+                            options_.clock->NowMillis()}})
+      ->Wait();
+}
+
 absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
   if (info.worker_id().empty()) return absl::InvalidArgumentError("heartbeat needs worker_id");
   bool registers;  // an unknown, lost or moved worker: the heartbeat registers it again
@@ -499,11 +502,7 @@ absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
     registers = before == nullptr || before->lost || before->info.address() != info.address();
   }
   if (registers) {
-    absl::Status written =
-        writer_
-            .Submit({WorkerRecord{info.worker_id(), info.address(), info.SerializeAsString(),
-                                  options_.clock->NowMillis()}})
-            ->Wait();
+    absl::Status written = WriteWorkerRecord(info);
     if (!written.ok()) {
       return StoreFailure(fmt::format("heartbeat of worker {}", info.worker_id()), written);
     }

@@ -181,6 +181,9 @@ class Controller {
   // Queues `batch`, releases mu_ until it is committed, takes mu_ again: anything may have
   // changed meanwhile, except what the caller marked busy.
   absl::Status DurableWriteLocked(StateBatch batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The worker record of `info`, written and waited for (registration; a heartbeat that
+  // registers again). REQUIRES: mu_ is not held.
+  absl::Status WriteWorkerRecord(const loadstar::v1::WorkerInfo& info) ABSL_LOCKS_EXCLUDED(mu_);
   // True while a lease write of deployment `name` is in flight (a renewal, release or
   // new lease).
   bool LeaseWriteInFlightLocked(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
