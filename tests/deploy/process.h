@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,8 +25,12 @@ inline pid_t SpawnLoadstar(const std::vector<std::string>& args, int* stdout_fd,
   int out[2], err[2];
   ::pipe2(out, O_CLOEXEC);
   if (stderr_fd != nullptr) ::pipe2(err, O_CLOEXEC);
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
+    // A test that crashes leaves no daemon behind.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
     ::dup2(out[1], 1);
     if (stderr_fd != nullptr) {
       ::dup2(err[1], 2);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -54,8 +55,12 @@ EtcdServer::EtcdServer(std::string binary, std::string name) {
                                    "--initial-advertise-peer-urls", peer_url,
                                    "--initial-cluster", name + "=" + peer_url,
                                    "--log-level", "error"};
+  pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
+    // etcd dies with the test process, even one that crashes or never runs destructors.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);
     int log = ::open(dir_.Join("etcd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(log, 1);
     ::dup2(log, 2);
@@ -90,8 +95,8 @@ EtcdServer::~EtcdServer() {
 }
 
 EtcdServer* EtcdServer::Shared() {
-  static EtcdServer* server = new EtcdServer();  // lives as long as the test process
-  return server;
+  static EtcdServer server;  // stopped at exit (and by PR_SET_PDEATHSIG if the test dies)
+  return &server;
 }
 
 }  // namespace loadstar::testing

@@ -31,7 +31,7 @@ class EtcdServer {
   const std::string& endpoint() const { return endpoint_; }
   pid_t pid() const { return pid_; }
 
-  // The process-wide member most tests share (started on first use; never stopped).
+  // The process-wide member most tests share (started on first use, stopped at exit).
   static EtcdServer* Shared();
 
  private:
