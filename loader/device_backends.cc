@@ -91,10 +91,15 @@ absl::Status RegisterDeviceBackend(DeviceBackend* backend) {
   if (backend == nullptr) return absl::InvalidArgumentError("null device backend");
   Registry& r = GetRegistry();
   absl::MutexLock lock(&r.mu);
-  if (!r.backends.emplace(backend->name(), backend).second) {
-    return absl::AlreadyExistsError(
-        fmt::format("a device backend '{}' is registered already", backend->name()));
+  // One backend per device kind, so BackendOf is unambiguous.
+  for (const auto& [name, other] : r.backends) {
+    if (name == backend->name() || other->kind() == backend->kind()) {
+      return absl::AlreadyExistsError(fmt::format(
+          "device backend '{}': '{}' is registered already for its devices", backend->name(),
+          name));
+    }
   }
+  r.backends.emplace(backend->name(), backend);
   return absl::OkStatus();
 }
 
@@ -111,7 +116,16 @@ absl::StatusOr<DeviceBackend*> GetDeviceBackend(const std::string& name) {
     bool loaded = false;
     r.cuda_module = LoadCudaModule(&loaded);
     r.cuda_module_loaded = loaded;
-    if (r.cuda_module->ok()) r.backends.emplace(name, **r.cuda_module);
+    if (r.cuda_module->ok()) {
+      for (const auto& [other_name, other] : r.backends) {
+        if (other->kind() == (**r.cuda_module)->kind()) {
+          r.cuda_module = absl::FailedPreconditionError(fmt::format(
+              "CUDA module loaded, but '{}' is registered for CUDA devices", other_name));
+          return *r.cuda_module;
+        }
+      }
+      r.backends.emplace(name, **r.cuda_module);
+    }
   }
   return *r.cuda_module;
 #else

@@ -22,7 +22,8 @@
 namespace loadstar::loader {
 
 // Registers `backend` (not owned; it must live as long as the process) under its name.
-// AlreadyExists when a backend of that name is registered (or was loaded) already.
+// AlreadyExists when a backend of that name or of the same device kind is registered (or
+// was loaded) already: one backend per kind, so BackendOf is unambiguous.
 absl::Status RegisterDeviceBackend(DeviceBackend* backend);
 
 // The backend called `name` ("cuda"): the registered one, else the CUDA module's, loaded
