@@ -42,7 +42,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
     absl::StatusOr<DeviceBackend*> cuda = GetDeviceBackend("cuda");
     absl::Status usable = cuda.ok() ? (*cuda)->Usable() : cuda.status();
     if (usable.ok()) return (*cuda)->CreateDevices();
-    spdlog::info("devices auto: host:1 ({})", std::string(usable.message()));
+    spdlog::debug("devices auto: host:1 ({})", std::string(usable.message()));
     return MakeHostDevices(1, host_device_bytes, host_retain_bytes);
   }
   if (spec == "host") return MakeHostDevices(1, host_device_bytes, host_retain_bytes);
