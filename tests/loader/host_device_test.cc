@@ -189,7 +189,9 @@ TEST(HostDeviceTest, RemoveStaleHostShmRemovesOnlyDeadProcessesObjects) {
   absl::StatusOr<ExportedHandle> handle = device.Export(*live);
   ASSERT_TRUE(handle.ok()) << handle.status();
 
-  EXPECT_GE(RemoveStaleHostShm(), 1);
+  // Not a count: a test process running beside this one (ctest -j) may sweep the dead
+  // object first. What must hold is that it is gone and the live one is not.
+  RemoveStaleHostShm();
   int dead_fd = ::shm_open(dead_name.c_str(), O_RDWR, 0600);
   EXPECT_LT(dead_fd, 0) << dead_name << " of a dead process was kept";
   if (dead_fd >= 0) {
