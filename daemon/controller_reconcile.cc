@@ -359,6 +359,9 @@ void Controller::RunLoad(std::string instance_id, std::string address,
   if (result.ok()) {
     inst.state = "ready";
     inst.source = result->source();
+    inst.tier = result->tier();
+    inst.gbps = result->gbps();
+    inst.spread = result->spread();
     inst.load_seconds = result->load_seconds();
     inst.bytes_done = inst.bytes_total = std::max(inst.bytes_total, result->bytes());
     inst.ready_since_ms = inst.idle_since_ms = now;
