@@ -252,7 +252,12 @@ INSTANTIATE_TEST_SUITE_P(
                       TensorParallelCase{QuantConfigOf(quant::QuantType::kInt8), 4},
                       // No quantization, floating tensors cast to bf16 while streaming.
                       TensorParallelCase{
-                          QuantConfigOf(quant::QuantType::kNone, 64, false, DType::kBF16), 4}));
+                          QuantConfigOf(quant::QuantType::kNone, 64, false, DType::kBF16), 4}),
+    [](const ::testing::TestParamInfo<TensorParallelCase>& info) {
+      const quant::QuantConfig& q = info.param.config;
+      return std::string(quant::QuantTypeName(q.type)) + "_bs" + std::to_string(q.blocksize) +
+             (q.double_quant ? "_dq" : "") + "_" + std::to_string(info.param.devices) + "dev";
+    });
 
 TEST(QuantizedLoadTest, TensorParallelSplitThatDoesNotDivideNamesTheTensor) {
   TestStore ts;

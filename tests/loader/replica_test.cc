@@ -112,7 +112,15 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{Placement::kAuto, 2, quant::QuantType::kInt8},
                       Case{Placement::kTensorParallel, 2, quant::QuantType::kNone},
                       Case{Placement::kTensorParallel, 2, quant::QuantType::kNf4},
-                      Case{Placement::kTensorParallel, 4, quant::QuantType::kInt8}));
+                      Case{Placement::kTensorParallel, 4, quant::QuantType::kInt8}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      const Case& c = info.param;
+      const char* placement = c.placement == Placement::kSingle ? "Single"
+                              : c.placement == Placement::kAuto ? "Auto"
+                                                                : "TensorParallel";
+      return std::string(placement) + std::to_string(c.devices) + "_" +
+             std::string(quant::QuantTypeName(c.type));
+    });
 
 TEST(ReplicaCopyTest, FailuresFreeEverything) {
   TestStore ts;

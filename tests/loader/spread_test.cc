@@ -180,7 +180,13 @@ INSTANTIATE_TEST_SUITE_P(
         Case{Placement::kTensorParallel, 4, 4, 12288}, Case{Placement::kAuto, 2, 2, 4096},
         Case{Placement::kAuto, 4, 4, 4 << 20},
         // A subset of the ranks: point-to-point Copy only.
-        Case{Placement::kTensorParallel, 2, 4, 4096}, Case{Placement::kAuto, 3, 4, 8192}));
+        Case{Placement::kTensorParallel, 2, 4, 4096}, Case{Placement::kAuto, 3, 4, 8192}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      const Case& c = info.param;
+      return std::string(c.placement == Placement::kAuto ? "Auto" : "TensorParallel") +
+             std::to_string(c.devices) + "Of" + std::to_string(c.comm_ranks) + "Chunk" +
+             std::to_string(c.chunk);
+    });
 
 TEST(SpreadTest, StagedWithoutCommunicatorIsRefused) {
   TestStore ts;
