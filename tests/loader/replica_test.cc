@@ -36,7 +36,9 @@ struct Devices {
 std::string AllocationBytes(const LoadedModel& m, int d) {
   const Allocation& a = m.allocation(d);
   std::string out(a.size, '\0');
-  if (a.size > 0) EXPECT_TRUE(m.device(d)->CopyToHost(out.data(), a, 0, a.size).ok());
+  if (a.size > 0) {
+    EXPECT_TRUE(m.device(d)->CopyToHost(out.data(), a, 0, a.size).ok());
+  }
   return out;
 }
 
