@@ -118,7 +118,7 @@ void BenchHostToGpu(const Flags& f) {
     best_memcpy = std::max(best_memcpy, f.bytes / Seconds(t0, t1) / 1e9);
 
     constexpr uint64_t kChunk = 16ull << 20;
-    std::vector<loadstar::loader::CopyTicket> tickets;
+    std::vector<loadstar::CopyTicket> tickets;
     t0 = Clock::now();
     for (uint64_t off = 0; off < f.bytes; off += kChunk) {
       tickets.push_back(CheckOk(
@@ -205,7 +205,7 @@ void BenchBroadcast(const Flags& f, int gpus) {
   using namespace loadstar;
   auto comm = CheckOk(kernels::NcclCommunicator::Create(), "NcclCommunicator");
   std::vector<void*> bufs(gpus);
-  std::vector<loader::DeviceSpan> spans;
+  std::vector<loadstar::DeviceSpan> spans;
   for (int r = 0; r < gpus; ++r) {
     CHECK_CUDA(cudaSetDevice(r));
     CHECK_CUDA(cudaMalloc(&bufs[r], f.bytes));

@@ -27,3 +27,12 @@ if(NOT LOADSTAR_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "loadstar: CUDA ${LOADSTAR_HAVE_CUDA}")
+if(LOADSTAR_HAVE_CUDA)
+  # The CUDA module (kernels/module/): built into <build>/lib/loadstar/, which is also
+  # <dir of build/deploy/loadstar>/../lib/loadstar, where an installed loadstar looks.
+  set(LOADSTAR_CUDA_MODULE_DIR ${PROJECT_BINARY_DIR}/lib/loadstar)
+  # The module and the loader that dlopens it must come from the same sources and
+  # compiler (they pass C++ objects); the module refuses a loader with another tag.
+  set(LOADSTAR_MODULE_ABI
+      "${PROJECT_VERSION}-${CMAKE_CXX_COMPILER_ID}-${CMAKE_CXX_COMPILER_VERSION}")
+endif()

@@ -17,6 +17,7 @@
 #include "daemon/load_spec.h"
 #include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
+#include "loader/device_backends.h"
 #include "loader/model_source.h"
 #include "store/hf_checkpoint.h"
 #include "loader/quantized_load.h"
@@ -161,6 +162,12 @@ absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::
   std::unique_ptr<PipelineInstanceLoader> l(new PipelineInstanceLoader());
   ASSIGN_OR_RETURN(l->store_, store::Store::Open({options.store_dir, Env::Default()}));
   ASSIGN_OR_RETURN(l->devices_, loader::CreateDevices(options.devices, options.host_device_bytes));
+  if (options.pipeline.ring_allocator == nullptr) {
+    // Page-locked staging (ring and host cache) for CUDA devices, so copies are DMA.
+    std::vector<loader::Device*> raw;
+    for (const auto& d : l->devices_) raw.push_back(d.get());
+    options.pipeline.ring_allocator = loader::StagingAllocatorFor(raw);
+  }
   if (options.max_read_bandwidth > 0) {
     l->env_ = std::make_unique<RateLimitedEnv>(
         options.pipeline.env != nullptr ? options.pipeline.env : Env::Default(),

@@ -13,6 +13,7 @@
 #include "deploy/cli_common.h"
 #include "deploy/cli_quant.h"
 #include "loader/device.h"
+#include "loader/device_backends.h"
 #include "loader/load_pipeline.h"
 #include "loader/model_source.h"
 #include "loader/quantized_load.h"
@@ -89,6 +90,7 @@ absl::Status RunLoad(const LoadFlags& flags) {
   options.threads = flags.threads;
   options.io.kind = flags.io_engine;
   options.chunk_bytes = flags.chunk_mib << 20;
+  options.ring_allocator = loader::StagingAllocatorFor(devices);  // pinned for CUDA devices
   if (flags.cold) {
     // Cold: nothing of the model in the page cache, and O_DIRECT so the load does not
     // put it back.

@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_status.h"
-#include "loader/cuda_devices.h"
 
 namespace loadstar::kernels {
 namespace {
@@ -95,18 +94,18 @@ uint64_t CudaDevice::free_memory() const {
   return free_bytes;
 }
 
-absl::StatusOr<loader::Allocation> CudaDevice::Allocate(uint64_t bytes) {
+absl::StatusOr<Allocation> CudaDevice::Allocate(uint64_t bytes) {
   if (bytes == 0) return absl::InvalidArgumentError("cannot allocate 0 bytes");
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.ordinal));
   void* ptr = nullptr;
   CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr, bytes));
   absl::MutexLock lock(&mu_);
-  loader::Allocation allocation{next_allocation_id_++, ptr, bytes};
+  Allocation allocation{next_allocation_id_++, ptr, bytes};
   allocations_[allocation.id] = allocation;
   return allocation;
 }
 
-absl::Status CudaDevice::Free(const loader::Allocation& allocation) {
+absl::Status CudaDevice::Free(const Allocation& allocation) {
   {
     absl::MutexLock lock(&mu_);
     auto it = allocations_.find(allocation.id);
@@ -121,7 +120,7 @@ absl::Status CudaDevice::Free(const loader::Allocation& allocation) {
   return absl::OkStatus();
 }
 
-absl::Status CudaDevice::CheckRange(const loader::Allocation& allocation, uint64_t offset,
+absl::Status CudaDevice::CheckRange(const Allocation& allocation, uint64_t offset,
                                     uint64_t bytes) const {
   auto it = allocations_.find(allocation.id);
   if (it == allocations_.end() || it->second.ptr != allocation.ptr) {
@@ -135,8 +134,8 @@ absl::Status CudaDevice::CheckRange(const loader::Allocation& allocation, uint64
   return absl::OkStatus();
 }
 
-absl::StatusOr<loader::CopyTicket> CudaDevice::CopyToDeviceAsync(
-    const loader::Allocation& dst, uint64_t offset, const void* src, uint64_t bytes) {
+absl::StatusOr<CopyTicket> CudaDevice::CopyToDeviceAsync(
+    const Allocation& dst, uint64_t offset, const void* src, uint64_t bytes) {
   if (src == nullptr && bytes > 0) return absl::InvalidArgumentError("null copy source");
   cudaStream_t stream;
   {
@@ -159,12 +158,12 @@ absl::StatusOr<loader::CopyTicket> CudaDevice::CopyToDeviceAsync(
     CUDA_RETURN_IF_ERROR(error);
   }
   absl::MutexLock lock(&mu_);
-  const loader::CopyTicket ticket = next_ticket_++;
+  const CopyTicket ticket = next_ticket_++;
   pending_[ticket] = event;
   return ticket;
 }
 
-absl::Status CudaDevice::Wait(loader::CopyTicket ticket) {
+absl::Status CudaDevice::Wait(CopyTicket ticket) {
   cudaEvent_t event;
   {
     absl::MutexLock lock(&mu_);
@@ -182,7 +181,7 @@ absl::Status CudaDevice::Wait(loader::CopyTicket ticket) {
   return absl::OkStatus();
 }
 
-absl::Status CudaDevice::CopyToHost(void* dst, const loader::Allocation& src, uint64_t offset,
+absl::Status CudaDevice::CopyToHost(void* dst, const Allocation& src, uint64_t offset,
                                     uint64_t bytes) {
   {
     absl::MutexLock lock(&mu_);
@@ -200,7 +199,7 @@ absl::Status CudaDevice::CopyToHost(void* dst, const loader::Allocation& src, ui
   return absl::OkStatus();
 }
 
-absl::StatusOr<loader::ExportedHandle> CudaDevice::Export(const loader::Allocation& allocation) {
+absl::StatusOr<ExportedHandle> CudaDevice::Export(const Allocation& allocation) {
   {
     absl::MutexLock lock(&mu_);
     absl::Status s = CheckRange(allocation, 0, 0);
@@ -209,18 +208,18 @@ absl::StatusOr<loader::ExportedHandle> CudaDevice::Export(const loader::Allocati
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.ordinal));
   cudaIpcMemHandle_t handle;
   CUDA_RETURN_IF_ERROR(cudaIpcGetMemHandle(&handle, allocation.ptr));
-  loader::ExportedHandle out;
-  out.kind = loader::DeviceKind::kCuda;
+  ExportedHandle out;
+  out.kind = DeviceKind::kCuda;
   out.ipc_handle.assign(reinterpret_cast<const char*>(&handle), sizeof(handle));
   out.device_uuid = uuid_;
   out.size = allocation.size;
   return out;
 }
 
-absl::StatusOr<std::vector<std::unique_ptr<loader::Device>>> CreateCudaDevices(int copy_lanes) {
+absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateCudaDevices(int copy_lanes) {
   auto count = UsableGpuCount();
   if (!count.ok()) return count.status();
-  std::vector<std::unique_ptr<loader::Device>> devices;
+  std::vector<std::unique_ptr<Device>> devices;
   for (int i = 0; i < *count; ++i) {
     auto device = CudaDevice::Create({.ordinal = i, .copy_lanes = copy_lanes});
     if (!device.ok()) return device.status();
@@ -230,18 +229,3 @@ absl::StatusOr<std::vector<std::unique_ptr<loader::Device>>> CreateCudaDevices(i
 }
 
 }  // namespace loadstar::kernels
-
-namespace loadstar::loader {
-
-bool CudaUsable(std::string* reason) {
-  auto count = kernels::UsableGpuCount();
-  if (count.ok()) return true;
-  if (reason != nullptr) *reason = std::string(count.status().message());
-  return false;
-}
-
-absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateCudaDevices() {
-  return kernels::CreateCudaDevices();
-}
-
-}  // namespace loadstar::loader

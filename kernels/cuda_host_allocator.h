@@ -8,11 +8,11 @@
 
 #include <cstdint>
 
-#include "loader/pinned_ring.h"
+#include "base/host_memory_allocator.h"
 
 namespace loadstar::kernels {
 
-class CudaHostAllocator : public loader::HostMemoryAllocator {
+class CudaHostAllocator : public HostMemoryAllocator {
  public:
   // `alignment` up to 4096 is satisfied by cudaHostAlloc (page-aligned); larger ones use
   // aligned memory.

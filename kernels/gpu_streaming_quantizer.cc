@@ -26,6 +26,10 @@ absl::Status GpuStreamingQuantizer::Init() {
       opt_.type != quant::QuantType::kInt8) {
     return absl::InvalidArgumentError("streaming quantization needs nf4, fp4 or int8");
   }
+  if (opt_.transpose_conv1d) {
+    // A transposed block spans every input row: nothing to stream. The CPU path does it.
+    return absl::InvalidArgumentError("GPU streaming quantization of a Conv1D weight");
+  }
   RETURN_IF_ERROR(ElementOf(opt_.in_dtype).status());
   RETURN_IF_ERROR(ElementOf(opt_.quantize_dtype).status());
   total_elements_ = 1;

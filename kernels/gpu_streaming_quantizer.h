@@ -1,7 +1,8 @@
-// GpuStreamingQuantizer: quant::StreamingQuantizer (quant/streaming.h) with the
-// quantization on a GPU. Same Options, same Append/Finish contract and the same result
-// bits: bytes of one tensor arrive in order in chunks of any size (host memory, e.g. a
-// pinned ring slot); every complete unit (a 4-bit block, an int8 row) is uploaded, cast
+// GpuStreamingQuantizer: the GPU quant::TensorQuantizer (quant/tensor_quantizer.h), twin
+// of quant::StreamingQuantizer (quant/streaming.h) with the quantization on a GPU. Same
+// Options (but transpose_conv1d, refused: the CPU path handles Conv1D weights), same
+// Append/Finish contract and the same result bits: bytes of one tensor arrive in order in
+// chunks of any size (host memory, e.g. a pinned ring slot); every complete unit (a 4-bit block, an int8 row) is uploaded, cast
 // to quantize_dtype when it differs from in_dtype, and quantized by the GpuQuantizer
 // kernels into whole-tensor outputs that stay on the GPU (device_packed() & co.), so a
 // CUDA device can keep them without a round trip. At most one unit waits on the host.
@@ -21,12 +22,13 @@
 
 #include "absl/status/statusor.h"
 #include "quant/streaming.h"
+#include "quant/tensor_quantizer.h"
 
 namespace loadstar::kernels {
 
 class GpuQuantizer;
 
-class GpuStreamingQuantizer {
+class GpuStreamingQuantizer final : public quant::TensorQuantizer {
  public:
   using Options = quant::StreamingQuantizer::Options;
 
@@ -35,19 +37,19 @@ class GpuStreamingQuantizer {
   static absl::StatusOr<std::unique_ptr<GpuStreamingQuantizer>> Create(const GpuQuantizer* gpu,
                                                                       Options options,
                                                                       cudaStream_t stream);
-  ~GpuStreamingQuantizer();
+  ~GpuStreamingQuantizer() override;
   GpuStreamingQuantizer(const GpuStreamingQuantizer&) = delete;
   GpuStreamingQuantizer& operator=(const GpuStreamingQuantizer&) = delete;
 
   // Consumes the next `size` bytes of the tensor. InvalidArgument past the tensor's end.
-  absl::Status Append(const void* data, size_t size);
-  int64_t bytes_expected() const { return total_bytes_; }
-  int64_t bytes_consumed() const { return consumed_; }
+  absl::Status Append(const void* data, size_t size) override;
+  int64_t bytes_expected() const override { return total_bytes_; }
+  int64_t bytes_consumed() const override { return consumed_; }
 
   // After every byte was appended (else FailedPrecondition): nests the absmax on the GPU
   // when spec.double_quant, waits for the stream and downloads the result.
-  absl::StatusOr<quant::Quantized4bit> Finish4bit();
-  absl::StatusOr<quant::QuantizedInt8> FinishInt8();
+  absl::StatusOr<quant::Quantized4bit> Finish4bit() override;
+  absl::StatusOr<quant::QuantizedInt8> FinishInt8() override;
 
   // Device-resident outputs (valid while this object lives): 4-bit packed[(n+1)/2] and
   // absmax[blocks]; int8 weight[rows*cols] and scb[rows].

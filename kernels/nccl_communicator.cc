@@ -19,7 +19,7 @@
   } while (0)
 
 namespace loadstar::kernels {
-namespace ci = loader::communicator_internal;
+namespace ci = communicator_internal;
 
 namespace {
 
@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
 }
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::CreateForDevices(
-    const std::vector<loader::Device*>& devices) {
+    const std::vector<Device*>& devices) {
   std::vector<int> ordinals;
   for (size_t i = 0; i < devices.size(); ++i) {
     const auto* cuda = dynamic_cast<const CudaDevice*>(devices[i]);
@@ -136,7 +136,7 @@ absl::Status NcclCommunicator::SyncAll() {
   return absl::OkStatus();
 }
 
-absl::Status NcclCommunicator::Broadcast(int root, std::span<const loader::DeviceSpan> buffers,
+absl::Status NcclCommunicator::Broadcast(int root, std::span<const DeviceSpan> buffers,
                                          uint64_t bytes) {
   absl::Status s = ci::CheckBroadcast(root, buffers, bytes, size());
   if (!s.ok() || bytes == 0) return s;
@@ -160,8 +160,8 @@ absl::Status NcclCommunicator::Broadcast(int root, std::span<const loader::Devic
   return SyncAll();
 }
 
-absl::Status NcclCommunicator::Copy(const loader::DeviceSpan& src,
-                                    const loader::DeviceSpan& dst) {
+absl::Status NcclCommunicator::Copy(const DeviceSpan& src,
+                                    const DeviceSpan& dst) {
   absl::Status s = ci::CheckCopy(src, dst, size());
   if (!s.ok() || src.size == 0 || src.data == dst.data) return s;
   absl::MutexLock lock(&mu_);
@@ -188,8 +188,8 @@ absl::Status NcclCommunicator::Copy(const loader::DeviceSpan& src,
   return SyncAll();
 }
 
-absl::Status NcclCommunicator::Scatter(const loader::DeviceSpan& src,
-                                       std::span<const loader::DeviceSpan> dsts,
+absl::Status NcclCommunicator::Scatter(const DeviceSpan& src,
+                                       std::span<const DeviceSpan> dsts,
                                        uint64_t bytes_each) {
   absl::Status s = ci::CheckScatter(src, dsts, bytes_each, size());
   if (!s.ok() || bytes_each == 0) return s;

@@ -3,7 +3,7 @@
 // is the r-th ordinal given). Broadcast is ncclBroadcast on every rank inside one group
 // call; Copy and Scatter are grouped ncclSend/ncclRecv pairs (NCCL has no scatter), and
 // same-rank copies are cudaMemcpyAsync. Every call waits for its streams before it
-// returns (contract rule 1 of loader/communicator.h).
+// returns (contract rule 1 of base/communicator.h).
 //
 // A group that fails after some ranks' operations were enqueued cannot complete: the
 // communicator is then aborted (ncclCommAbort on every rank) and every later call returns
@@ -19,19 +19,19 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "loader/communicator.h"
-#include "loader/device.h"
+#include "base/communicator.h"
+#include "base/device.h"
 
 namespace loadstar::kernels {
 
-class NcclCommunicator : public loader::Communicator {
+class NcclCommunicator : public Communicator {
  public:
   // One rank per CUDA ordinal, in order. Empty `ordinals`: every visible GPU.
   // FailedPrecondition "no usable GPU: ..." without a GPU.
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> Create(std::vector<int> ordinals = {});
   // One rank per device, in order; each must be a CudaDevice (InvalidArgument otherwise).
   static absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateForDevices(
-      const std::vector<loader::Device*>& devices);
+      const std::vector<Device*>& devices);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -39,11 +39,11 @@ class NcclCommunicator : public loader::Communicator {
   std::string name() const override { return "nccl"; }
   int size() const override { return static_cast<int>(ordinals_.size()); }
 
-  absl::Status Broadcast(int root, std::span<const loader::DeviceSpan> buffers,
+  absl::Status Broadcast(int root, std::span<const DeviceSpan> buffers,
                          uint64_t bytes) override;
-  absl::Status Copy(const loader::DeviceSpan& src, const loader::DeviceSpan& dst) override;
-  absl::Status Scatter(const loader::DeviceSpan& src,
-                       std::span<const loader::DeviceSpan> dsts, uint64_t bytes_each) override;
+  absl::Status Copy(const DeviceSpan& src, const DeviceSpan& dst) override;
+  absl::Status Scatter(const DeviceSpan& src,
+                       std::span<const DeviceSpan> dsts, uint64_t bytes_each) override;
 
  private:
   struct Impl;  // NCCL and CUDA handles; keeps nccl.h out of this header

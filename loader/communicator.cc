@@ -1,9 +1,8 @@
 #include "loader/communicator.h"
 
+#include "absl/strings/str_cat.h"
+#include "loader/device_backends.h"
 #include "loader/host_communicator.h"
-#ifdef LOADSTAR_HAVE_NCCL
-#include "kernels/nccl_communicator.h"  // no CUDA headers: the NCCL state is behind a pimpl
-#endif
 
 namespace loadstar::loader {
 
@@ -25,14 +24,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(
     if (!comm.ok()) return comm.status();
     return std::unique_ptr<Communicator>(std::move(comm).value());
   }
-#ifdef LOADSTAR_HAVE_NCCL
-  auto comm = kernels::NcclCommunicator::CreateForDevices(devices);
-  if (!comm.ok()) return comm.status();
-  return std::unique_ptr<Communicator>(std::move(comm).value());
-#else
-  return absl::FailedPreconditionError(
-      "CUDA devices need NCCL, and loadstar was built without it");
-#endif
+  DeviceBackend* backend = BackendOf(*devices[0]);
+  if (backend == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no device backend provides ", devices[0]->name()));
+  }
+  return backend->CreateCommunicator(devices);
 }
 
 }  // namespace loadstar::loader

@@ -2,8 +2,8 @@
 #include <charconv>
 
 #include "absl/strings/str_cat.h"
-#include "loader/cuda_devices.h"
 #include "loader/device.h"
+#include "loader/device_backends.h"
 #include "loader/host_device.h"
 #include "spdlog/spdlog.h"
 
@@ -26,12 +26,11 @@ absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeHostDevices(int n, uint
   return devices;
 }
 
+// Through the registry, which loads the CUDA module on first use (device_backends.h).
 absl::StatusOr<std::vector<std::unique_ptr<Device>>> MakeCudaDevices() {
-#ifdef LOADSTAR_HAVE_CUDA
-  return CreateCudaDevices();
-#else
-  return absl::FailedPreconditionError("loadstar was built without CUDA");
-#endif
+  absl::StatusOr<DeviceBackend*> cuda = GetDeviceBackend("cuda");
+  if (!cuda.ok()) return cuda.status();
+  return (*cuda)->CreateDevices();
 }
 
 }  // namespace
@@ -40,10 +39,10 @@ absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
     const std::string& spec, uint64_t host_device_bytes, uint64_t host_retain_bytes) {
   if (spec == "cuda") return MakeCudaDevices();
   if (spec == "auto") {
-#ifdef LOADSTAR_HAVE_CUDA
-    std::string reason;
-    if (CudaUsable(&reason)) return CreateCudaDevices();
-#endif
+    absl::StatusOr<DeviceBackend*> cuda = GetDeviceBackend("cuda");
+    absl::Status usable = cuda.ok() ? (*cuda)->Usable() : cuda.status();
+    if (usable.ok()) return (*cuda)->CreateDevices();
+    spdlog::debug("devices auto: host:1 ({})", std::string(usable.message()));
     return MakeHostDevices(1, host_device_bytes, host_retain_bytes);
   }
   if (spec == "host") return MakeHostDevices(1, host_device_bytes, host_retain_bytes);

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "loader/load_pipeline.h"
 
 namespace loadstar::loader {
 namespace {
@@ -156,7 +155,7 @@ bool HostCache::MakeRoomLocked(uint64_t bytes) {
   return options_.capacity_bytes - used_ >= bytes;
 }
 
-absl::Status HostCache::Prefetch(const ModelSource& source, LoadPipeline& pipeline) {
+absl::Status HostCache::Prefetch(const ModelSource& source, UncachedModelReader& reader) {
   ASSIGN_OR_RETURN(LoadPlan plan, MakeLoadPlan(source.manifest, 1, PlanOptions{}));
   const uint64_t bytes = plan.device_bytes[0];
   auto entry = std::make_shared<Entry>();
@@ -195,9 +194,8 @@ absl::Status HostCache::Prefetch(const ModelSource& source, LoadPipeline& pipeli
   }
   entry->memory = std::make_unique<CacheMemory>(
       options_.allocator != nullptr ? options_.allocator : DefaultHostAllocator());
-  absl::StatusOr<std::unique_ptr<LoadedModel>> model = pipeline.LoadImpl(
-      source, {entry->memory.get()}, plan, nullptr, nullptr, {}, nullptr, /*use_cache=*/false,
-      /*in_place=*/true);
+  absl::StatusOr<std::unique_ptr<LoadedModel>> model =
+      reader.ReadUncached(source, entry->memory.get(), plan);
   absl::MutexLock lock(&mu_);
   if (!model.ok()) {
     used_ -= bytes;

@@ -25,13 +25,25 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/device.h"
+#include "base/host_memory_allocator.h"
+#include "loader/load_plan.h"
 #include "loader/loaded_model.h"
 #include "loader/model_source.h"
-#include "loader/pinned_ring.h"
 
 namespace loadstar::loader {
 
-class LoadPipeline;
+// What HostCache::Prefetch needs from a loader, and nothing more: read `source` from its
+// files (never from a cache) onto `memory`, one host-addressable device, as `plan` (one
+// device, no transform) places it, verifying checksums, reading in place where it can.
+// LoadPipeline implements it.
+class UncachedModelReader {
+ public:
+  virtual ~UncachedModelReader() = default;
+  virtual absl::StatusOr<std::unique_ptr<LoadedModel>> ReadUncached(const ModelSource& source,
+                                                                    Device* memory,
+                                                                    const LoadPlan& plan) = 0;
+};
 
 class HostCache {
  public:
@@ -73,10 +85,10 @@ class HostCache {
   // The model if cached (and marks it most recently used), pinned; nullopt otherwise.
   std::optional<Handle> Lookup(const std::string& key);
 
-  // Reads `source` from disk into the cache with `pipeline` (verifying checksums). OK
-  // at once if it is cached already; waits if another Prefetch of it is running.
-  // ResourceExhausted when it cannot fit even after evicting every unpinned entry.
-  absl::Status Prefetch(const ModelSource& source, LoadPipeline& pipeline);
+  // Reads `source` from disk into the cache with `reader` (a LoadPipeline; it verifies
+  // checksums). OK at once if it is cached already; waits if another Prefetch of it is
+  // running. ResourceExhausted when it cannot fit even after evicting every unpinned entry.
+  absl::Status Prefetch(const ModelSource& source, UncachedModelReader& reader);
 
   // Drops a cached model. NotFound if absent, FailedPrecondition while pinned.
   absl::Status Evict(const std::string& key);

@@ -50,6 +50,7 @@ class DeviceOutputWriter final : public OutputWriter {
     // Contract 3 of tensor_transform.h: the caller may reuse `data` once we return.
     return device_->Wait(ticket);
   }
+  Device* device() const override { return device_; }
 
  private:
   Device* device_;
@@ -810,6 +811,12 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadWithPlan(
     const LoadProgressCallback& progress, LoadStats* stats, const SpreadOptions* spread) {
   return LoadImpl(source, devices, plan, transform, cancel, progress, stats,
                   /*use_cache=*/true, /*in_place=*/options_.in_place_reads, spread);
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::ReadUncached(
+    const ModelSource& source, Device* memory, const LoadPlan& plan) {
+  return LoadImpl(source, {memory}, plan, /*transform=*/nullptr, /*cancel=*/nullptr,
+                  /*progress=*/{}, /*stats=*/nullptr, /*use_cache=*/false, /*in_place=*/true);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(

@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "base/env.h"
 #include "loader/device.h"
+#include "loader/host_cache.h"
 #include "loader/io_engine.h"
 #include "loader/load_plan.h"
 #include "loader/loaded_model.h"
@@ -46,8 +47,6 @@
 #include "loader/spread.h"
 
 namespace loadstar::loader {
-
-class HostCache;
 
 enum class IoMode { kAuto, kDirect, kBuffered };
 
@@ -85,7 +84,7 @@ struct LoadStats {
   std::string spread;
 };
 
-class LoadPipeline {
+class LoadPipeline final : public UncachedModelReader {
  public:
   struct Options {
     Env* env = nullptr;  // nullptr: Env::Default()
@@ -108,7 +107,7 @@ class LoadPipeline {
   };
 
   static absl::StatusOr<std::unique_ptr<LoadPipeline>> Create(const Options& options);
-  ~LoadPipeline();
+  ~LoadPipeline() override;
 
   // Loads `source` onto `devices` (not owned; they must outlive the result) as
   // `plan_options` places it.
@@ -126,13 +125,18 @@ class LoadPipeline {
       const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr,
       const SpreadOptions* spread = nullptr);
 
+  // UncachedModelReader, for HostCache::Prefetch: a load that skips the cache and reads
+  // in place (cache memory is resident host memory).
+  absl::StatusOr<std::unique_ptr<LoadedModel>> ReadUncached(const ModelSource& source,
+                                                            Device* memory,
+                                                            const LoadPlan& plan) override;
+
   const Options& options() const { return options_; }
   int threads() const { return threads_; }
   PinnedRing& ring() { return *ring_; }
   IoEngine& direct_engine() { return *direct_engine_; }
 
  private:
-  friend class HostCache;  // inserts read from disk, bypassing the cache (use_cache)
   class Run;
 
   LoadPipeline(const Options& options, int threads, std::unique_ptr<IoEngine> direct_engine,

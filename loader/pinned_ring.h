@@ -3,8 +3,9 @@
 // a model of any size streams through a bounded amount of staging memory.
 //
 // With CUDA the slots must be page-locked (cudaHostAlloc) so copies to the GPU are DMA;
-// the memory comes from a HostMemoryAllocator so kernels/ can supply that without loader/
-// depending on CUDA. The default allocator is aligned_alloc.
+// the memory comes from a HostMemoryAllocator (base/host_memory_allocator.h), which the
+// CUDA device backend supplies (StagingAllocatorFor, loader/device_backends.h) without
+// loader/ depending on CUDA. The default allocator is aligned_alloc.
 //
 // Thread safety: Acquire/TryAcquire/Release may be called from any thread.
 #pragma once
@@ -17,20 +18,13 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/host_memory_allocator.h"
 
 namespace loadstar::loader {
 
-// Source of staging memory. Implementations must be thread-safe.
-class HostMemoryAllocator {
- public:
-  virtual ~HostMemoryAllocator() = default;
-  // `bytes` of memory aligned to `alignment` (a power of two), or nullptr.
-  virtual void* Allocate(uint64_t bytes, uint64_t alignment) = 0;
-  virtual void Free(void* ptr) = 0;
-};
-
-// aligned_alloc / free. Never deleted.
-HostMemoryAllocator* DefaultHostAllocator();
+// The allocator interface is base's; loader code names it loader::HostMemoryAllocator.
+using ::loadstar::DefaultHostAllocator;
+using ::loadstar::HostMemoryAllocator;
 
 class PinnedRing {
  public:

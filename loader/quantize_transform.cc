@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status_macros.h"
+#include "loader/device_backends.h"
 #include "quant/quant_state.h"
 #include "quant/streaming.h"
 
@@ -99,15 +100,17 @@ class QuantizeTensorTransform : public TensorTransform {
  public:
   QuantizeTensorTransform(QuantizeTransformProvider* provider, std::string name, int shard,
                           quant::QuantType type, std::vector<QuantizeTransformProvider::Part> parts,
-                          std::unique_ptr<quant::StreamingQuantizer> quantizer)
+                          quant::StreamingQuantizer::Options options)
       : provider_(provider), name_(std::move(name)), shard_(shard), type_(type),
-        parts_(std::move(parts)), quantizer_(std::move(quantizer)) {}
+        parts_(std::move(parts)), options_(std::move(options)) {}
 
-  absl::Status Consume(const char* data, uint64_t bytes, OutputWriter&) override {
+  absl::Status Consume(const char* data, uint64_t bytes, OutputWriter& out) override {
+    RETURN_IF_ERROR(StartQuantizer(out));
     return quantizer_->Append(data, bytes);
   }
 
   absl::Status Finish(OutputWriter& out) override {
+    RETURN_IF_ERROR(StartQuantizer(out));
     std::vector<quant::NamedTensor> tensors;
     if (type_ == quant::QuantType::kInt8) {
       ASSIGN_OR_RETURN(quant::QuantizedInt8 q, quantizer_->FinishInt8());
@@ -139,12 +142,31 @@ class QuantizeTensorTransform : public TensorTransform {
   }
 
  private:
+  // The quantizer is picked when the first bytes arrive, as only the OutputWriter knows
+  // the destination device: its backend's (on the device) when it has one for this
+  // tensor, else the CPU's. Both give the same bits (quant/tensor_quantizer.h).
+  absl::Status StartQuantizer(OutputWriter& out) {
+    if (quantizer_ != nullptr) return absl::OkStatus();
+    if (Device* device = out.device()) {
+      if (DeviceBackend* backend = BackendOf(*device)) {
+        ASSIGN_OR_RETURN(quantizer_, backend->CreateQuantizer(*device, options_));
+        if (quantizer_ != nullptr) {
+          provider_->device_quantized_.fetch_add(1, std::memory_order_relaxed);
+          return absl::OkStatus();
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(quantizer_, quant::StreamingQuantizer::Create(options_));
+    return absl::OkStatus();
+  }
+
   QuantizeTransformProvider* provider_;
   std::string name_;
   int shard_;
   quant::QuantType type_;
   std::vector<QuantizeTransformProvider::Part> parts_;
-  std::unique_ptr<quant::StreamingQuantizer> quantizer_;
+  const quant::StreamingQuantizer::Options options_;
+  std::unique_ptr<quant::TensorQuantizer> quantizer_;
 };
 
 namespace {
@@ -204,8 +226,6 @@ absl::StatusOr<std::unique_ptr<TensorTransform>> QuantizeTransformProvider::Begi
   q.shape = tensor.shape;
   q.threads.threads = options_.quantize_threads;
   q.transpose_conv1d = quant::IsConv1DWeight(options_.model_type, tensor.name, tensor.shape);
-  ASSIGN_OR_RETURN(std::unique_ptr<quant::StreamingQuantizer> quantizer,
-                   quant::StreamingQuantizer::Create(std::move(q)));
   std::vector<int64_t> shape = tensor.shape;
   if (quant::IsConv1DWeight(options_.model_type, tensor.name, tensor.shape)) {
     shape = {tensor.shape[1], tensor.shape[0]};
@@ -215,7 +235,7 @@ absl::StatusOr<std::unique_ptr<TensorTransform>> QuantizeTransformProvider::Begi
     return absl::InternalError(fmt::format("{}: planned region size changed", tensor.name));
   }
   return std::unique_ptr<TensorTransform>(new QuantizeTensorTransform(
-      this, tensor.name, shard, type, std::move(parts), std::move(quantizer)));
+      this, tensor.name, shard, type, std::move(parts), std::move(q)));
 }
 
 void QuantizeTransformProvider::Record(const std::string& name, int shard,

@@ -16,14 +16,17 @@
 // Bytes are bit-identical to quant::PrepareTensor on the whole tensor (the streaming
 // quantizer's contract).
 //
-// CUDA devices: quantization still runs on the CPU and the outputs are copied to the
-// device through the pipeline's OutputWriter (which takes host memory), so
-// kernels::GpuStreamingQuantizer is not used yet (its outputs live on the device and the
-// OutputWriter has no device-to-device path).
+// Where it quantizes: on the destination device when its backend can (a CUDA device:
+// kernels::GpuStreamingQuantizer through the CUDA backend, loader/device_backends.h; the
+// checkpoint's bytes go up unit by unit, never the whole tensor), else on the CPU (host
+// devices, Conv1D weights). The quantized parts are then written to the region through the
+// OutputWriter like any output: the GPU path brings its (4x smaller) results back to the
+// host for that, as the OutputWriter has no device-to-device write.
 //
 // Thread safety: the provider is thread-safe (TransformProvider contract 4).
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,6 +62,11 @@ class QuantizeTransformProvider : public TransformProvider {
       const store::ManifestTensor& shard_tensor, const TransformedTensor& output,
       int shard) override;
 
+  // Tensors quantized on their device (not the CPU) so far.
+  int device_quantized_tensors() const {
+    return device_quantized_.load(std::memory_order_relaxed);
+  }
+
   // Rewrites `model`'s tensor table: every quantized region becomes its state-dict
   // tensors. REQUIRES: the load that used this provider succeeded.
   absl::Status ExpandTensors(LoadedModel& model) const;
@@ -77,6 +85,7 @@ class QuantizeTransformProvider : public TransformProvider {
   void Record(const std::string& name, int shard, std::vector<Part> parts);
 
   const Options options_;
+  std::atomic<int> device_quantized_{0};
   mutable std::mutex mu_;
   // By (source name, shard); shard 0 when the tensor is not split.
   std::map<std::pair<std::string, int>, std::vector<Part>> done_ ABSL_GUARDED_BY(mu_);

@@ -95,6 +95,7 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
   ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
   RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
   out.quantized_bytes = out.model->tensor_bytes();
+  out.device_quantized_tensors = provider.device_quantized_tensors();
   return out;
 }
 

@@ -43,6 +43,10 @@ struct QuantizedLoad {
   std::string source;            // "artifact" | "checkpoint"
   std::string variant;           // the variant key read ("" for the checkpoint)
   uint64_t quantized_bytes = 0;  // bytes resident after quantization (tensor table sum)
+  // Weights that LoadQuantized's quantize-while-streaming path (source "checkpoint" of an
+  // fp16/bf16/fp32 model) quantized on their device rather than the CPU: CUDA devices
+  // quantize on the GPU (QuantizeTransformProvider). Not counted by LoadPrequantized.
+  int device_quantized_tensors = 0;
 };
 
 // The key of the stored variant usable for `config`, or "" when there is none.

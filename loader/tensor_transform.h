@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/device.h"
 #include "base/dtype.h"
 #include "store/manifest.h"
 
@@ -50,6 +51,9 @@ class OutputWriter {
  public:
   virtual ~OutputWriter() = default;
   virtual absl::Status Write(uint64_t offset, const void* data, uint64_t bytes) = 0;
+  // The device the output lands on, so a transform can compute there (a CUDA device
+  // quantizes on its GPU); nullptr when unknown (a transform then computes on the CPU).
+  virtual Device* device() const { return nullptr; }
 };
 
 // One tensor's transform, used by one thread at a time.

@@ -8,6 +8,8 @@
 // The result is bit-identical to PrepareTensor / Quantize4bit / QuantizeInt8 on the whole
 // tensor (tests/quant/streaming_test.cc).
 //
+// The CPU TensorQuantizer (quant/tensor_quantizer.h).
+//
 // Thread-safety: not thread-safe; one instance per tensor, used by one thread at a time.
 // Append may use `options.threads` workers internally for large chunks.
 #pragma once
@@ -20,11 +22,12 @@
 #include "base/dtype.h"
 #include "quant/blockwise.h"
 #include "quant/int8.h"
+#include "quant/tensor_quantizer.h"
 
 namespace loadstar {
 namespace quant {
 
-class StreamingQuantizer {
+class StreamingQuantizer final : public TensorQuantizer {
  public:
   struct Options {
     QuantType type = QuantType::kNf4;       // kNf4 | kFp4 | kInt8
@@ -41,14 +44,14 @@ class StreamingQuantizer {
   static absl::StatusOr<std::unique_ptr<StreamingQuantizer>> Create(Options options);
 
   // Consumes the next `size` bytes of the tensor. InvalidArgument past the tensor's end.
-  absl::Status Append(const void* data, size_t size);
+  absl::Status Append(const void* data, size_t size) override;
 
-  int64_t bytes_expected() const { return total_bytes_; }
-  int64_t bytes_consumed() const { return consumed_; }
+  int64_t bytes_expected() const override { return total_bytes_; }
+  int64_t bytes_consumed() const override { return consumed_; }
 
   // After every byte was appended (else FailedPrecondition). Call the one for the type.
-  absl::StatusOr<Quantized4bit> Finish4bit();
-  absl::StatusOr<QuantizedInt8> FinishInt8();
+  absl::StatusOr<Quantized4bit> Finish4bit() override;
+  absl::StatusOr<QuantizedInt8> FinishInt8() override;
 
  private:
   explicit StreamingQuantizer(Options options);

@@ -6,12 +6,74 @@
 
 #ifdef LOADSTAR_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #endif
 
 namespace loadstar::client {
 
 #ifdef LOADSTAR_HAVE_CUDA
 namespace {
+
+// The CUDA runtime is opened on first use, not linked: a program that links the client
+// (the `loadstar` CLI among them) starts without mapping libcudart, and runs where it is
+// missing; only opening a CUDA instance needs it. Same major version as the headers, so
+// the declarations below match the library (cudaGetDeviceProperties is a macro naming
+// the versioned symbol; CUDA_SYMBOL expands it before quoting).
+#define CUDA_SYMBOL_QUOTE(name) #name
+#define CUDA_SYMBOL(name) CUDA_SYMBOL_QUOTE(name)
+
+struct CudaRuntime {
+  decltype(&::cudaGetDeviceCount) get_device_count = nullptr;
+  decltype(&::cudaGetDeviceProperties) get_device_properties = nullptr;
+  decltype(&::cudaSetDevice) set_device = nullptr;
+  decltype(&::cudaIpcOpenMemHandle) ipc_open = nullptr;
+  decltype(&::cudaIpcCloseMemHandle) ipc_close = nullptr;
+  decltype(&::cudaGetErrorString) error_string = nullptr;
+  decltype(&::cudaGetLastError) get_last_error = nullptr;
+};
+
+template <typename F>
+bool Resolve(void* lib, const char* name, F* out) {
+  *out = reinterpret_cast<F>(::dlsym(lib, name));
+  return *out != nullptr;
+}
+
+absl::StatusOr<const CudaRuntime*> Runtime() {
+  static const absl::StatusOr<CudaRuntime>* runtime = [] {
+    const std::string soname = fmt::format("libcudart.so.{}", CUDART_VERSION / 1000);
+    void* lib = ::dlopen(soname.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    if (lib == nullptr) {
+      const char* error = ::dlerror();
+      return new absl::StatusOr<CudaRuntime>(absl::FailedPreconditionError(fmt::format(
+          "the instance lives on a GPU, but the CUDA runtime cannot be loaded: {}",
+          error ? error : soname)));
+    }
+    CudaRuntime r;
+    const char* missing = nullptr;
+    if (!Resolve(lib, CUDA_SYMBOL(cudaGetDeviceCount), &r.get_device_count)) {
+      missing = CUDA_SYMBOL(cudaGetDeviceCount);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetDeviceProperties), &r.get_device_properties)) {
+      missing = CUDA_SYMBOL(cudaGetDeviceProperties);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaSetDevice), &r.set_device)) {
+      missing = CUDA_SYMBOL(cudaSetDevice);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaIpcOpenMemHandle), &r.ipc_open)) {
+      missing = CUDA_SYMBOL(cudaIpcOpenMemHandle);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaIpcCloseMemHandle), &r.ipc_close)) {
+      missing = CUDA_SYMBOL(cudaIpcCloseMemHandle);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetErrorString), &r.error_string)) {
+      missing = CUDA_SYMBOL(cudaGetErrorString);
+    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetLastError), &r.get_last_error)) {
+      missing = CUDA_SYMBOL(cudaGetLastError);
+    }
+    if (missing != nullptr) {
+      return new absl::StatusOr<CudaRuntime>(absl::FailedPreconditionError(
+          fmt::format("{} has no {}", soname, missing)));
+    }
+    return new absl::StatusOr<CudaRuntime>(r);
+  }();
+  if (!runtime->ok()) return runtime->status();
+  return &**runtime;
+}
 
 // The same "GPU-xxxxxxxx-xxxx-..." form the worker exports (kernels/cuda_device.cc) and
 // nvidia-smi prints.
@@ -24,11 +86,11 @@ std::string UuidOf(const cudaUUID_t& uuid) {
       b[14], b[15]);
 }
 
-absl::Status CudaStatus(cudaError_t e, const std::string& what) {
+absl::Status CudaStatus(const CudaRuntime& rt, cudaError_t e, const std::string& what) {
   if (e == cudaSuccess) return absl::OkStatus();
-  cudaGetLastError();  // clear the sticky error so later calls are not blamed for it
+  rt.get_last_error();  // clear the sticky error so later calls are not blamed for it
   return absl::FailedPreconditionError(
-      fmt::format("{}: {} ({})", what, cudaGetErrorString(e), static_cast<int>(e)));
+      fmt::format("{}: {} ({})", what, rt.error_string(e), static_cast<int>(e)));
 }
 
 }  // namespace
@@ -41,12 +103,17 @@ absl::StatusOr<void*> OpenCudaIpcHandle(const std::string& ipc_handle,
         "CUDA IPC handle has {} bytes, expected {}", ipc_handle.size(), sizeof(h)));
   }
   std::memcpy(&h, ipc_handle.data(), sizeof(h));
+  absl::StatusOr<const CudaRuntime*> runtime = Runtime();
+  if (!runtime.ok()) return runtime.status();
+  const CudaRuntime& rt = **runtime;
   int count = 0;
-  if (absl::Status s = CudaStatus(cudaGetDeviceCount(&count), "no usable GPU"); !s.ok()) return s;
+  if (absl::Status s = CudaStatus(rt, rt.get_device_count(&count), "no usable GPU"); !s.ok()) {
+    return s;
+  }
   int device = -1;
   for (int d = 0; d < count && !device_uuid.empty(); ++d) {
     cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, d) == cudaSuccess && UuidOf(prop.uuid) == device_uuid) {
+    if (rt.get_device_properties(&prop, d) == cudaSuccess && UuidOf(prop.uuid) == device_uuid) {
       device = d;
     }
   }
@@ -55,10 +122,12 @@ absl::StatusOr<void*> OpenCudaIpcHandle(const std::string& ipc_handle,
         "GPU {} is not visible to this process (check CUDA_VISIBLE_DEVICES)", device_uuid));
   }
   if (device >= 0) {
-    if (absl::Status s = CudaStatus(cudaSetDevice(device), "cudaSetDevice"); !s.ok()) return s;
+    if (absl::Status s = CudaStatus(rt, rt.set_device(device), "cudaSetDevice"); !s.ok()) {
+      return s;
+    }
   }
   void* ptr = nullptr;
-  if (absl::Status s = CudaStatus(cudaIpcOpenMemHandle(&ptr, h, cudaIpcMemLazyEnablePeerAccess),
+  if (absl::Status s = CudaStatus(rt, rt.ipc_open(&ptr, h, cudaIpcMemLazyEnablePeerAccess),
                                   "cudaIpcOpenMemHandle");
       !s.ok()) {
     return s;
@@ -67,7 +136,9 @@ absl::StatusOr<void*> OpenCudaIpcHandle(const std::string& ipc_handle,
 }
 
 absl::Status CloseCudaIpcHandle(void* device_pointer) {
-  return CudaStatus(cudaIpcCloseMemHandle(device_pointer), "cudaIpcCloseMemHandle");
+  absl::StatusOr<const CudaRuntime*> runtime = Runtime();
+  if (!runtime.ok()) return runtime.status();
+  return CudaStatus(**runtime, (*runtime)->ipc_close(device_pointer), "cudaIpcCloseMemHandle");
 }
 
 #else

@@ -1,6 +1,8 @@
 // Opening a CUDA IPC memory handle exported by a worker (cudaIpcGetMemHandle), for
-// MappedInstance. Defined in cuda_ipc.cc when loadstar is built with CUDA; without CUDA
-// both functions return FailedPrecondition saying so.
+// MappedInstance. Built with CUDA, cuda_ipc.cc loads the CUDA runtime (libcudart of the
+// headers' major version) on the first call, so linking the client costs nothing at start
+// and a machine without CUDA gets FailedPrecondition naming the missing library; without
+// CUDA both functions return FailedPrecondition saying so.
 #pragma once
 
 #include <string>

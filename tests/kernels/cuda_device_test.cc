@@ -12,8 +12,9 @@
 #include "deploy/client/cuda_ipc.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda_host_allocator.h"
-#include "loader/cuda_devices.h"
+#include "loader/device.h"
 #include "loader/pinned_ring.h"
+#include "tests/kernels/cuda_backend_test_util.h"
 #include "tests/kernels/gpu_test_util.h"
 #include "tests/util/test_util.h"
 
@@ -27,10 +28,15 @@ TEST(CudaDeviceTest, NoGpuIsFailedPreconditionNotACrash) {
   EXPECT_NE(std::string(count.status().message()).find("no usable GPU: "), std::string::npos);
   auto devices = CreateCudaDevices();
   EXPECT_TRUE(absl::IsFailedPrecondition(devices.status())) << devices.status();
-  std::string reason;
-  EXPECT_FALSE(loader::CudaUsable(&reason));
-  EXPECT_NE(reason.find("no usable GPU"), std::string::npos) << reason;
-  EXPECT_TRUE(absl::IsFailedPrecondition(loader::CreateCudaDevices().status()));
+  // The same answer through the loader's registry (what CreateDevices("cuda") asks).
+  RegisterCudaBackendOnce();
+  absl::Status usable = StaticCudaBackend()->Usable();
+  EXPECT_NE(std::string(usable.message()).find("no usable GPU"), std::string::npos) << usable;
+  auto via_loader = loader::CreateDevices("cuda");
+  EXPECT_TRUE(absl::IsFailedPrecondition(via_loader.status())) << via_loader.status();
+  EXPECT_NE(std::string(via_loader.status().message()).find("no usable GPU"),
+            std::string::npos)
+      << via_loader.status();
 }
 
 TEST(CudaHostAllocatorTest, AllocatesAlignedMemoryPinnedOrNot) {
@@ -54,7 +60,7 @@ TEST(CudaDeviceTest, CopyInAndOutIsByteEqual) {
   ASSERT_TRUE(device.ok()) << device.status();
   CudaDevice& d = **device;
   EXPECT_EQ(d.name(), "cuda:0");
-  EXPECT_EQ(d.kind(), loader::DeviceKind::kCuda);
+  EXPECT_EQ(d.kind(), DeviceKind::kCuda);
   EXPECT_GT(d.total_memory(), 0u);
   EXPECT_LE(d.free_memory(), d.total_memory());
   constexpr uint64_t kBytes = (8 << 20) + 5;
@@ -63,7 +69,7 @@ TEST(CudaDeviceTest, CopyInAndOutIsByteEqual) {
   auto a = d.Allocate(kBytes);
   ASSERT_TRUE(a.ok()) << a.status();
   // Several chunks over the lanes, as the pipeline does.
-  std::vector<loader::CopyTicket> tickets;
+  std::vector<CopyTicket> tickets;
   constexpr uint64_t kChunk = 1 << 20;
   for (uint64_t off = 0; off < kBytes; off += kChunk) {
     auto t = d.CopyToDeviceAsync(*a, off, src.data() + off, std::min(kChunk, kBytes - off));
@@ -79,7 +85,7 @@ TEST(CudaDeviceTest, CopyInAndOutIsByteEqual) {
   EXPECT_TRUE(absl::IsOutOfRange(d.CopyToHost(back.data(), *a, 1, kBytes)));
   auto handle = d.Export(*a);
   ASSERT_TRUE(handle.ok()) << handle.status();
-  EXPECT_EQ(handle->kind, loader::DeviceKind::kCuda);
+  EXPECT_EQ(handle->kind, DeviceKind::kCuda);
   EXPECT_EQ(handle->ipc_handle.size(), 64u);
   EXPECT_EQ(handle->device_uuid.rfind("GPU-", 0), 0u) << handle->device_uuid;
   EXPECT_EQ(handle->size, kBytes);
@@ -140,7 +146,7 @@ TEST(CudaDeviceTest, CopyToHostWaitsForCopiesNotYetWaitedFor) {
   for (uint64_t i = 0; i < kBytes; i += 4096) std::memset(src + i, static_cast<int>(i >> 12), 4096);
   auto a = (*device)->Allocate(kBytes);
   ASSERT_TRUE(a.ok()) << a.status();
-  std::vector<loader::CopyTicket> tickets;
+  std::vector<CopyTicket> tickets;
   for (uint64_t off = 0; off < kBytes; off += kChunk) {
     auto t = (*device)->CopyToDeviceAsync(*a, off, src + off, kChunk);
     ASSERT_TRUE(t.ok()) << t.status();
@@ -168,7 +174,7 @@ TEST(CudaDeviceTest, PinnedRingSlotsStreamThroughTheCopyLanes) {
   const std::vector<uint8_t> data = BytePattern(kBytes, 3);
   auto a = (*device)->Allocate(kBytes);
   ASSERT_TRUE(a.ok()) << a.status();
-  std::vector<std::pair<loader::PinnedRing::Slot, loader::CopyTicket>> in_flight;
+  std::vector<std::pair<loader::PinnedRing::Slot, CopyTicket>> in_flight;
   for (uint64_t off = 0; off < kBytes;) {
     auto slot = (*ring)->TryAcquire();
     if (!slot) {  // ring full: retire the oldest copy and recycle its slot

@@ -40,7 +40,7 @@ struct GpuBuffer {
     EXPECT_EQ(cudaMemcpy(v.data(), ptr, n, cudaMemcpyDeviceToHost), cudaSuccess);
     return v;
   }
-  loader::DeviceSpan Span(int rank) const { return {rank, ptr, size}; }
+  DeviceSpan Span(int rank) const { return {rank, ptr, size}; }
 };
 
 TEST(NcclCommunicatorTest, NoGpuIsFailedPrecondition) {
@@ -61,7 +61,7 @@ TEST(NcclCommunicatorTest, SingleGpuCopyAndBadRanks) {
   ASSERT_TRUE((*comm)->Copy(a.Span(0), b.Span(0)).ok());
   EXPECT_EQ(b.Read(n), data);
   EXPECT_TRUE(absl::IsInvalidArgument((*comm)->Copy(a.Span(0), b.Span(1))));
-  std::vector<loader::DeviceSpan> spans = {a.Span(0)};
+  std::vector<DeviceSpan> spans = {a.Span(0)};
   EXPECT_TRUE(absl::IsInvalidArgument((*comm)->Broadcast(1, spans, n)));
   EXPECT_TRUE(absl::IsInvalidArgument((*comm)->Broadcast(0, spans, n + 1)));
   EXPECT_TRUE((*comm)->Broadcast(0, spans, n).ok());
@@ -77,7 +77,7 @@ TEST(NcclCommunicatorTest, BroadcastScatterCopyAcrossGpusAreByteEqual) {
   for (int r = 0; r < ranks; ++r) bufs.push_back(std::make_unique<GpuBuffer>(r, n));
   const auto data = BytePattern(n, 2);
   bufs[1]->Fill(data);
-  std::vector<loader::DeviceSpan> spans;
+  std::vector<DeviceSpan> spans;
   for (int r = 0; r < ranks; ++r) spans.push_back(bufs[r]->Span(r));
   ASSERT_TRUE((*comm)->Broadcast(1, spans, n).ok());
   for (int r = 0; r < ranks; ++r) EXPECT_EQ(bufs[r]->Read(n), data) << "rank " << r;
