@@ -534,6 +534,9 @@ v1::Instance Controller::InstanceProtoLocked(const Instance& inst) {
     p.set_quantization(q.type == quant::QuantType::kNone ? "none" : q.VariantKey());
   }
   p.set_source(inst.source);
+  p.set_tier(inst.tier);
+  p.set_gbps(inst.gbps);
+  p.set_spread(inst.spread);
   p.set_device_bytes(inst.bytes_per_device * inst.devices.size());
   return p;
 }

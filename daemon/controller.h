@@ -133,6 +133,9 @@ class Controller {
     bool draining = false;
     std::string config_digest;  // ConfigDigest of the config it was loaded with
     std::string source;         // as the worker reported it when ready
+    std::string tier;           // disk | host_cache | device_copy (ditto)
+    double gbps = 0;
+    std::string spread;
     std::shared_ptr<CallCanceller> canceller = std::make_shared<CallCanceller>();
   };
   struct Deployment {

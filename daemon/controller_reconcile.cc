@@ -249,6 +249,8 @@ ClusterSnapshot Controller::SnapshotLocked() {
     }
     if (info.disk_bandwidth() > 0) w.disk_bandwidth = info.disk_bandwidth();
     if (info.copy_bandwidth() > 0) w.copy_bandwidth = info.copy_bandwidth();
+    // Measured by the worker's communicator; 0 (none) turns the resident-replica tier off.
+    w.device_copy_bandwidth = info.device_copy_bandwidth();
     for (const v1::StoredModel& m : info.models()) {
       w.models_on_disk.insert(m.name());
       if (m.in_host_cache()) w.models_in_host_cache.insert(m.name());
@@ -266,7 +268,13 @@ ClusterSnapshot Controller::SnapshotLocked() {
       DeviceSnapshot& ds = w.devices[dev];
       ds.free_bytes -= std::min(ds.free_bytes, inst.bytes_per_device);
     }
-    if (inst.state == "ready") w.resident.insert(inst.deployment);
+    // A replica is copied from a resident instance of the same LoadSpec only: an outdated
+    // one (another config) is not a source.
+    auto dep = deployments_.find(inst.deployment);
+    if (inst.state == "ready" && dep != deployments_.end() &&
+        inst.config_digest == dep->second.digest) {
+      w.resident.insert(inst.deployment);
+    }
     if (inst.state != "unloading") ++w.replicas[inst.deployment];
     if (inst.state == "loading" && inst.bytes_total > inst.bytes_done) {
       w.queue_wait_seconds += static_cast<double>(inst.bytes_total - inst.bytes_done) /
@@ -351,6 +359,9 @@ void Controller::RunLoad(std::string instance_id, std::string address,
   if (result.ok()) {
     inst.state = "ready";
     inst.source = result->source();
+    inst.tier = result->tier();
+    inst.gbps = result->gbps();
+    inst.spread = result->spread();
     inst.load_seconds = result->load_seconds();
     inst.bytes_done = inst.bytes_total = std::max(inst.bytes_total, result->bytes());
     inst.ready_since_ms = inst.idle_since_ms = now;

@@ -50,9 +50,15 @@ class LoadedInstance {
   // Where the weights came from: "artifact" (a stored quantized variant) or "checkpoint"
   // (the checkpoint, quantized while loading when the deployment quantizes).
   virtual std::string source() const = 0;
-  // The tier the bytes were read from: "disk" (the store) or "host_cache" (the worker's
-  // DRAM cache of the checkpoint).
+  // The tier the bytes came from: "disk" (the store), "host_cache" (the worker's DRAM
+  // cache of the checkpoint) or "device_copy" (a resident instance, device-to-device).
   virtual std::string tier() const = 0;
+  // GB/s of the transfer that placed the bytes; 0 when not measured.
+  virtual double gbps() const { return 0; }
+  // Multi-device loads: "per_device" | "staged" (loader/spread.h); "" otherwise.
+  virtual std::string spread() const { return ""; }
+  // device_copy: the instance id the bytes were copied from.
+  virtual std::string copied_from() const { return ""; }
 };
 
 class InstanceLoader {
@@ -68,6 +74,10 @@ class InstanceLoader {
   // Measured at start: store read and host -> device copy bandwidth, bytes/s.
   virtual double disk_bandwidth() const = 0;
   virtual double copy_bandwidth() const = 0;
+  // Device -> device through the worker's Communicator; 0 without one.
+  virtual double device_copy_bandwidth() const { return 0; }
+  // The communicator's name ("host", "nccl"), "" without one.
+  virtual std::string communicator() const { return ""; }
 
   virtual absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,

@@ -10,7 +10,10 @@
 #include <cstring>
 #include <vector>
 
+#include "base/logging.h"
 #include "base/status_macros.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "loader/replica.h"
 #include "daemon/load_spec.h"
 #include "daemon/probe.h"
 #include "daemon/rate_limited_env.h"
@@ -70,19 +73,29 @@ void FillQuantState(const std::string& info, v1::QuantState* q) {
   }
 }
 
+// How an instance's bytes got onto its devices (InstanceReport tier, gbps, spread).
+struct Provenance {
+  std::string source;  // artifact | checkpoint
+  std::string tier;    // disk | host_cache | device_copy
+  double gbps = 0;
+  std::string spread;       // per_device | staged | ""
+  std::string copied_from;  // device_copy: the source instance
+};
+
 class PipelineLoadedInstance : public LoadedInstance {
  public:
-  PipelineLoadedInstance(std::unique_ptr<loader::LoadedModel> model, v1::LoadSpec spec,
-                         std::string source, std::string tier)
-      : model_(std::move(model)),
-        spec_(std::move(spec)),
-        source_(std::move(source)),
-        tier_(std::move(tier)) {}
+  PipelineLoadedInstance(std::shared_ptr<const loader::LoadedModel> model, v1::LoadSpec spec,
+                         Provenance provenance)
+      : model_(std::move(model)), spec_(std::move(spec)), provenance_(std::move(provenance)) {}
 
-  std::string source() const override { return source_; }
-  std::string tier() const override { return tier_; }
+  std::string source() const override { return provenance_.source; }
+  std::string tier() const override { return provenance_.tier; }
+  double gbps() const override { return provenance_.gbps; }
+  std::string spread() const override { return provenance_.spread; }
+  std::string copied_from() const override { return provenance_.copied_from; }
 
   const v1::LoadSpec& spec() const { return spec_; }
+  const std::shared_ptr<const loader::LoadedModel>& model() const { return model_; }
 
   v1::InstanceHandle Handle() const override {
     v1::InstanceHandle h;
@@ -137,10 +150,9 @@ class PipelineLoadedInstance : public LoadedInstance {
   }
 
  private:
-  std::unique_ptr<loader::LoadedModel> model_;
+  std::shared_ptr<const loader::LoadedModel> model_;  // weakly held by the resident list
   const v1::LoadSpec spec_;
-  const std::string source_;
-  const std::string tier_;
+  const Provenance provenance_;
 };
 
 }  // namespace
@@ -171,7 +183,22 @@ absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::
   }
   ASSIGN_OR_RETURN(l->pipeline_, loader::LoadPipeline::Create(options.pipeline));
   l->options_ = options;
-  if (options.measure_bandwidth) l->MeasureBandwidth();
+  std::vector<loader::Device*> all;
+  for (const auto& d : l->devices_) all.push_back(d.get());
+  absl::StatusOr<std::unique_ptr<loader::Communicator>> comm = loader::CreateCommunicator(all);
+  if (comm.ok()) {
+    l->comm_ = *std::move(comm);
+  } else {
+    // Not fatal: loads still work through the host; the worker reports no device-copy
+    // tier (device_copy_bandwidth 0), so the scheduler does not count on one.
+    Log(Level::warn, "worker", {{"devices", options.devices}},
+        "no communicator over the devices ({}); replicas and multi-device loads go "
+        "through the host", std::string(comm.status().message()));
+  }
+  if (options.measure_bandwidth) {
+    l->MeasureBandwidth();
+    l->MeasureSpreadBandwidth();
+  }
   if (options.max_read_bandwidth > 0) {
     l->disk_bandwidth_ = std::min(l->disk_bandwidth_, options.max_read_bandwidth);
   }
@@ -219,6 +246,80 @@ void PipelineInstanceLoader::MeasureBandwidth() {
   if (!disk.empty()) disk_bandwidth_ = median(disk);
   ::close(fd);
   ::unlink(path.c_str());
+}
+
+void PipelineInstanceLoader::MeasureSpreadBandwidth() {
+  // 32 MiB per device, median of 3 timed runs after one untimed (first touch of fresh
+  // device memory is not what a load sees in steady state).
+  using Clock = std::chrono::steady_clock;
+  constexpr uint64_t kBytes = 32ull << 20;
+  constexpr int kRuns = 3;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  std::vector<loader::Allocation> allocations;
+  auto free_all = [&] {
+    for (size_t d = 0; d < allocations.size(); ++d) {
+      if (allocations[d].ptr != nullptr) devices_[d]->Free(allocations[d]).IgnoreError();
+    }
+  };
+  for (const auto& d : devices_) {
+    absl::StatusOr<loader::Allocation> a = d->Allocate(kBytes);
+    if (!a.ok()) {
+      free_all();
+      return;  // too little memory to probe: keep the defaults
+    }
+    allocations.push_back(*a);
+  }
+  std::vector<char> host(kBytes, 1);
+  // Host -> device: device 0 alone, then every device at once.
+  auto h2d = [&](size_t n) -> double {
+    auto start = Clock::now();
+    std::vector<loader::CopyTicket> tickets;
+    for (size_t d = 0; d < n; ++d) {
+      absl::StatusOr<loader::CopyTicket> t =
+          devices_[d]->CopyToDeviceAsync(allocations[d], 0, host.data(), kBytes);
+      if (!t.ok()) return 0;
+      tickets.push_back(*t);
+    }
+    for (size_t d = 0; d < n; ++d) {
+      if (!devices_[d]->Wait(tickets[d]).ok()) return 0;
+    }
+    double s = std::chrono::duration<double>(Clock::now() - start).count();
+    return s > 0 ? static_cast<double>(n * kBytes) / s : 0;
+  };
+  h2d(devices_.size());  // first touch of every allocation
+  std::vector<double> one, all, d2d;
+  for (int i = 0; i < kRuns; ++i) {
+    if (double bw = h2d(1); bw > 0) one.push_back(bw);
+    if (double bw = h2d(devices_.size()); bw > 0) all.push_back(bw);
+  }
+  if (!one.empty()) spread_bandwidths_.host_to_device = median(one);
+  if (!all.empty()) spread_bandwidths_.host_to_devices_parallel = median(all);
+  if (comm_ != nullptr) {
+    // Device 0 -> device 1, or between two buffers of device 0 on a single device.
+    loader::Allocation second{};
+    int dst_rank = 1;
+    if (devices_.size() < 2) {
+      absl::StatusOr<loader::Allocation> a = devices_[0]->Allocate(kBytes);
+      if (a.ok()) second = *a;
+      dst_rank = 0;
+    }
+    const loader::Allocation& dst = devices_.size() < 2 ? second : allocations[1];
+    if (dst.ptr != nullptr) {
+      for (int i = 0; i <= kRuns; ++i) {
+        auto start = Clock::now();
+        absl::Status st = comm_->Copy({0, allocations[0].ptr, kBytes}, {dst_rank, dst.ptr, kBytes});
+        double s = std::chrono::duration<double>(Clock::now() - start).count();
+        if (!st.ok()) break;
+        if (i > 0 && s > 0) d2d.push_back(static_cast<double>(kBytes) / s);
+      }
+    }
+    if (second.ptr != nullptr) devices_[0]->Free(second).IgnoreError();
+    if (!d2d.empty()) spread_bandwidths_.device_to_device = median(d2d);
+  }
+  free_all();
 }
 
 std::vector<v1::DeviceInfo> PipelineInstanceLoader::Devices() const {
@@ -275,6 +376,11 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
     }
     devices.push_back(devices_[i].get());
   }
+  ASSIGN_OR_RETURN(store::Manifest manifest, store_->GetManifest(spec.model()));
+  ASSIGN_OR_RETURN(std::unique_ptr<LoadedInstance> replica,
+                   CopyFromResident(request, manifest, indices, devices, progress, cancelled));
+  if (replica != nullptr) return replica;
+
   loader::PlanOptions plan;
   if (num_gpus == 1) {
     plan.placement = loader::Placement::kSingle;
@@ -286,6 +392,28 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
     return absl::InvalidArgumentError(fmt::format(
         "backend_config.device_map: '{}' is not supported by the loader (auto, tensor_parallel)",
         spec.device_map()));
+  }
+  // Multi-device: per device or staged through device 0 (loader/spread.h).
+  loader::SpreadOptions spread;
+  if (devices.size() > 1 && comm_ != nullptr) {
+    spread.communicator = comm_.get();
+    for (uint32_t i : indices) spread.ranks.push_back(static_cast<int>(i));
+    switch (options_.spread_path) {
+      case PathChoice::kHost:
+        spread.path = loader::SpreadPath::kPerDevice;
+        break;
+      case PathChoice::kDevice:
+        spread.path = loader::SpreadPath::kStaged;
+        break;
+      case PathChoice::kMeasured: {
+        // Estimated on the untransformed plan: quantized outputs go per device either way.
+        ASSIGN_OR_RETURN(loader::LoadPlan estimate,
+                         loader::MakeLoadPlan(manifest, static_cast<int>(devices.size()), plan));
+        spread.path = loader::ChooseSpreadPath(manifest, estimate, spread_bandwidths_);
+        break;
+      }
+    }
+    plan.spread = &spread;
   }
   // The deployment's quantization: its stored variant when one matches, else the
   // checkpoint quantized while it streams (loader/quantized_load.h).
@@ -301,8 +429,74 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                                                      static_cast<uint32_t>(p.total_tensors)});
                                          },
                                          &stats));
-  return std::make_unique<PipelineLoadedInstance>(std::move(loaded.model), spec, loaded.source,
-                                                  stats.from_cache ? "host_cache" : "disk");
+  std::shared_ptr<const loader::LoadedModel> model = std::move(loaded.model);
+  AddResident({request.instance_id, spec, std::move(manifest), indices, loaded.source, model});
+  return std::make_unique<PipelineLoadedInstance>(
+      std::move(model), spec,
+      Provenance{loaded.source, stats.from_cache ? "host_cache" : "disk", stats.gbps,
+                 stats.spread, ""});
+}
+
+void PipelineInstanceLoader::AddResident(Resident resident) {
+  absl::MutexLock lock(&resident_mu_);
+  std::erase_if(residents_, [](const Resident& r) { return r.model.expired(); });
+  residents_.push_back(std::move(resident));
+}
+
+absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::CopyFromResident(
+    const LoadRequest& request, const store::Manifest& manifest,
+    const std::vector<uint32_t>& indices, const std::vector<loader::Device*>& devices,
+    const std::function<void(const LoadProgressInfo&)>& progress,
+    const loader::CancellationToken& cancelled) {
+  if (comm_ == nullptr || options_.replica_path == PathChoice::kHost) return nullptr;
+  std::shared_ptr<const loader::LoadedModel> source;
+  Resident found;
+  {
+    absl::MutexLock lock(&resident_mu_);
+    std::erase_if(residents_, [](const Resident& r) { return r.model.expired(); });
+    for (const Resident& r : residents_) {
+      // Same spec and same stored bytes: the replica is what a fresh load would give.
+      if (r.devices.size() != devices.size() || !(r.manifest == manifest) ||
+          !google::protobuf::util::MessageDifferencer::Equals(r.spec, request.spec)) {
+        continue;
+      }
+      source = r.model.lock();
+      if (source == nullptr) continue;
+      found = r;
+      break;
+    }
+  }
+  if (source == nullptr) return nullptr;
+  uint64_t bytes = 0;
+  for (int d = 0; d < source->num_devices(); ++d) bytes += source->allocation(d).size;
+  if (options_.replica_path == PathChoice::kMeasured) {
+    // The host path reads the checkpoint (its store bytes) through the slower of disk and
+    // the host -> device link, or from the host cache at the link's rate.
+    uint64_t stored = 0;
+    for (const store::ManifestTensor& t : manifest.tensors) stored += t.size;
+    const bool cached =
+        cache_ != nullptr && cache_->Contains(loader::ModelKey(request.spec.model(), ""));
+    const double host_rate = cached ? copy_bandwidth_ : std::min(disk_bandwidth_, copy_bandwidth_);
+    const double host_s = static_cast<double>(stored) / std::max(host_rate, 1.0);
+    const double copy_s =
+        static_cast<double>(bytes) / std::max(spread_bandwidths_.device_to_device, 1.0);
+    if (copy_s > host_s) return nullptr;
+  }
+  std::vector<int> source_ranks, ranks;
+  for (uint32_t i : found.devices) source_ranks.push_back(static_cast<int>(i));
+  for (uint32_t i : indices) ranks.push_back(static_cast<int>(i));
+  loader::ReplicaCopyStats stats;
+  ASSIGN_OR_RETURN(std::unique_ptr<loader::LoadedModel> copy,
+                   loader::CopyReplica(*source, devices, source_ranks, ranks, *comm_,
+                                       &cancelled, &stats));
+  source.reset();
+  const uint32_t tensors = static_cast<uint32_t>(manifest.tensors.size());
+  progress({stats.bytes, stats.bytes, tensors, tensors});
+  std::shared_ptr<const loader::LoadedModel> model = std::move(copy);
+  AddResident({request.instance_id, request.spec, manifest, indices, found.source, model});
+  return std::make_unique<PipelineLoadedInstance>(
+      std::move(model), request.spec,
+      Provenance{found.source, "device_copy", stats.gbps, "", found.instance_id});
 }
 
 absl::StatusOr<std::vector<v1::ModelFile>> PipelineInstanceLoader::ModelFiles(

@@ -46,7 +46,11 @@ double LoadTimePolicy::EstimateSeconds(const WorkerSnapshot& w, const PlacementR
     if (seconds < 0 || s < seconds) seconds = s;
   };
   double loaded = static_cast<double>(r.loaded_bytes);
-  if (w.resident.contains(r.deployment)) consider(loaded / w.device_copy_bandwidth);
+  // A resident replica on this worker: copied device-to-device by its communicator, at
+  // the bandwidth the worker measured (0: it has none, no such tier).
+  if (w.device_copy_bandwidth > 0 && w.resident.contains(r.deployment)) {
+    consider(loaded / w.device_copy_bandwidth);
+  }
   bool has_variant = !r.variant.empty() && w.variants_on_disk.contains(r.model + "@" + r.variant);
   double quantize = r.variant.empty() || has_variant
                         ? 0

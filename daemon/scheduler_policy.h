@@ -34,7 +34,9 @@ struct WorkerSnapshot {
   std::vector<DeviceSnapshot> devices;
   double disk_bandwidth = 1e9;         // bytes/s
   double copy_bandwidth = 5e9;         // host memory -> device, bytes/s
-  double device_copy_bandwidth = 2e10; // device -> device (resident replica)
+  // device -> device (resident replica), the worker's communicator as it measured it at
+  // start (WorkerInfo.device_copy_bandwidth); 0: no communicator, no such tier.
+  double device_copy_bandwidth = 2e10;
   double quantize_bandwidth = 2e9;     // input bytes/s
   double queue_wait_seconds = 0;       // loads already running there
   absl::flat_hash_set<std::string> models_on_disk;     // store names

@@ -89,6 +89,13 @@ absl::StatusOr<v1::InstanceReport> WorkerManager::Load(
   inst.report.set_bytes(inst.handle.bytes());
   inst.report.set_source(inst.loaded->source());
   inst.report.set_tier(inst.loaded->tier());
+  inst.report.set_gbps(inst.loaded->gbps());
+  inst.report.set_spread(inst.loaded->spread());
+  inst.report.set_copied_from(inst.loaded->copied_from());
+  inst.handle.set_tier(inst.report.tier());
+  inst.handle.set_gbps(inst.report.gbps());
+  inst.handle.set_spread(inst.report.spread());
+  inst.handle.set_copied_from(inst.report.copied_from());
   for (const v1::DeviceInfo& d : inst.handle.devices()) inst.report.add_devices(d.name());
   return inst.report;
 }
@@ -217,6 +224,8 @@ v1::WorkerInfo WorkerManager::Info() const {
   }
   info.set_disk_bandwidth(loader_->disk_bandwidth());
   info.set_copy_bandwidth(loader_->copy_bandwidth());
+  info.set_device_copy_bandwidth(loader_->device_copy_bandwidth());
+  info.set_communicator(loader_->communicator());
   for (const v1::InstanceReport& r : Instances()) *info.add_instances() = r;
   return info;
 }

@@ -24,7 +24,7 @@ WorkerMetrics::WorkerMetrics(MetricsServer* server, WorkerManager* manager)
                        .Register(r);
   load_bytes_ = &prometheus::BuildCounter()
                      .Name("loadstar_load_bytes_total")
-                     .Help("Bytes placed on devices by loads, by source tier and quantization")
+                     .Help("Bytes placed on devices by loads, by source tier (disk | host_cache | device_copy) and quantization")
                      .Register(r);
   loads_ = &prometheus::BuildCounter()
                 .Name("loadstar_loads_total")

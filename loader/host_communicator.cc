@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <thread>
 
@@ -38,12 +41,32 @@ absl::StatusOr<std::unique_ptr<HostCommunicator>> HostCommunicator::Create(
   return std::unique_ptr<HostCommunicator>(new HostCommunicator(o));
 }
 
+namespace {
+
+// Copies `bytes` to `dst`, first installing the page-table entries of the whole pages
+// inside the destination in one batch (MADV_POPULATE_WRITE): a fresh host-device
+// allocation is shared memory mapped page by page on first touch (~1 GB/s through
+// faults here), which would make a device-to-device copy slower than the host path that
+// fills the same memory with pwrite. Pages the range only partly covers just fault; a
+// kernel without MADV_POPULATE_WRITE (before 5.14) faults as before.
+void CopyPopulated(void* dst, const void* src, uint64_t bytes) {
+  if (bytes >= (64u << 10)) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    uintptr_t lo = (reinterpret_cast<uintptr_t>(dst) + page - 1) / page * page;
+    uintptr_t hi = (reinterpret_cast<uintptr_t>(dst) + bytes) / page * page;
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);
+  }
+  std::memcpy(dst, src, bytes);
+}
+
+}  // namespace
+
 void HostCommunicator::Run(const std::vector<Transfer>& transfers) {
   uint64_t total = 0;
   for (const Transfer& t : transfers) total += t.bytes;
   if (total < options_.parallel_threshold || options_.num_threads == 1) {
     for (const Transfer& t : transfers) {
-      if (t.bytes > 0) std::memcpy(t.dst, t.src, t.bytes);
+      if (t.bytes > 0) CopyPopulated(t.dst, t.src, t.bytes);
     }
     return;
   }
@@ -61,7 +84,7 @@ void HostCommunicator::Run(const std::vector<Transfer>& transfers) {
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i = next.fetch_add(1); i < chunks.size(); i = next.fetch_add(1)) {
-      std::memcpy(chunks[i].dst, chunks[i].src, chunks[i].bytes);
+      CopyPopulated(chunks[i].dst, chunks[i].src, chunks[i].bytes);
     }
   };
   const int helpers =

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <thread>
 
@@ -66,10 +67,14 @@ class LoadPipeline::Run {
  public:
   Run(LoadPipeline* pipeline, const ModelSource& source, const std::vector<Device*>& devices,
       const LoadPlan& plan, TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, const HostCache::Handle* cached, bool in_place)
+      const LoadProgressCallback& progress, const HostCache::Handle* cached, bool in_place,
+      const SpreadOptions* spread)
       : p_(*pipeline), in_place_(in_place), source_(source), manifest_(source.manifest), devices_(devices),
         plan_(plan), transform_(transform), cancel_(cancel), progress_(progress),
-        cached_(cached) {}
+        cached_(cached),
+        staged_(spread != nullptr && spread->path == SpreadPath::kStaged && devices.size() > 1),
+        spread_(spread) {}
+  ~Run();
 
   absl::Status Execute();
   std::vector<Allocation> TakeAllocations() { return std::move(allocations_); }
@@ -94,8 +99,11 @@ class LoadPipeline::Run {
     uint64_t next = 0;  // next source byte to submit
     uint64_t end = 0;
     XXH3_state_t hash;
-    std::unique_ptr<TensorTransform> transform;
-    std::unique_ptr<DeviceOutputWriter> writer;
+    // A transformed tensor: one transform and writer per output (per shard under tensor
+    // parallelism, tensor_transform.h contract 5), parallel to SourceTensor::outputs.
+    std::vector<std::unique_ptr<TensorTransform>> transforms;
+    std::vector<std::unique_ptr<DeviceOutputWriter>> writers;
+    std::string gather;  // a shard's bytes of one chunk, gathered for its transform
   };
   struct Chunk {
     ActiveJob* job = nullptr;
@@ -119,6 +127,11 @@ class LoadPipeline::Run {
   absl::Status FinishChunk(Chunk& chunk);
   absl::Status FinishJob(ActiveJob& job);
   absl::Status Deliver(int source, const Chunk& chunk);
+  absl::Status Transform(ActiveJob& job, const Chunk& chunk);
+  // The staged path (loader/spread.h) for a chunk with bytes for a device other than 0.
+  absl::Status DeliverStaged(int source, const Chunk& chunk);
+  absl::StatusOr<Allocation> AcquireStaging();
+  void ReleaseStaging(const Allocation& a);
   absl::Status CopyOut(const PlannedTensor& out, uint64_t out_offset, const char* src,
                        uint64_t bytes, std::vector<std::pair<Device*, CopyTicket>>* tickets);
   void Fail(absl::Status status);
@@ -137,7 +150,14 @@ class LoadPipeline::Run {
   const CancellationToken* cancel_;
   const LoadProgressCallback& progress_;
   const HostCache::Handle* cached_;
+  const bool staged_;
+  const SpreadOptions* spread_;
   std::string io_;
+
+  // Staging buffers on device 0 for the staged path, one ring slot each.
+  absl::Mutex staging_mu_;
+  std::vector<Allocation> staging_all_ ABSL_GUARDED_BY(staging_mu_);
+  std::vector<Allocation> staging_free_ ABSL_GUARDED_BY(staging_mu_);
 
   std::vector<Allocation> allocations_;
   std::vector<std::unique_ptr<RandomAccessFile>> files_;
@@ -216,8 +236,26 @@ absl::Status LoadPipeline::Run::OpenFiles() {
   return absl::OkStatus();
 }
 
+LoadPipeline::Run::~Run() {
+  absl::MutexLock lock(&staging_mu_);
+  for (const Allocation& a : staging_all_) devices_[0]->Free(a).IgnoreError();
+}
+
 absl::Status LoadPipeline::Run::Execute() {
   start_ = NowSeconds();
+  if (staged_) {
+    if (spread_->communicator == nullptr || spread_->ranks.size() != devices_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the staged spread path needs a communicator and one rank per device (",
+          devices_.size(), " devices, ", spread_->ranks.size(), " ranks)"));
+    }
+    for (int r : spread_->ranks) {
+      if (r < 0 || r >= spread_->communicator->size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rank ", r, " is outside the communicator's ", spread_->communicator->size()));
+      }
+    }
+  }
   if (plan_.num_devices != static_cast<int>(devices_.size()) ||
       plan_.device_bytes.size() != devices_.size()) {
     return absl::InvalidArgumentError("load plan does not match the devices");
@@ -252,7 +290,9 @@ absl::Status LoadPipeline::Run::Execute() {
     const bool resident_target =
         cached_ == nullptr && !files_[mt.file]->direct() &&
         devices_[first.device]->ReadsInPlace(allocations_[first.device]);
+    // The staged path sends every byte through device 0, so only its tensors read in place.
     st.in_place = (in_place_ || resident_target) && cached_ == nullptr && !st.transformed &&
+                  (!staged_ || first.device == 0) &&
                   st.outputs.size() == 1 && first.shard_kind == ShardKind::kWhole &&
                   devices_[first.device]->kind() == DeviceKind::kHost &&
                   first.offset % kDirectIoAlignment == 0 &&
@@ -312,11 +352,23 @@ absl::StatusOr<std::unique_ptr<LoadPipeline::Run::ActiveJob>> LoadPipeline::Run:
     }
   }
   if (st.transformed) {
-    TransformedTensor shape{first.dtype, first.shape, first.size, first.transform_info};
-    ASSIGN_OR_RETURN(aj->transform, transform_->Begin(mt, shape));
-    aj->writer = std::make_unique<DeviceOutputWriter>(
-        devices_[first.device], allocations_[first.device], first.offset, first.size, mt.name);
+    for (int o : st.outputs) {
+      const PlannedTensor& out = plan_.tensors[o];
+      TransformedTensor shape{out.dtype, out.shape, out.size, out.transform_info};
+      std::unique_ptr<TensorTransform> transform;
+      if (out.num_shards > 1) {
+        ASSIGN_OR_RETURN(transform,
+                         transform_->BeginShard(ShardTensor(mt, out.shard_kind, out.num_shards),
+                                                shape, out.shard));
+      } else {
+        ASSIGN_OR_RETURN(transform, transform_->Begin(mt, shape));
+      }
+      aj->transforms.push_back(std::move(transform));
+      aj->writers.push_back(std::make_unique<DeviceOutputWriter>(
+          devices_[out.device], allocations_[out.device], out.offset, out.size, mt.name));
+    }
   }
+  (void)first;
   return aj;
 }
 
@@ -328,7 +380,9 @@ absl::Status LoadPipeline::Run::FinishJob(ActiveJob& aj) {
     return absl::DataLossError(absl::StrCat("checksum mismatch in empty tensor ", mt.name,
                                             " of ", files_[mt.file]->path()));
   }
-  if (aj.transform) RETURN_IF_ERROR(aj.transform->Finish(*aj.writer));
+  for (size_t i = 0; i < aj.transforms.size(); ++i) {
+    RETURN_IF_ERROR(aj.transforms[i]->Finish(*aj.writers[i]));
+  }
   const uint64_t pieces = aj.job->end_piece - aj.job->first_piece;
   Report(0, st.pieces_left.fetch_sub(pieces) == pieces, false);
   return absl::OkStatus();
@@ -359,8 +413,8 @@ absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
       }
     }
   }
-  if (aj.transform) {
-    RETURN_IF_ERROR(aj.transform->Consume(c.data, c.length, *aj.writer));
+  if (!aj.transforms.empty()) {
+    RETURN_IF_ERROR(Transform(aj, c));
   } else if (!tensors_[aj.job->source].in_place) {
     RETURN_IF_ERROR(Deliver(aj.job->source, c));
   }
@@ -484,48 +538,226 @@ absl::Status LoadPipeline::Run::CopyOut(const PlannedTensor& out, uint64_t out_o
   return absl::OkStatus();
 }
 
+namespace {
+
+// Calls fn(out_offset, chunk_offset, bytes) for every run of source bytes [a, b) that
+// output `out` holds (a shard holds part of the source tensor, a whole output all of it),
+// in source order: out_offset is the byte position inside the output, chunk_offset the
+// position relative to `a`.
+template <typename Fn>
+absl::Status ForEachPiece(const PlannedTensor& out, const store::ManifestTensor& mt, uint64_t a,
+                          uint64_t b, Fn&& fn) {
+  switch (out.shard_kind) {
+    case ShardKind::kWhole:
+      return fn(a, 0, b - a);
+    case ShardKind::kRows: {
+      // Shard s holds source bytes [s*size, (s+1)*size) (size: the shard's source bytes).
+      const uint64_t size = mt.size / out.num_shards;
+      uint64_t lo = std::max(a, out.shard * size);
+      uint64_t hi = std::min(b, (out.shard + 1) * size);
+      if (lo < hi) return fn(lo - out.shard * size, lo - a, hi - lo);
+      return absl::OkStatus();
+    }
+    case ShardKind::kColumns: {
+      // Row r of the source is [r*row, (r+1)*row); shard s holds [s*width, (s+1)*width)
+      // of every row, stored contiguously as its own row r.
+      uint64_t inner = DTypeSize(mt.dtype);
+      for (size_t d = 2; d < mt.shape.size(); ++d) inner *= static_cast<uint64_t>(mt.shape[d]);
+      const uint64_t row = static_cast<uint64_t>(mt.shape[1]) * inner;
+      const uint64_t width = row / out.num_shards;
+      if (row == 0) return absl::OkStatus();
+      for (uint64_t r = a / row; r * row < b; ++r) {
+        uint64_t lo = std::max(a, r * row + out.shard * width);
+        uint64_t hi = std::min(b, r * row + (out.shard + 1) * width);
+        if (lo >= hi) continue;
+        RETURN_IF_ERROR(fn(r * width + (lo - r * row - out.shard * width), lo - a, hi - lo));
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // Copies a verified chunk of source bytes to every output (shard) that holds part of it.
 absl::Status LoadPipeline::Run::Deliver(int source, const Chunk& chunk) {
   const store::ManifestTensor& mt = manifest_.tensors[source];
-  const uint64_t a = chunk.pos, b = chunk.pos + chunk.length;
+  if (staged_) {
+    for (int o : tensors_[source].outputs) {
+      if (plan_.tensors[o].device != 0) return DeliverStaged(source, chunk);
+    }
+  }
   std::vector<std::pair<Device*, CopyTicket>> tickets;
   for (int o : tensors_[source].outputs) {
     const PlannedTensor& out = plan_.tensors[o];
-    switch (out.shard_kind) {
-      case ShardKind::kWhole:
-        RETURN_IF_ERROR(CopyOut(out, a, chunk.data, chunk.length, &tickets));
-        break;
-      case ShardKind::kRows: {
-        // Shard s holds source bytes [s*size, (s+1)*size).
-        uint64_t lo = std::max(a, out.shard * out.size);
-        uint64_t hi = std::min(b, (out.shard + 1) * out.size);
-        if (lo < hi) {
-          RETURN_IF_ERROR(CopyOut(out, lo - out.shard * out.size, chunk.data + (lo - a),
-                                  hi - lo, &tickets));
-        }
-        break;
-      }
-      case ShardKind::kColumns: {
-        // Row r of the source is [r*row, (r+1)*row); shard s holds [s*width, (s+1)*width)
-        // of every row, stored contiguously as its own row r.
-        uint64_t inner = DTypeSize(mt.dtype);
-        for (size_t d = 2; d < mt.shape.size(); ++d) inner *= static_cast<uint64_t>(mt.shape[d]);
-        const uint64_t row = static_cast<uint64_t>(mt.shape[1]) * inner;
-        const uint64_t width = row / out.num_shards;
-        if (row == 0) break;
-        for (uint64_t r = a / row; r * row < b; ++r) {
-          uint64_t lo = std::max(a, r * row + out.shard * width);
-          uint64_t hi = std::min(b, r * row + (out.shard + 1) * width);
-          if (lo >= hi) continue;
-          RETURN_IF_ERROR(CopyOut(out, r * width + (lo - r * row - out.shard * width),
-                                  chunk.data + (lo - a), hi - lo, &tickets));
-        }
-        break;
-      }
-    }
+    RETURN_IF_ERROR(ForEachPiece(out, mt, chunk.pos, chunk.pos + chunk.length,
+                                 [&](uint64_t out_offset, uint64_t at, uint64_t bytes) {
+                                   return CopyOut(out, out_offset, chunk.data + at, bytes,
+                                                  &tickets);
+                                 }));
   }
   // The chunk's buffer is reused once we return (device.h contract 2).
   for (auto& [device, ticket] : tickets) RETURN_IF_ERROR(device->Wait(ticket));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Allocation> LoadPipeline::Run::AcquireStaging() {
+  {
+    absl::MutexLock lock(&staging_mu_);
+    if (!staging_free_.empty()) {
+      Allocation a = staging_free_.back();
+      staging_free_.pop_back();
+      return a;
+    }
+  }
+  ASSIGN_OR_RETURN(Allocation a, devices_[0]->Allocate(p_.ring_->slot_bytes()));
+  absl::MutexLock lock(&staging_mu_);
+  staging_all_.push_back(a);
+  return a;
+}
+
+void LoadPipeline::Run::ReleaseStaging(const Allocation& a) {
+  absl::MutexLock lock(&staging_mu_);
+  staging_free_.push_back(a);
+}
+
+absl::Status LoadPipeline::Run::DeliverStaged(int source, const Chunk& chunk) {
+  const store::ManifestTensor& mt = manifest_.tensors[source];
+  const std::vector<int>& outputs = tensors_[source].outputs;
+  Communicator& comm = *spread_->communicator;
+  const std::vector<int>& ranks = spread_->ranks;
+  const uint64_t a = chunk.pos, n = chunk.length;
+  // Collectives name every rank of the communicator: only a load over all of them (each
+  // device once) may use Broadcast / Scatter.
+  const bool all_ranks = static_cast<int>(devices_.size()) == comm.size() &&
+                         static_cast<int>(outputs.size()) == comm.size();
+  auto span_of = [&](const PlannedTensor& out, uint64_t out_offset, uint64_t bytes) {
+    return DeviceSpan{ranks[out.device],
+                      static_cast<char*>(allocations_[out.device].ptr) + out.offset + out_offset,
+                      bytes};
+  };
+  auto h2d = [&](Device* device, const Allocation& dst, uint64_t offset, const char* src,
+                 uint64_t bytes) -> absl::Status {
+    ASSIGN_OR_RETURN(CopyTicket ticket, device->CopyToDeviceAsync(dst, offset, src, bytes));
+    return device->Wait(ticket);
+  };
+
+  // 1. Replicated (every output the whole tensor, the root's among them): one copy into
+  //    the root's output, then from there to the others.
+  const PlannedTensor* root_whole = nullptr;
+  bool all_whole = true;
+  for (int o : outputs) {
+    const PlannedTensor& out = plan_.tensors[o];
+    all_whole &= out.shard_kind == ShardKind::kWhole;
+    if (out.device == 0 && out.shard_kind == ShardKind::kWhole) root_whole = &out;
+  }
+  if (root_whole != nullptr) {
+    RETURN_IF_ERROR(h2d(devices_[0], allocations_[0], root_whole->offset + a, chunk.data, n));
+    const DeviceSpan src = span_of(*root_whole, a, n);
+    if (all_whole && all_ranks) {
+      std::vector<DeviceSpan> buffers(comm.size());
+      for (int o : outputs) {
+        const PlannedTensor& out = plan_.tensors[o];
+        buffers[ranks[out.device]] = span_of(out, a, n);
+      }
+      return comm.Broadcast(ranks[0], buffers, n);
+    }
+    for (int o : outputs) {
+      const PlannedTensor& out = plan_.tensors[o];
+      if (&out == root_whole) continue;
+      RETURN_IF_ERROR(ForEachPiece(out, mt, a, a + n, [&](uint64_t out_offset, uint64_t at,
+                                                          uint64_t bytes) {
+        return comm.Copy(DeviceSpan{src.rank, static_cast<char*>(src.data) + at, bytes},
+                         span_of(out, out_offset, bytes));
+      }));
+    }
+    return absl::OkStatus();
+  }
+
+  // 2. Shards (or a tensor on another device): per output, its pieces of the chunk.
+  struct Piece {
+    const PlannedTensor* out;
+    uint64_t out_offset, at, bytes;
+  };
+  std::vector<std::vector<Piece>> pieces(outputs.size());
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const PlannedTensor& out = plan_.tensors[outputs[i]];
+    RETURN_IF_ERROR(ForEachPiece(out, mt, a, a + n, [&](uint64_t out_offset, uint64_t at,
+                                                        uint64_t bytes) {
+      pieces[i].push_back(Piece{&out, out_offset, at, bytes});
+      return absl::OkStatus();
+    }));
+  }
+  // Scatter: every rank gets the same number of bytes, contiguous in its output. The
+  // chunk is rearranged on the host in rank order (a no-op for one row-split chunk).
+  bool equal = all_ranks;
+  uint64_t each = 0;
+  for (size_t i = 0; i < outputs.size() && equal; ++i) {
+    uint64_t total = 0;
+    for (size_t k = 0; k < pieces[i].size(); ++k) {
+      if (k > 0 && pieces[i][k].out_offset !=
+                       pieces[i][k - 1].out_offset + pieces[i][k - 1].bytes) {
+        equal = false;
+      }
+      total += pieces[i][k].bytes;
+    }
+    if (i == 0) each = total;
+    equal &= total == each && each > 0;
+  }
+  ASSIGN_OR_RETURN(Allocation staging, AcquireStaging());
+  absl::Status status;
+  const DeviceSpan stage{ranks[0], staging.ptr, staging.size};
+  if (equal) {
+    std::string arranged(each * comm.size(), '\0');
+    std::vector<DeviceSpan> dsts(comm.size());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const int rank = ranks[pieces[i][0].out->device];
+      uint64_t cursor = static_cast<uint64_t>(rank) * each;
+      for (const Piece& p : pieces[i]) {
+        std::memcpy(arranged.data() + cursor, chunk.data + p.at, p.bytes);
+        cursor += p.bytes;
+      }
+      dsts[rank] = span_of(*pieces[i][0].out, pieces[i][0].out_offset, each);
+    }
+    status = h2d(devices_[0], staging, 0, arranged.data(), arranged.size());
+    if (status.ok()) status = comm.Scatter(stage, dsts, each);
+  } else {
+    status = h2d(devices_[0], staging, 0, chunk.data, n);
+    for (size_t i = 0; i < outputs.size() && status.ok(); ++i) {
+      for (const Piece& p : pieces[i]) {
+        status = comm.Copy(DeviceSpan{stage.rank, static_cast<char*>(staging.ptr) + p.at, p.bytes},
+                           span_of(*p.out, p.out_offset, p.bytes));
+        if (!status.ok()) break;
+      }
+    }
+  }
+  ReleaseStaging(staging);
+  return status;
+}
+
+// Feeds a verified chunk to the transform of every output (shard) that holds part of it,
+// each shard's bytes in its own order (tensor_transform.h contract 5).
+absl::Status LoadPipeline::Run::Transform(ActiveJob& aj, const Chunk& chunk) {
+  const store::ManifestTensor& mt = manifest_.tensors[aj.job->source];
+  const std::vector<int>& outputs = tensors_[aj.job->source].outputs;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const PlannedTensor& out = plan_.tensors[outputs[i]];
+    if (out.shard_kind == ShardKind::kWhole) {
+      RETURN_IF_ERROR(aj.transforms[i]->Consume(chunk.data, chunk.length, *aj.writers[i]));
+      continue;
+    }
+    aj.gather.clear();
+    RETURN_IF_ERROR(ForEachPiece(out, mt, chunk.pos, chunk.pos + chunk.length,
+                                 [&](uint64_t, uint64_t at, uint64_t bytes) {
+                                   aj.gather.append(chunk.data + at, bytes);
+                                   return absl::OkStatus();
+                                 }));
+    if (!aj.gather.empty()) {
+      RETURN_IF_ERROR(aj.transforms[i]->Consume(aj.gather.data(), aj.gather.size(),
+                                                *aj.writers[i]));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -569,15 +801,16 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::Load(
     const LoadProgressCallback& progress, LoadStats* stats) {
   ASSIGN_OR_RETURN(LoadPlan plan,
                    MakeLoadPlan(source.manifest, static_cast<int>(devices.size()), plan_options));
-  return LoadWithPlan(source, devices, plan, plan_options.transform, cancel, progress, stats);
+  return LoadWithPlan(source, devices, plan, plan_options.transform, cancel, progress, stats,
+                      plan_options.spread);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadWithPlan(
     const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
     TransformProvider* transform, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats) {
+    const LoadProgressCallback& progress, LoadStats* stats, const SpreadOptions* spread) {
   return LoadImpl(source, devices, plan, transform, cancel, progress, stats,
-                  /*use_cache=*/true, /*in_place=*/options_.in_place_reads);
+                  /*use_cache=*/true, /*in_place=*/options_.in_place_reads, spread);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::ReadUncached(
@@ -589,7 +822,8 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::ReadUncached(
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
     TransformProvider* transform, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place) {
+    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place,
+    const SpreadOptions* spread) {
   for (const PlannedTensor& t : plan.tensors) {
     if (t.transformed && transform == nullptr) {
       return absl::InvalidArgumentError(
@@ -599,10 +833,16 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
   std::optional<HostCache::Handle> cached;
   if (use_cache && options_.cache != nullptr) cached = options_.cache->Lookup(source.key);
   const double start = NowSeconds();
-  Run run(this, source, devices, plan, transform, cancel, progress,
-          cached ? &*cached : nullptr, in_place);
-  absl::Status status = run.Execute();
-  std::vector<Allocation> allocations = run.TakeAllocations();
+  absl::Status status;
+  std::vector<Allocation> allocations;
+  std::string io;
+  {
+    Run run(this, source, devices, plan, transform, cancel, progress,
+            cached ? &*cached : nullptr, in_place, spread);
+    status = run.Execute();
+    allocations = run.TakeAllocations();
+    io = run.io_description();
+  }  // the run's staging buffers are freed here
   if (!status.ok()) {
     // Nothing half-loaded survives: free whatever was allocated.
     for (size_t d = 0; d < allocations.size(); ++d) {
@@ -617,7 +857,10 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     stats->seconds = seconds;
     stats->gbps = seconds > 0 ? static_cast<double>(plan.source_bytes) / seconds / 1e9 : 0;
     stats->from_cache = cached.has_value();
-    stats->io = run.io_description();
+    stats->io = io;
+    stats->spread = devices.size() <= 1 ? ""
+                    : spread != nullptr ? SpreadPathName(spread->path)
+                                        : SpreadPathName(SpreadPath::kPerDevice);
   }
   if (progress) {
     LoadProgress pr;

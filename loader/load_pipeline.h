@@ -44,6 +44,7 @@
 #include "loader/loaded_model.h"
 #include "loader/model_source.h"
 #include "loader/pinned_ring.h"
+#include "loader/spread.h"
 
 namespace loadstar::loader {
 
@@ -79,6 +80,8 @@ struct LoadStats {
   double gbps = 0;
   bool from_cache = false;
   std::string io;  // "io_uring+direct", "pread+buffered", "cache", ...
+  // Multi-device loads: "per_device" or "staged" (loader/spread.h); "" on one device.
+  std::string spread;
 };
 
 class LoadPipeline final : public UncachedModelReader {
@@ -114,11 +117,13 @@ class LoadPipeline final : public UncachedModelReader {
       const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
 
   // Same, with a plan made by the caller (MakeLoadPlan); the plan must come from
-  // source.manifest and devices.size().
+  // source.manifest and devices.size(). `spread` (nullptr: per device) as
+  // PlanOptions::spread.
   absl::StatusOr<std::unique_ptr<LoadedModel>> LoadWithPlan(
       const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
       TransformProvider* transform, const CancellationToken* cancel = nullptr,
-      const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
+      const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr,
+      const SpreadOptions* spread = nullptr);
 
   // UncachedModelReader, for HostCache::Prefetch: a load that skips the cache and reads
   // in place (cache memory is resident host memory).
@@ -139,7 +144,8 @@ class LoadPipeline final : public UncachedModelReader {
   absl::StatusOr<std::unique_ptr<LoadedModel>> LoadImpl(
       const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
       TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place);
+      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place,
+      const SpreadOptions* spread = nullptr);
 
   const Options options_;
   const int threads_;

@@ -94,6 +94,15 @@ absl::StatusOr<Placement> ParsePlacement(const std::string& name) {
       absl::StrCat("unknown placement '", name, "' (single | auto | tensor_parallel)"));
 }
 
+store::ManifestTensor ShardTensor(const store::ManifestTensor& tensor, ShardKind kind,
+                                  int num_shards) {
+  store::ManifestTensor shard = tensor;
+  if (kind == ShardKind::kWhole || num_shards <= 1) return shard;
+  shard.shape[kind == ShardKind::kRows ? 0 : 1] /= num_shards;
+  shard.size /= static_cast<uint64_t>(num_shards);
+  return shard;
+}
+
 std::string LayerPrefix(const std::string& tensor_name) {
   std::vector<std::string_view> parts;
   std::string_view rest(tensor_name);
@@ -126,10 +135,6 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
                                                    options.max_memory.size(),
                                                    " devices; the load has ", num_devices));
   }
-  if (options.placement == Placement::kTensorParallel && options.transform != nullptr) {
-    return absl::UnimplementedError(
-        "tensor_parallel with a load-time transform (quantization) is not supported yet");
-  }
   std::vector<uint64_t> limit = options.max_memory;
   if (limit.empty()) limit.assign(num_devices, std::numeric_limits<uint64_t>::max());
   const uint64_t align = options.alignment;
@@ -139,11 +144,10 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
   plan.device_bytes.assign(num_devices, 0);
 
   // 1. Output tensors (transformed and/or sharded), not yet placed.
-  for (size_t i = 0; i < manifest.tensors.size(); ++i) {
-    const store::ManifestTensor& t = manifest.tensors[i];
-    plan.source_bytes += t.size;
+  // The output of `t` (a tensor or one shard of one) after the transform, if any.
+  auto output_of = [&](const store::ManifestTensor& t, int source) {
     PlannedTensor out;
-    out.source = static_cast<int>(i);
+    out.source = source;
     out.name = t.name;
     out.dtype = t.dtype;
     out.shape = t.shape;
@@ -157,8 +161,13 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
         out.transform_info = tt->info;
       }
     }
+    return out;
+  };
+  for (size_t i = 0; i < manifest.tensors.size(); ++i) {
+    const store::ManifestTensor& t = manifest.tensors[i];
+    plan.source_bytes += t.size;
     if (options.placement != Placement::kTensorParallel || num_devices == 1) {
-      plan.tensors.push_back(std::move(out));
+      plan.tensors.push_back(output_of(t, static_cast<int>(i)));
       continue;
     }
     ShardKind kind = TensorParallelKind(t.name, t.shape);
@@ -168,16 +177,15 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
           "tensor_parallel: ", t.name, " dim ", dim, " (", t.shape[dim],
           ") does not divide into ", num_devices, " shards"));
     }
+    // Every shard has the same shape, so one plan serves them all; a transform
+    // (quantization) sees the shard as a tensor of its own.
+    PlannedTensor out = output_of(ShardTensor(t, kind, num_devices), static_cast<int>(i));
     for (int d = 0; d < num_devices; ++d) {
       PlannedTensor shard = out;
       shard.device = d;
       shard.shard_kind = kind;
       shard.shard = d;
       shard.num_shards = num_devices;
-      if (kind != ShardKind::kWhole) {
-        shard.shape[dim] /= num_devices;
-        shard.size /= num_devices;
-      }
       plan.tensors.push_back(std::move(shard));
     }
   }

@@ -29,6 +29,7 @@
 namespace loadstar::loader {
 
 class TransformProvider;
+struct SpreadOptions;  // loader/spread.h
 
 enum class Placement { kSingle, kAuto, kTensorParallel };
 
@@ -42,9 +43,12 @@ struct PlanOptions {
   // Offset alignment of tensors inside an allocation: a power of two >= 256. The default
   // 4 KiB lets O_DIRECT reads land in place on host devices.
   uint64_t alignment = 4096;
-  // Optional per-tensor transform (quantize-while-streaming); not combined with
-  // kTensorParallel.
+  // Optional per-tensor transform (quantize-while-streaming). Under kTensorParallel each
+  // shard is planned (and later transformed) on its own (tensor_transform.h contract 5).
   TransformProvider* transform = nullptr;
+  // How a multi-device load moves its bytes (loader/spread.h); nullptr: per device. Not
+  // part of the plan (placement is the same either way): LoadPipeline::Load passes it on.
+  const SpreadOptions* spread = nullptr;
 };
 
 // How a shard's bytes are cut out of the source tensor.
@@ -83,6 +87,12 @@ struct LoadPlan {
 
 absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_devices,
                                       const PlanOptions& options);
+
+// Shard `kind` of `num_shards` of `tensor` as a tensor of its own: the split dimension
+// divided (REQUIRES: it divides), the size divided; name, dtype and file position kept.
+// kWhole returns the tensor unchanged.
+store::ManifestTensor ShardTensor(const store::ManifestTensor& tensor, ShardKind kind,
+                                  int num_shards);
 
 // The layer prefix of a tensor name ("model.layers.3."), or "" when it is in no block.
 std::string LayerPrefix(const std::string& tensor_name);

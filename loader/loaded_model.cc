@@ -14,6 +14,13 @@ LoadedModel::LoadedModel(std::string key, std::vector<Device*> devices,
   }
 }
 
+LoadedModel::LoadedModel(std::string key, std::vector<Device*> devices,
+                         std::vector<Allocation> allocations, std::vector<LoadedTensor> tensors)
+    : key_(std::move(key)),
+      devices_(std::move(devices)),
+      allocations_(std::move(allocations)),
+      tensors_(std::move(tensors)) {}
+
 LoadedModel::~LoadedModel() { Free().IgnoreError(); }
 
 const LoadedTensor* LoadedModel::Find(std::string_view name) const {

@@ -39,6 +39,9 @@ class LoadedModel {
   // Takes ownership of `allocations` (one per device; size 0 = nothing on that device).
   LoadedModel(std::string key, std::vector<Device*> devices,
               std::vector<Allocation> allocations, const LoadPlan& plan);
+  // Same, with the tensor table given (a replica copied from a resident model).
+  LoadedModel(std::string key, std::vector<Device*> devices,
+              std::vector<Allocation> allocations, std::vector<LoadedTensor> tensors);
   ~LoadedModel();
   LoadedModel(const LoadedModel&) = delete;
   LoadedModel& operator=(const LoadedModel&) = delete;

@@ -98,11 +98,11 @@ class CastTransform : public TensorTransform {
 
 class QuantizeTensorTransform : public TensorTransform {
  public:
-  QuantizeTensorTransform(QuantizeTransformProvider* provider, std::string name,
+  QuantizeTensorTransform(QuantizeTransformProvider* provider, std::string name, int shard,
                           quant::QuantType type, std::vector<QuantizeTransformProvider::Part> parts,
                           quant::StreamingQuantizer::Options options)
-      : provider_(provider), name_(std::move(name)), type_(type), parts_(std::move(parts)),
-        options_(std::move(options)) {}
+      : provider_(provider), name_(std::move(name)), shard_(shard), type_(type),
+        parts_(std::move(parts)), options_(std::move(options)) {}
 
   absl::Status Consume(const char* data, uint64_t bytes, OutputWriter& out) override {
     RETURN_IF_ERROR(StartQuantizer(out));
@@ -137,7 +137,7 @@ class QuantizeTensorTransform : public TensorTransform {
       p.size = t.data.size();
       if (p.size) RETURN_IF_ERROR(out.Write(p.offset, t.data.data(), p.size));
     }
-    provider_->Record(name_, std::move(parts_));
+    provider_->Record(name_, shard_, std::move(parts_));
     return absl::OkStatus();
   }
 
@@ -162,6 +162,7 @@ class QuantizeTensorTransform : public TensorTransform {
 
   QuantizeTransformProvider* provider_;
   std::string name_;
+  int shard_;
   quant::QuantType type_;
   std::vector<QuantizeTransformProvider::Part> parts_;
   const quant::StreamingQuantizer::Options options_;
@@ -207,6 +208,11 @@ std::optional<TransformedTensor> QuantizeTransformProvider::Plan(
 
 absl::StatusOr<std::unique_ptr<TensorTransform>> QuantizeTransformProvider::Begin(
     const store::ManifestTensor& tensor, const TransformedTensor& output) {
+  return BeginShard(tensor, output, 0);
+}
+
+absl::StatusOr<std::unique_ptr<TensorTransform>> QuantizeTransformProvider::BeginShard(
+    const store::ManifestTensor& tensor, const TransformedTensor& output, int shard) {
   const quant::QuantConfig& config = options_.config;
   quant::QuantType type = TypeFor(config, tensor);
   if (type == quant::QuantType::kNone) {
@@ -229,19 +235,20 @@ absl::StatusOr<std::unique_ptr<TensorTransform>> QuantizeTransformProvider::Begi
     return absl::InternalError(fmt::format("{}: planned region size changed", tensor.name));
   }
   return std::unique_ptr<TensorTransform>(new QuantizeTensorTransform(
-      this, tensor.name, type, std::move(parts), std::move(q)));
+      this, tensor.name, shard, type, std::move(parts), std::move(q)));
 }
 
-void QuantizeTransformProvider::Record(const std::string& name, std::vector<Part> parts) {
+void QuantizeTransformProvider::Record(const std::string& name, int shard,
+                                       std::vector<Part> parts) {
   std::lock_guard<std::mutex> lock(mu_);
-  done_[name] = std::move(parts);
+  done_[{name, shard}] = std::move(parts);
 }
 
 absl::Status QuantizeTransformProvider::ExpandTensors(LoadedModel& model) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<LoadedTensor> out;
   for (const LoadedTensor& t : model.tensors()) {
-    auto it = done_.find(t.name);
+    auto it = done_.find({t.name, t.num_shards > 1 ? t.shard : 0});
     if (it == done_.end() || t.dtype != DType::kU8 || t.transform_info.empty()) {
       out.push_back(t);
       continue;
@@ -263,14 +270,18 @@ absl::Status QuantizeTransformProvider::ExpandTensors(LoadedModel& model) const 
 }
 
 void AnnotateQuantState(LoadedModel& model) {
-  std::map<std::string, const LoadedTensor*> by_name;
-  for (const LoadedTensor& t : model.tensors()) by_name.emplace(t.name, &t);
-  std::map<std::string, std::string> info;  // weight name -> JSON
+  // Keyed by (name, device): tensor-parallel shards share names, one per device.
+  using Key = std::pair<std::string, int>;
+  std::map<Key, const LoadedTensor*> by_name;
+  for (const LoadedTensor& t : model.tensors()) by_name.emplace(Key{t.name, t.device}, &t);
+  std::map<Key, std::string> info;  // (weight name, device) -> JSON
+  int device = 0;                   // of the tensor being annotated
   auto offset_of = [&](const std::string& name) -> int64_t {
-    auto it = by_name.find(name);
+    auto it = by_name.find(Key{name, device});
     return it == by_name.end() ? -1 : static_cast<int64_t>(it->second->offset);
   };
   for (const LoadedTensor& t : model.tensors()) {
+    device = t.device;
     for (quant::QuantType type : {quant::QuantType::kNf4, quant::QuantType::kFp4}) {
       const std::string suffix = "." + StateKey(type);
       if (!t.name.ends_with(suffix)) continue;
@@ -284,20 +295,21 @@ void AnnotateQuantState(LoadedModel& model) {
         j["nested_absmax_offset"] = offset_of(w + ".nested_absmax");
         j["nested_quant_map_offset"] = offset_of(w + ".nested_quant_map");
       }
-      info[w] = j.dump();
+      info[Key{w, t.device}] = j.dump();
     }
     if (t.name.ends_with(".SCB")) {
       const std::string w = t.name.substr(0, t.name.size() - 4) + ".weight";
-      if (by_name.count(w) && by_name[w]->dtype == DType::kI8) {
-        info[w] = nlohmann::json({{"quant_type", "int8"},
-                                  {"shape", by_name[w]->shape},
+      auto weight = by_name.find(Key{w, t.device});
+      if (weight != by_name.end() && weight->second->dtype == DType::kI8) {
+        info[Key{w, t.device}] = nlohmann::json({{"quant_type", "int8"},
+                                  {"shape", weight->second->shape},
                                   {"scb_offset", static_cast<int64_t>(t.offset)}})
                       .dump();
       }
     }
   }
   for (LoadedTensor& t : model.mutable_tensors()) {
-    auto it = info.find(t.name);
+    auto it = info.find(Key{t.name, t.device});
     if (it != info.end()) t.transform_info = it->second;
   }
 }

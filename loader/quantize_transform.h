@@ -56,6 +56,11 @@ class QuantizeTransformProvider : public TransformProvider {
   std::optional<TransformedTensor> Plan(const store::ManifestTensor& tensor) override;
   absl::StatusOr<std::unique_ptr<TensorTransform>> Begin(
       const store::ManifestTensor& tensor, const TransformedTensor& output) override;
+  // Tensor parallelism: the shard is quantized on its own blocks, as a tensor of its own
+  // (its own absmax, nested state and quant_state JSON).
+  absl::StatusOr<std::unique_ptr<TensorTransform>> BeginShard(
+      const store::ManifestTensor& shard_tensor, const TransformedTensor& output,
+      int shard) override;
 
   // Tensors quantized on their device (not the CPU) so far.
   int device_quantized_tensors() const {
@@ -77,12 +82,13 @@ class QuantizeTransformProvider : public TransformProvider {
 
  private:
   friend class QuantizeTensorTransform;
-  void Record(const std::string& name, std::vector<Part> parts);
+  void Record(const std::string& name, int shard, std::vector<Part> parts);
 
   const Options options_;
   std::atomic<int> device_quantized_{0};
   mutable std::mutex mu_;
-  std::map<std::string, std::vector<Part>> done_ ABSL_GUARDED_BY(mu_);  // by source name
+  // By (source name, shard); shard 0 when the tensor is not split.
+  std::map<std::pair<std::string, int>, std::vector<Part>> done_ ABSL_GUARDED_BY(mu_);
 };
 
 // Sets the transform_info of every quantized weight in `model` (loaded from a stored
@@ -90,6 +96,8 @@ class QuantizeTransformProvider : public TransformProvider {
 // companion tensors: {"quant_type", "blocksize", "dtype", "shape", "absmax_offset",
 // "quant_map_offset", "nested_absmax_offset", "nested_quant_map_offset",
 // "nested_blocksize", "nested_offset"} for 4-bit; {"quant_type": "int8", "scb_offset"}.
+// Companions are looked up on the weight's own device, so each tensor-parallel shard
+// points at its own state.
 void AnnotateQuantState(LoadedModel& model);
 
 }  // namespace loadstar::loader

@@ -59,7 +59,11 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
     return LoadPrequantized(pipeline, store, name, *prequant, config, devices, plan_options,
                             options, cancel, progress, stats);
   }
-  if (config.type != quant::QuantType::kNone && options.use_artifact) {
+  // A stored variant's blocks span whole tensors; tensor-parallel shards are quantized on
+  // their own blocks (each shard as its own tensor), so they always stream.
+  const bool tensor_parallel = plan_options.placement == Placement::kTensorParallel &&
+                               devices.size() > 1;
+  if (config.type != quant::QuantType::kNone && options.use_artifact && !tensor_parallel) {
     out.variant = MatchingVariant(store, name, config);
   }
   bool cast = false;
@@ -81,18 +85,6 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store:
     }
     out.quantized_bytes = out.model->tensor_bytes();
     return out;
-  }
-  if (plan_options.placement == Placement::kTensorParallel) {
-    if (cast) {
-      return absl::FailedPreconditionError(fmt::format(
-          "casting '{}' to {} while streaming does not combine with tensor_parallel "
-          "placement; deploy it with the checkpoint's torch_dtype", name,
-          TorchDTypeName(config.torch_dtype)));
-    }
-    return absl::FailedPreconditionError(fmt::format(
-        "quantize-while-streaming does not combine with tensor_parallel placement yet; store "
-        "the variant first (`loadstar store save SRC --name {} --quantize {}`)",
-        name, config.VariantKey()));
   }
   ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
   QuantizeTransformProvider provider({.config = config,

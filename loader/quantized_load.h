@@ -7,6 +7,10 @@
 // byte-identical between the two paths, and every quantized weight carries its quant
 // state as transform_info (AnnotateQuantState).
 //
+// Under tensor_parallel (more than one device) each shard is quantized (or cast) while
+// streaming on its own blocks, as a tensor of its own; a stored variant, whose blocks span
+// whole tensors, is not used.
+//
 // A QuantConfig of type none loads the checkpoint unchanged, or with its floating tensors
 // cast to torch_dtype (QuantizedLoadOptions::cast_to_torch_dtype).
 //

@@ -15,6 +15,11 @@
 //     [0, output size); the bytes are copied before Write returns, so the transform may
 //     reuse its buffers. On any error the pipeline aborts the load (and frees it).
 //  4. Provider methods are thread-safe.
+//  5. Tensor parallelism (load_plan.h kTensorParallel): each shard of a transformed
+//     tensor is transformed on its own, as if the shard were the whole tensor: Plan()
+//     sees the shard (its shape and size; the source's name, dtype and file), and the
+//     pipeline calls BeginShard() once per shard with the shard's bytes in order. A
+//     provider that keeps per-tensor state after Finish() keys it by (name, shard).
 #pragma once
 
 #include <cstdint>
@@ -66,6 +71,17 @@ class TransformProvider {
   virtual std::optional<TransformedTensor> Plan(const store::ManifestTensor& tensor) = 0;
   virtual absl::StatusOr<std::unique_ptr<TensorTransform>> Begin(
       const store::ManifestTensor& tensor, const TransformedTensor& output) = 0;
+  // Contract 5: shard `shard` of a tensor split over devices. The default refuses, so a
+  // provider that does not key its state by shard cannot be combined with
+  // tensor_parallel by accident.
+  virtual absl::StatusOr<std::unique_ptr<TensorTransform>> BeginShard(
+      const store::ManifestTensor& shard_tensor, const TransformedTensor& output, int shard) {
+    (void)output;
+    (void)shard;
+    return absl::FailedPreconditionError(
+        "tensor " + shard_tensor.name +
+        ": this load-time transform does not support tensor_parallel shards");
+  }
 };
 
 }  // namespace loadstar::loader

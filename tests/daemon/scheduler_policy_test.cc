@@ -46,6 +46,30 @@ TEST(LoadTimePolicyTest, ResidentReplicaBeatsHostCacheBeatsDisk) {
   EXPECT_EQ(LoadTimePolicy().Place(c, Request(GiB)).worker_id, "resident");
 }
 
+// Warm scale-out: both workers already hold one replica (so anti-affinity ties); the one
+// whose replica is ready copies it device-to-device at the bandwidth its communicator
+// measured. That bandwidth, not a constant, prices the tier: a slow one loses to the
+// host cache, and a worker without a communicator (0) has no such tier at all.
+TEST(LoadTimePolicyTest, WarmScaleOutPicksTheResidentReplicaAtItsMeasuredBandwidth) {
+  ClusterSnapshot c;
+  c.workers = {Worker("cache", 1, 10 * GiB), Worker("resident", 1, 10 * GiB)};
+  c.workers[0].models_in_host_cache.insert("m");  // 4 GiB / 10e9 = 0.43 s
+  c.workers[0].replicas["m"] = 1;                 // its replica is still loading
+  c.workers[1].resident.insert("m");
+  c.workers[1].replicas["m"] = 1;
+  c.workers[1].device_copy_bandwidth = 50e9;      // 0.086 s
+  Placement p = LoadTimePolicy().Place(c, Request(4 * GiB));
+  ASSERT_EQ(p.kind, Placement::Kind::kPlaced);
+  EXPECT_EQ(p.worker_id, "resident");
+  EXPECT_NEAR(p.estimated_seconds, 4 * GiB / 50e9, 1e-6);
+
+  c.workers[1].device_copy_bandwidth = 2e9;  // slower than the other's host cache
+  EXPECT_EQ(LoadTimePolicy().Place(c, Request(4 * GiB)).worker_id, "cache");
+  c.workers[1].device_copy_bandwidth = 0;    // no communicator: its disk, 4.3 s
+  EXPECT_NEAR(LoadTimePolicy::EstimateSeconds(c.workers[1], Request(4 * GiB)),
+              4 * GiB / 1e9, 1e-6);
+}
+
 TEST(LoadTimePolicyTest, QueueWaitAndSkipsWorkersWithoutTheModel) {
   ClusterSnapshot c;
   c.workers = {Worker("busy", 1, 10 * GiB), Worker("idle", 1, 10 * GiB),

@@ -220,8 +220,22 @@ TEST(LoadPlanTest, TransformChangesOutputSize) {
       EXPECT_EQ(t.size, m.tensors[i].size);
     }
   }
+  // Under tensor_parallel the transform plans each shard as a tensor of its own: a split
+  // weight's shards are half of half its size, a replicated one is planned whole.
   options.placement = Placement::kTensorParallel;
-  EXPECT_EQ(MakeLoadPlan(m, 2, options).status().code(), absl::StatusCode::kUnimplemented);
+  auto tp = MakeLoadPlan(m, 2, options);
+  ASSERT_TRUE(tp.ok()) << tp.status();
+  ASSERT_EQ(tp->tensors.size(), 2 * m.tensors.size());
+  for (const PlannedTensor& t : tp->tensors) {
+    const store::ManifestTensor& src = m.tensors[t.source];
+    uint64_t expected = src.size;
+    if (src.shape.size() == 2) expected /= 2;                 // the transform
+    if (t.shard_kind != ShardKind::kWhole) expected /= 2;     // the split
+    EXPECT_EQ(t.size, expected) << t.name;
+    EXPECT_EQ(t.transformed, src.shape.size() == 2) << t.name;
+  }
+  EXPECT_EQ(ShardTensor(m.tensors[3], ShardKind::kColumns, 2).shape[1],  // o_proj
+            m.tensors[3].shape[1] / 2);
 }
 
 }  // namespace

@@ -2,13 +2,17 @@
 // temporary store, and an Env whose files have no OS descriptor.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/env.h"
 #include "gtest/gtest.h"
+#include "loader/load_plan.h"
+#include "loader/loaded_model.h"
 #include "loader/model_source.h"
+#include "quant/prepare.h"
 #include "store/store.h"
 #include "tests/util/checkpoint_builder.h"
 #include "tests/util/test_util.h"
@@ -100,5 +104,71 @@ class NoFdEnv : public EnvWrapper {
   };
   std::atomic<int> opened_{0};
 };
+
+// The bytes of shard `shard` of `n` of a row-major tensor cut as `kind` (load_plan.h):
+// rows a contiguous range, columns the shard's slice of every row, whole all of it.
+inline std::string ShardBytes(const std::string& bytes, const std::vector<int64_t>& shape,
+                              ShardKind kind, int shard, int n) {
+  if (kind == ShardKind::kWhole) return bytes;
+  if (kind == ShardKind::kRows) {
+    const size_t size = bytes.size() / n;
+    return bytes.substr(shard * size, size);
+  }
+  const size_t rows = static_cast<size_t>(shape[0]);
+  const size_t row = rows == 0 ? 0 : bytes.size() / rows, width = row / n;
+  std::string out;
+  for (size_t r = 0; r < rows; ++r) out += bytes.substr(r * row + shard * width, width);
+  return out;
+}
+
+// What each device of a tensor-parallel load over `n` devices must hold, keyed by
+// (device, state-dict name): the shard of every checkpoint tensor the plan gives that
+// device, passed through quant::PrepareTensor as a tensor of its own (`config` nullptr:
+// the shard bytes unchanged, in the checkpoint's dtypes).
+inline std::map<std::pair<int, std::string>, quant::NamedTensor> ExpectedShards(
+    const loadstar::testing::CheckpointBuilder& builder, const store::Manifest& manifest,
+    int n, const quant::QuantConfig* config) {
+  std::map<std::pair<int, std::string>, quant::NamedTensor> out;
+  PlanOptions options;
+  options.placement = Placement::kTensorParallel;
+  auto plan = MakeLoadPlan(manifest, n, options);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  if (!plan.ok()) return out;
+  std::map<std::string, const loadstar::testing::BuilderTensor*> by_name;
+  for (const auto& t : builder.tensors()) by_name[t.name] = &t;
+  for (const PlannedTensor& p : plan->tensors) {
+    const auto& t = *by_name.at(p.name);
+    std::string shard = ShardBytes(t.bytes, t.shape, p.shard_kind, p.shard, n);
+    store::ManifestTensor mt = ShardTensor(manifest.tensors[p.source], p.shard_kind, n);
+    if (config == nullptr) {
+      out[{p.device, t.name}] =
+          quant::NamedTensor{t.name, t.dtype, mt.shape, std::vector<uint8_t>(shard.begin(), shard.end())};
+      continue;
+    }
+    auto prepared = quant::PrepareTensor(*config, t.name, t.dtype, mt.shape, shard.data());
+    EXPECT_TRUE(prepared.ok()) << prepared.status();
+    if (!prepared.ok()) continue;
+    for (auto& named : prepared->tensors) out[{p.device, named.name}] = std::move(named);
+  }
+  return out;
+}
+
+// Every tensor of `model` equals ExpectedShards' entry for its device, and every expected
+// entry is there.
+inline void ExpectShardsEqual(
+    const LoadedModel& model,
+    const std::map<std::pair<int, std::string>, quant::NamedTensor>& expected) {
+  ASSERT_EQ(model.tensors().size(), expected.size());
+  for (const LoadedTensor& t : model.tensors()) {
+    auto it = expected.find({t.device, t.name});
+    ASSERT_NE(it, expected.end()) << t.name << " on device " << t.device;
+    EXPECT_EQ(t.dtype, it->second.dtype) << t.name;
+    EXPECT_EQ(t.shape, it->second.shape) << t.name;
+    auto bytes = model.ReadTensor(t);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_TRUE(*bytes == std::string(it->second.data.begin(), it->second.data.end()))
+        << t.name << " on device " << t.device;
+  }
+}
 
 }  // namespace loadstar::loader::testing

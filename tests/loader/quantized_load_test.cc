@@ -184,16 +184,101 @@ TEST(QuantizedLoadTest, ArtifactOfAnotherTorchDtypeIsNotUsed) {
   EXPECT_EQ(MatchingVariant(ts.store(), "m", compute), "nf4-bs64");
 }
 
-TEST(QuantizedLoadTest, TensorParallelStreamingIsRefused) {
+// tensor_parallel + quantization: every shard is quantized on its own blocks, as if it
+// were its own tensor (its own absmax and quant state), on host:2 and host:4; a stored
+// variant (blocks over whole tensors) is not used for shards.
+struct TensorParallelCase {
+  quant::QuantConfig config;
+  int devices;
+};
+
+class TensorParallelQuantizedTest : public ::testing::TestWithParam<TensorParallelCase> {};
+
+TEST_P(TensorParallelQuantizedTest, EachShardIsQuantizedOnItsOwn) {
+  const auto [config, n] = GetParam();
   TestStore ts;
-  ts.Save(TinyLlama(1, 64, 64), "m");
+  CheckpointBuilder builder = TinyLlama(2, 128, 256);
+  ts.Save(builder, "m");
+  if (config.type != quant::QuantType::kNone) {
+    ASSERT_TRUE(store::SaveQuantizedVariant(ts.store(), "m", config).ok());
+  }
+  auto manifest = ts.store().GetManifest("m");
+  ASSERT_TRUE(manifest.ok());
+  auto pipeline = SmallChunkPipeline();  // 8 KiB chunks: column shards cut mid-row
+  std::vector<std::unique_ptr<HostDevice>> owned;
+  std::vector<Device*> devices;
+  for (int d = 0; d < n; ++d) {
+    owned.push_back(std::make_unique<HostDevice>(d, 1ull << 30));
+    devices.push_back(owned.back().get());
+  }
+  PlanOptions plan;
+  plan.placement = Placement::kTensorParallel;
+  auto loaded = LoadQuantized(*pipeline, ts.store(), "m", config, devices, plan,
+                              {.cast_to_torch_dtype = true});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->source, "checkpoint");
+  EXPECT_EQ(loaded->variant, "");
+  testing::ExpectShardsEqual(*loaded->model,
+                             testing::ExpectedShards(builder, *manifest, n, &config));
+  // Each shard's quant state points at its own companions, on its own device.
+  int annotated = 0;
+  for (const LoadedTensor& t : loaded->model->tensors()) {
+    if (t.transform_info.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(t.transform_info);
+    const std::string key = config.type == quant::QuantType::kInt8 ? "scb_offset" : "absmax_offset";
+    const std::string companion =
+        config.type == quant::QuantType::kInt8
+            ? t.name.substr(0, t.name.size() - std::string(".weight").size()) + ".SCB"
+            : t.name + ".absmax";
+    const LoadedTensor* found = nullptr;
+    for (const LoadedTensor& c : loaded->model->tensors()) {
+      if (c.name == companion && c.device == t.device) found = &c;
+    }
+    ASSERT_NE(found, nullptr) << companion;
+    EXPECT_EQ(j[key], found->offset) << t.name << " on device " << t.device;
+    ++annotated;
+  }
+  if (config.type != quant::QuantType::kNone) {
+    EXPECT_GT(annotated, n);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Configs, TensorParallelQuantizedTest,
+    ::testing::Values(TensorParallelCase{QuantConfigOf(quant::QuantType::kNf4), 2},
+                      TensorParallelCase{QuantConfigOf(quant::QuantType::kNf4, 64, true), 4},
+                      TensorParallelCase{QuantConfigOf(quant::QuantType::kFp4, 128), 2},
+                      TensorParallelCase{QuantConfigOf(quant::QuantType::kInt8), 2},
+                      TensorParallelCase{QuantConfigOf(quant::QuantType::kInt8), 4},
+                      // No quantization, floating tensors cast to bf16 while streaming.
+                      TensorParallelCase{
+                          QuantConfigOf(quant::QuantType::kNone, 64, false, DType::kBF16), 4}),
+    [](const ::testing::TestParamInfo<TensorParallelCase>& info) {
+      const quant::QuantConfig& q = info.param.config;
+      return std::string(quant::QuantTypeName(q.type)) + "_bs" + std::to_string(q.blocksize) +
+             (q.double_quant ? "_dq" : "") + "_" + std::to_string(info.param.devices) + "dev";
+    });
+
+TEST(QuantizedLoadTest, TensorParallelSplitThatDoesNotDivideNamesTheTensor) {
+  TestStore ts;
+  CheckpointBuilder builder = TinyLlama(1, 64, 64);
+  builder.Add("model.layers.0.mlp.gate_proj.weight", DType::kF16, {66, 64});
+  ts.Save(builder, "m");
   auto pipeline = SmallChunkPipeline();
-  HostDevice d0(0, 1ull << 30), d1(1, 1ull << 30);
+  std::vector<std::unique_ptr<HostDevice>> owned;
+  std::vector<Device*> devices;
+  for (int d = 0; d < 4; ++d) {
+    owned.push_back(std::make_unique<HostDevice>(d, 1ull << 30));
+    devices.push_back(owned.back().get());
+  }
   PlanOptions plan;
   plan.placement = Placement::kTensorParallel;
   auto loaded = LoadQuantized(*pipeline, ts.store(), "m", QuantConfigOf(quant::QuantType::kNf4),
-                              {&d0, &d1}, plan);
-  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+                              devices, plan);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(loaded.status().message()).find("model.layers.0.mlp.gate_proj.weight"),
+            std::string::npos)
+      << loaded.status();
 }
 
 }  // namespace
