@@ -8,7 +8,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/nccl_communicator.h"
 #include "loader/communicator.h"
+#include "loader/device_backends.h"
 #include "loader/device.h"
 #include "loader/load_pipeline.h"
 #include "loader/quantized_load.h"
@@ -30,8 +33,26 @@ struct Gpus {
   std::unique_ptr<Communicator> comm;
 };
 
+// The CUDA backend the module would give, linked into this binary (the GPU bundle ships
+// no module: bin/ has the test binaries only), with NCCL's communicator as the module's.
+void RegisterNcclBackendOnce() {
+  static const absl::Status registered = [] {
+    kernels::CudaBackend::Options options;
+    options.communicator = [](const std::vector<Device*>& devices)
+        -> absl::StatusOr<std::unique_ptr<Communicator>> {
+      auto comm = kernels::NcclCommunicator::CreateForDevices(devices);
+      if (!comm.ok()) return comm.status();
+      return std::unique_ptr<Communicator>(std::move(comm).value());
+    };
+    static auto* backend = new kernels::CudaBackend(options);
+    return RegisterDeviceBackend(backend);
+  }();
+  ASSERT_TRUE(registered.ok()) << registered;
+}
+
 // Every GPU and the communicator over them, or a failure.
 void OpenGpus(Gpus* g) {
+  ASSERT_NO_FATAL_FAILURE(RegisterNcclBackendOnce());
   auto devices = CreateDevices("cuda");
   ASSERT_TRUE(devices.ok()) << devices.status();
   g->owned = *std::move(devices);
