@@ -31,6 +31,8 @@ v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
   spec.set_num_gpus(c.num_gpus);
   spec.set_torch_dtype(c.torch_dtype);
   spec.set_device_map(c.device_map);
+  for (const auto& [prefix, gpu] : c.layer_map) (*spec.mutable_layer_map())[prefix] = gpu;
+  for (const auto& [gpu, bytes] : c.max_memory) (*spec.mutable_max_memory())[gpu] = bytes;
   v1::Quantization* q = spec.mutable_quantization();
   // "" when the deployment named no quantization (quant::QuantConfig::unspecified).
   q->set_method(c.quantization.keep_prequantized ? std::string("keep")

@@ -268,18 +268,7 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
     }
     devices.push_back(devices_[i].get());
   }
-  loader::PlanOptions plan;
-  if (num_gpus == 1) {
-    plan.placement = loader::Placement::kSingle;
-  } else if (spec.device_map() == "tensor_parallel") {
-    plan.placement = loader::Placement::kTensorParallel;
-  } else if (spec.device_map() == "auto" || spec.device_map().empty()) {
-    plan.placement = loader::Placement::kAuto;
-  } else {
-    return absl::InvalidArgumentError(fmt::format(
-        "backend_config.device_map: '{}' is not supported by the loader (auto, tensor_parallel)",
-        spec.device_map()));
-  }
+  ASSIGN_OR_RETURN(loader::PlanOptions plan, PlanOptionsFromLoadSpec(spec, num_gpus));
   // The deployment's quantization: its stored variant when one matches, else the
   // checkpoint quantized while it streams (loader/quantized_load.h).
   ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigFromLoadSpec(spec));
