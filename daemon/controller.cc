@@ -105,7 +105,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
     if (SameDeploymentConfig(existing->second.config, config)) {
       // Deploying it again is how an operator says the cause of its failures is fixed.
       if (existing->second.failed) {
-        ClearFailuresLocked(config.model, "redeployed");
+        ClearFailuresLocked(config.model, "redeployed", name);
         ReconcileLocked(name);
       }
       return ToProtoLocked(name, existing->second);

@@ -186,9 +186,9 @@ class Controller {
   void LoadFailedLocked(const std::string& name, Deployment& d, const absl::Status& status,
                         int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The cause of failures may have gone away (`why`): failed deployments of `model` (all
-  // when empty) are retried with a fresh count.
-  void ClearFailuresLocked(const std::string& model, const std::string& why)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // when empty; only deployment `only` when given) are retried with a fresh count.
+  void ClearFailuresLocked(const std::string& model, const std::string& why,
+                           const std::string& only = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Models whose listing on worker `info` differs from what it reported before (`before`,
   // null for a new worker): appeared, or changed size or variants.
   static std::set<std::string> ChangedModels(const loadstar::v1::WorkerInfo* before,

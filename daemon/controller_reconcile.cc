@@ -191,7 +191,7 @@ void Controller::ReconcileLocked(const std::string& name) {
                            std::min(outdated, d.config.auto_scaling.max_instances));
   uint32_t start = want > loads.size() ? want - static_cast<uint32_t>(loads.size()) : 0;
   d.desired = want;
-  if (start == 0 && loads.size() >= d.desired) d.message.clear();
+  if (start == 0 && loads.size() >= d.desired && !d.failed) d.message.clear();
   if (!decision.stop.empty() && start == 0) {
     Log(Level::info, "controller", {{"deployment", name}, {"instance", decision.stop}},
         "scaling {} down: instance {} idle for {} s", name, decision.stop,
@@ -423,9 +423,11 @@ void Controller::LoadFailedLocked(const std::string& name, Deployment& d,
   changed_.SignalAll();
 }
 
-void Controller::ClearFailuresLocked(const std::string& model, const std::string& why) {
+void Controller::ClearFailuresLocked(const std::string& model, const std::string& why,
+                                     const std::string& only) {
   for (auto& [name, d] : deployments_) {
     if (!model.empty() && d.config.model != model) continue;
+    if (!only.empty() && name != only) continue;
     if (!d.failed && d.failures == 0) continue;
     if (d.failed) {
       Log(Level::info, "controller", {{"deployment", name}}, "{}: retrying the failed deployment ({})",
