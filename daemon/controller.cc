@@ -103,6 +103,11 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   auto existing = deployments_.find(name);
   if (existing != deployments_.end()) {
     if (SameDeploymentConfig(existing->second.config, config)) {
+      // Deploying it again is how an operator says the cause of its failures is fixed.
+      if (existing->second.failed) {
+        ClearFailuresLocked(config.model, "redeployed", name);
+        ReconcileLocked(name);
+      }
       return ToProtoLocked(name, existing->second);
     }
     if (!replace) {
@@ -295,6 +300,9 @@ absl::StatusOr<v1::Lease> Controller::Acquire(const std::string& name, double tt
       continue;
     }
     Deployment& d = it->second;
+    if (d.failed) {
+      return absl::FailedPreconditionError(fmt::format("deployment '{}' {}", name, d.message));
+    }
     // The least-leased ready instance, if it is under the concurrency target, or if the
     // deployment is at max_instances with nothing still loading (no better one is coming).
     // During a rolling update an outdated instance serves only until a current one is
@@ -477,9 +485,14 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
     return StoreFailure(fmt::format("register worker {}", info.worker_id()), written);
   }
   absl::MutexLock lock(&mu_);
+  std::set<std::string> changed = ChangedModelsLocked(info);
   if (workers_.Upsert(info, options_.clock->NowMillis())) {
     Log(Level::info, "controller", {{"worker", info.worker_id()}}, "worker {} registered at {}",
         info.worker_id(), info.address());
+    ClearFailuresLocked("", fmt::format("worker {} registered", info.worker_id()));
+  }
+  for (const std::string& model : changed) {
+    ClearFailuresLocked(model, fmt::format("model {} changed on worker {}", model, info.worker_id()));
   }
   ReconcileWorkerLocked(info);
   changed_.SignalAll();
@@ -508,7 +521,13 @@ absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
     }
   }
   absl::MutexLock lock(&mu_);
-  workers_.Upsert(info, options_.clock->NowMillis());
+  std::set<std::string> changed = ChangedModelsLocked(info);
+  if (workers_.Upsert(info, options_.clock->NowMillis())) {
+    ClearFailuresLocked("", fmt::format("worker {} registered", info.worker_id()));
+  }
+  for (const std::string& model : changed) {
+    ClearFailuresLocked(model, fmt::format("model {} changed on worker {}", model, info.worker_id()));
+  }
   ReconcileWorkerLocked(info);
   return absl::OkStatus();
 }
@@ -552,6 +571,14 @@ v1::Deployment Controller::ToProtoLocked(const std::string& name, const Deployme
   p.set_keep_alive_seconds(d.config.auto_scaling.keep_alive);
   p.set_desired_instances(d.desired);
   p.set_message(d.message);
+  p.set_state(d.failed ? "failed" : "active");
+  if (!d.last_error.ok()) {
+    p.set_last_error(fmt::format("{}: {}", absl::StatusCodeToString(d.last_error.code()),
+                                 std::string(d.last_error.message())));
+  }
+  p.set_consecutive_failures(d.failures);
+  const int64_t now = options_.clock->NowMillis();
+  if (!d.failed && d.retry_after_ms > now) p.set_retry_in_seconds((d.retry_after_ms - now) / 1000.0);
   for (const auto& [id, inst] : instances_) {
     if (inst.deployment == name) *p.add_instances() = InstanceProtoLocked(inst);
   }

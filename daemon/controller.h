@@ -61,8 +61,15 @@ struct ControllerOptions {
   double heartbeat_interval_seconds = 1;
   double heartbeat_timeout_seconds = 3;
   double default_lease_ttl_seconds = 30;
-  // After a failed load, how long a deployment waits before placing again.
+  // After a failed load, how long a deployment waits before placing again: this after
+  // the first failure, doubling with each consecutive one up to the max (no hot retry
+  // loop). A lost worker is not the deployment's failure: it waits the first step only.
   double load_retry_backoff_seconds = 0.5;
+  double load_retry_backoff_max_seconds = 30;
+  // After this many consecutive failed loads the deployment is "failed": no more loads
+  // until it is redeployed or updated, a worker registers, or a worker's listing of the
+  // model changes (re-saved, or back after it was deleted). 0: retry forever.
+  uint32_t max_load_failures = 5;
   // Period of the background reconcile loop; 0 runs none (tests call Tick()).
   double tick_seconds = 0.1;
 };
@@ -150,6 +157,8 @@ class Controller {
     absl::Status last_error;        // of the last failed load or placement
     uint64_t error_seq = 0;         // bumped with last_error
     int64_t retry_after_ms = 0;
+    uint32_t failures = 0;          // consecutive failed loads (reset by a success)
+    bool failed = false;            // failures reached max_load_failures: not placed
   };
 
   explicit Controller(ControllerOptions options);
@@ -175,6 +184,25 @@ class Controller {
   void ReconcileWorkerLocked(const loadstar::v1::WorkerInfo& info)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLeaseLocked(const LeaseRecord& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A failed load of `d` (not a lost worker): the next backoff step, and the failed state
+  // after max_load_failures.
+  void LoadFailedLocked(const std::string& name, Deployment& d, const absl::Status& status,
+                        int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The cause of failures may have gone away (`why`): failed deployments of `model` (all
+  // when empty; only deployment `only` when given) are retried with a fresh count.
+  void ClearFailuresLocked(const std::string& model, const std::string& why,
+                           const std::string& only = "") ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Models whose listing on worker `info` differs from what it reported before (`before`,
+  // null for a new worker): appeared, or changed size or variants.
+  static std::set<std::string> ChangedModels(const loadstar::v1::WorkerInfo* before,
+                                             const loadstar::v1::WorkerInfo& info);
+  // ChangedModels against the registry's current entry of the worker (a lost one counts
+  // as known: its listing is compared too).
+  std::set<std::string> ChangedModelsLocked(const loadstar::v1::WorkerInfo& info)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const WorkerRegistry::Entry* e = workers_.Find(info.worker_id());
+    return ChangedModels(e == nullptr ? nullptr : &e->info, info);
+  }
   void EventLocked(const Instance& inst, const std::string& message = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues a background write (no caller waits on it); a failure is logged.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -31,6 +32,8 @@ v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
   spec.set_num_gpus(c.num_gpus);
   spec.set_torch_dtype(c.torch_dtype);
   spec.set_device_map(c.device_map);
+  for (const auto& [prefix, gpu] : c.layer_map) (*spec.mutable_layer_map())[prefix] = gpu;
+  for (const auto& [gpu, bytes] : c.max_memory) (*spec.mutable_max_memory())[gpu] = bytes;
   v1::Quantization* q = spec.mutable_quantization();
   // "" when the deployment named no quantization (quant::QuantConfig::unspecified).
   q->set_method(c.quantization.keep_prequantized ? std::string("keep")
@@ -188,7 +191,7 @@ void Controller::ReconcileLocked(const std::string& name) {
                            std::min(outdated, d.config.auto_scaling.max_instances));
   uint32_t start = want > loads.size() ? want - static_cast<uint32_t>(loads.size()) : 0;
   d.desired = want;
-  if (start == 0 && loads.size() >= d.desired) d.message.clear();
+  if (start == 0 && loads.size() >= d.desired && !d.failed) d.message.clear();
   if (!decision.stop.empty() && start == 0) {
     Log(Level::info, "controller", {{"deployment", name}, {"instance", decision.stop}},
         "scaling {} down: instance {} idle for {} s", name, decision.stop,
@@ -196,7 +199,7 @@ void Controller::ReconcileLocked(const std::string& name) {
     RetireInstanceLocked(decision.stop, "idle past keep_alive");
   }
   if (outdated > 0) RollLocked(name, d, current_ready);
-  if (start == 0 || now < d.retry_after_ms) return;
+  if (start == 0 || d.failed || now < d.retry_after_ms) return;
   ClusterSnapshot cluster = SnapshotLocked();
   PlacementRequest request = PlacementRequestLocked(name, d);
   for (uint32_t i = 0; i < start; ++i) {
@@ -357,6 +360,9 @@ void Controller::RunLoad(std::string instance_id, std::string address,
   Instance& inst = it->second;
   int64_t now = options_.clock->NowMillis();
   if (result.ok()) {
+    if (auto dit = deployments_.find(inst.deployment); dit != deployments_.end()) {
+      dit->second.failures = 0;  // a success resets the backoff
+    }
     inst.state = "ready";
     inst.source = result->source();
     inst.tier = result->tier();
@@ -386,14 +392,87 @@ void Controller::RunLoad(std::string instance_id, std::string address,
       std::string(status.message()));
   if (absl::IsUnavailable(status)) workers_.MarkSuspect(inst.worker_id);
   auto dit = deployments_.find(inst.deployment);
-  if (dit != deployments_.end()) {
-    dit->second.last_error = status;
-    ++dit->second.error_seq;
-    dit->second.message = std::string(status.message());
-    dit->second.retry_after_ms =
-        now + static_cast<int64_t>(options_.load_retry_backoff_seconds * 1000);
-  }
+  const std::string deployment = inst.deployment;
   RemoveInstanceLocked(instance_id, std::string(status.message()));
+  if (dit != deployments_.end()) {
+    Deployment& d = dit->second;
+    d.last_error = status;
+    ++d.error_seq;
+    d.message = std::string(status.message());
+    if (absl::IsUnavailable(status)) {
+      d.retry_after_ms = now + static_cast<int64_t>(options_.load_retry_backoff_seconds * 1000);
+    } else {
+      LoadFailedLocked(deployment, d, status, now);
+    }
+  }
+}
+
+void Controller::LoadFailedLocked(const std::string& name, Deployment& d,
+                                  const absl::Status& status, int64_t now) {
+  ++d.failures;
+  // 0.5 s, 1 s, 2 s, ... 30 s: the exponent is bounded so the double never overflows.
+  double backoff = options_.load_retry_backoff_seconds *
+                   std::pow(2.0, std::min<uint32_t>(d.failures - 1, 62));
+  backoff = std::min(backoff, options_.load_retry_backoff_max_seconds);
+  d.retry_after_ms = now + static_cast<int64_t>(backoff * 1000);
+  if (options_.max_load_failures == 0 || d.failures < options_.max_load_failures) {
+    Log(Level::info, "controller", {{"deployment", name}},
+        "{}: load failure {} in a row; next try in {:.1f} s", name, d.failures, backoff);
+    return;
+  }
+  d.failed = true;
+  d.message = fmt::format(
+      "failed: {} consecutive loads failed, not retried until it is redeployed or updated, a "
+      "worker registers or the model changes in a worker's store; last error: {}",
+      d.failures, std::string(status.message()));
+  Log(Level::err, "controller", {{"deployment", name}}, "{}: {}", name, d.message);
+  v1::DeploymentEvent e;
+  e.set_deployment(name);
+  e.set_state("failed");
+  e.set_message(d.message);
+  events_.emplace_back(next_event_seq_++, std::move(e));
+  changed_.SignalAll();
+}
+
+void Controller::ClearFailuresLocked(const std::string& model, const std::string& why,
+                                     const std::string& only) {
+  for (auto& [name, d] : deployments_) {
+    if (!model.empty() && d.config.model != model) continue;
+    if (!only.empty() && name != only) continue;
+    if (!d.failed && d.failures == 0) continue;
+    if (d.failed) {
+      Log(Level::info, "controller", {{"deployment", name}}, "{}: retrying the failed deployment ({})",
+          name, why);
+      v1::DeploymentEvent e;
+      e.set_deployment(name);
+      e.set_state("retrying");
+      e.set_message(why);
+      events_.emplace_back(next_event_seq_++, std::move(e));
+      d.message.clear();
+    }
+    d.failed = false;
+    d.failures = 0;
+    d.retry_after_ms = 0;
+  }
+  changed_.SignalAll();
+}
+
+std::set<std::string> Controller::ChangedModels(const v1::WorkerInfo* before,
+                                                const v1::WorkerInfo& info) {
+  std::map<std::string, const v1::StoredModel*> old;
+  if (before != nullptr) {
+    for (const v1::StoredModel& m : before->models()) old[m.name()] = &m;
+  }
+  std::set<std::string> changed;
+  for (const v1::StoredModel& m : info.models()) {
+    auto it = old.find(m.name());
+    if (it == old.end() || it->second->bytes() != m.bytes() ||
+        !std::equal(m.variants().begin(), m.variants().end(), it->second->variants().begin(),
+                    it->second->variants().end())) {
+      changed.insert(m.name());
+    }
+  }
+  return changed;
 }
 
 void Controller::StopInstanceLocked(Instance& inst) {

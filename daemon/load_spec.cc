@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
+#include <limits>
 #include <optional>
 
 #include "base/status_macros.h"
@@ -34,6 +37,45 @@ absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& s
   if (q.llm_int8_threshold() > 0) c.llm_int8_threshold = static_cast<float>(q.llm_int8_threshold());
   c.skip_modules.assign(q.skip_modules().begin(), q.skip_modules().end());
   return c;
+}
+
+absl::StatusOr<loader::PlanOptions> PlanOptionsFromLoadSpec(const v1::LoadSpec& spec,
+                                                            uint32_t num_devices) {
+  loader::PlanOptions plan;
+  if (spec.device_map() == "custom") {
+    plan.placement = loader::Placement::kCustom;
+    for (const auto& [prefix, gpu] : spec.layer_map()) {
+      if (gpu >= num_devices) {
+        return absl::InvalidArgumentError(
+            fmt::format("backend_config.device_map.{}: GPU {} is beyond num_gpus {}", prefix,
+                        gpu, num_devices));
+      }
+      plan.layer_map.emplace_back(prefix, static_cast<int>(gpu));
+    }
+    std::sort(plan.layer_map.begin(), plan.layer_map.end());
+  } else if (num_devices == 1) {
+    plan.placement = loader::Placement::kSingle;
+  } else if (spec.device_map() == "tensor_parallel") {
+    plan.placement = loader::Placement::kTensorParallel;
+  } else if (spec.device_map() == "auto" || spec.device_map().empty()) {
+    plan.placement = loader::Placement::kAuto;
+  } else {
+    return absl::InvalidArgumentError(fmt::format(
+        "backend_config.device_map: '{}' is not supported by the loader (auto, "
+        "tensor_parallel or a layer map)",
+        spec.device_map()));
+  }
+  if (!spec.max_memory().empty()) {
+    plan.max_memory.assign(num_devices, std::numeric_limits<uint64_t>::max());
+    for (const auto& [gpu, bytes] : spec.max_memory()) {
+      if (gpu >= num_devices) {
+        return absl::InvalidArgumentError(fmt::format(
+            "backend_config.max_memory.{}: GPU {} is beyond num_gpus {}", gpu, gpu, num_devices));
+      }
+      plan.max_memory[gpu] = bytes;
+    }
+  }
+  return plan;
 }
 
 }  // namespace loadstar::daemon

@@ -381,18 +381,7 @@ absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
                    CopyFromResident(request, manifest, indices, devices, progress, cancelled));
   if (replica != nullptr) return replica;
 
-  loader::PlanOptions plan;
-  if (num_gpus == 1) {
-    plan.placement = loader::Placement::kSingle;
-  } else if (spec.device_map() == "tensor_parallel") {
-    plan.placement = loader::Placement::kTensorParallel;
-  } else if (spec.device_map() == "auto" || spec.device_map().empty()) {
-    plan.placement = loader::Placement::kAuto;
-  } else {
-    return absl::InvalidArgumentError(fmt::format(
-        "backend_config.device_map: '{}' is not supported by the loader (auto, tensor_parallel)",
-        spec.device_map()));
-  }
+  ASSIGN_OR_RETURN(loader::PlanOptions plan, PlanOptionsFromLoadSpec(spec, num_gpus));
   // Multi-device: per device or staged through device 0 (loader/spread.h).
   loader::SpreadOptions spread;
   if (devices.size() > 1 && comm_ != nullptr) {

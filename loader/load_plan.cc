@@ -84,14 +84,23 @@ ShardKind TensorParallelKind(const std::string& name, const std::vector<int64_t>
   return ShardKind::kWhole;
 }
 
+// True when layer-map key `prefix` covers tensor `name` (accelerate's module-name match:
+// the key names a module, so it ends at a dot boundary or is the whole name).
+bool Covers(const std::string& prefix, const std::string& name) {
+  if (prefix.empty()) return true;
+  if (!name.starts_with(prefix)) return false;
+  return name.size() == prefix.size() || prefix.back() == '.' || name[prefix.size()] == '.';
+}
+
 }  // namespace
 
 absl::StatusOr<Placement> ParsePlacement(const std::string& name) {
   if (name == "single" || name.empty()) return Placement::kSingle;
   if (name == "auto") return Placement::kAuto;
   if (name == "tensor_parallel") return Placement::kTensorParallel;
+  if (name == "custom") return Placement::kCustom;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown placement '", name, "' (single | auto | tensor_parallel)"));
+      absl::StrCat("unknown placement '", name, "' (single | auto | tensor_parallel | custom)"));
 }
 
 store::ManifestTensor ShardTensor(const store::ManifestTensor& tensor, ShardKind kind,
@@ -134,6 +143,18 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
     return absl::InvalidArgumentError(absl::StrCat("max_memory lists ",
                                                    options.max_memory.size(),
                                                    " devices; the load has ", num_devices));
+  }
+  if (options.placement == Placement::kCustom) {
+    if (options.layer_map.empty()) {
+      return absl::InvalidArgumentError("backend_config.device_map: the layer map is empty");
+    }
+    for (const auto& [prefix, device] : options.layer_map) {
+      if (device < 0 || device >= num_devices) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "backend_config.device_map.", prefix, ": GPU ", device, " is beyond the load's ",
+            num_devices, " devices"));
+      }
+    }
   }
   std::vector<uint64_t> limit = options.max_memory;
   if (limit.empty()) limit.assign(num_devices, std::numeric_limits<uint64_t>::max());
@@ -191,6 +212,24 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
   }
 
   // 2. Devices.
+  if (options.placement == Placement::kCustom) {
+    for (PlannedTensor& t : plan.tensors) {
+      size_t best = 0;
+      int device = -1;
+      for (const auto& [prefix, d] : options.layer_map) {
+        if (Covers(prefix, t.name) && (device < 0 || prefix.size() > best)) {
+          best = prefix.size();
+          device = d;
+        }
+      }
+      if (device < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "backend_config.device_map: tensor '", t.name,
+            "' is covered by no prefix of the map; add its module (or a parent) to it"));
+      }
+      t.device = device;
+    }
+  }
   if (options.placement == Placement::kAuto && num_devices > 1) {
     // Units in order: embeddings, blocks in first-appearance order, then the rest.
     Unit head, tail;
@@ -223,21 +262,28 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
     // Smallest per-device cap that still fits: binary search on the balance bound.
     if (!Pack(units, num_devices, limit, std::numeric_limits<uint64_t>::max())) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "model needs ", total, " bytes in whole blocks; it does not fit on ", num_devices,
-          " devices within their memory limits"));
+          "backend_config.max_memory: the model needs ", total,
+          " bytes in whole blocks; they do not fit on ", num_devices,
+          " devices within their caps"));
     }
-    uint64_t lo = std::max(biggest, (total + num_devices - 1) / num_devices);
-    uint64_t hi = total;
-    while (lo < hi) {
-      uint64_t mid = lo + (hi - lo) / 2;
-      if (Pack(units, num_devices, limit, mid)) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
+    std::optional<std::vector<int>> device;
+    if (!options.max_memory.empty()) {
+      // With max_memory: fill each device in order up to its cap (as accelerate does).
+      device = Pack(units, num_devices, limit, std::numeric_limits<uint64_t>::max());
+    } else {
+      uint64_t lo = std::max(biggest, (total + num_devices - 1) / num_devices);
+      uint64_t hi = total;
+      while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (Pack(units, num_devices, limit, mid)) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
+        }
       }
+      device = Pack(units, num_devices, limit, lo);
+      if (!device) device = Pack(units, num_devices, limit, std::numeric_limits<uint64_t>::max());
     }
-    std::optional<std::vector<int>> device = Pack(units, num_devices, limit, lo);
-    if (!device) device = Pack(units, num_devices, limit, std::numeric_limits<uint64_t>::max());
     for (size_t u = 0; u < units.size(); ++u) {
       for (int i : units[u].tensors) plan.tensors[i].device = (*device)[u];
     }
@@ -253,7 +299,8 @@ absl::StatusOr<LoadPlan> MakeLoadPlan(const store::Manifest& manifest, int num_d
     plan.device_bytes[d] = AlignUp(cursor[d], 4096);
     if (plan.device_bytes[d] > limit[d]) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "device ", d, " needs ", plan.device_bytes[d], " bytes; its limit is ", limit[d]));
+          "backend_config.max_memory.", d, ": the plan puts ", plan.device_bytes[d],
+          " bytes on GPU ", d, "; its cap is ", limit[d]));
     }
   }
   return plan;

@@ -10,16 +10,25 @@
 //    layer prefix ("model.layers.<i>.", "h.<i>.", "encoder.layer.<i>.", "blocks.<i>.");
 //    embeddings go to the first device, every other non-layer tensor (final norm,
 //    lm_head) to the last.
+//  - kCustom (device_map {layer-prefix: gpu}): each tensor on the device of the longest
+//    prefix covering it (accelerate: "model.layers.1" covers "model.layers.1.mlp.w" and
+//    "model.layers.1", not "model.layers.10..."; "" covers everything). A tensor no
+//    prefix covers is InvalidArgument naming it.
 //  - kTensorParallel: every device holds a shard of every weight: column-parallel
 //    (q/k/v/gate/up/fc1/query/key/value/c_attn-style "in" projections) split on dim 0,
 //    row-parallel (o_proj/down_proj/fc2/dense/out_proj) on dim 1, embeddings and lm_head by
 //    vocab rows (dim 0), anything else (norms, biases of row-parallel layers) replicated.
 //    A dimension that does not divide evenly is an InvalidArgument error naming the
 //    tensor.
+// With max_memory, kAuto fills devices in order, each up to its cap (accelerate's
+// infer_auto_device_map with max_memory); without, it balances bytes over the devices.
+// A device over its cap is RESOURCE_EXHAUSTED naming backend_config.max_memory.<gpu>
+// and the bytes.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,15 +40,17 @@ namespace loadstar::loader {
 class TransformProvider;
 struct SpreadOptions;  // loader/spread.h
 
-enum class Placement { kSingle, kAuto, kTensorParallel };
+enum class Placement { kSingle, kAuto, kTensorParallel, kCustom };
 
-// Parses "single" | "auto" | "tensor_parallel".
+// Parses "single" | "auto" | "tensor_parallel" | "custom".
 absl::StatusOr<Placement> ParsePlacement(const std::string& name);
 
 struct PlanOptions {
   Placement placement = Placement::kSingle;
   // Per-device byte limits (max_memory); empty: unlimited. Otherwise one per device.
   std::vector<uint64_t> max_memory;
+  // kCustom: (layer prefix, device index) pairs; prefixes are distinct.
+  std::vector<std::pair<std::string, int>> layer_map;
   // Offset alignment of tensors inside an allocation: a power of two >= 256. The default
   // 4 KiB lets O_DIRECT reads land in place on host devices.
   uint64_t alignment = 4096;

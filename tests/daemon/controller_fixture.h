@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -31,13 +32,15 @@ class ControllerTest : public ::testing::Test {
  protected:
   void SetUp() override { state_ = NewMemoryStateStore(); }
 
-  std::unique_ptr<Controller> Make(StateStore* state = nullptr) {
+  std::unique_ptr<Controller> Make(StateStore* state = nullptr,
+                                   const std::function<void(ControllerOptions&)>& tweak = {}) {
     ControllerOptions o;
     o.state = state != nullptr ? state : state_.get();
     o.workers = &workers_;
     o.clock = &clock_;
     o.tick_seconds = 0;  // the test drives Tick()
     o.load_retry_backoff_seconds = 0;
+    if (tweak) tweak(o);
     auto c = Controller::Create(o);
     EXPECT_TRUE(c.ok()) << c.status();
     return std::move(*c);

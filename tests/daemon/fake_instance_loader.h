@@ -28,6 +28,20 @@ class FakeInstanceLoader : public InstanceLoader {
     absl::MutexLock lock(&mu_);
     files_[model][name] = std::move(contents);
   }
+  // Loads of `name` fail with `status` while it still lists (a weight file deleted from
+  // under the store); OK makes them work again.
+  void SetLoadError(const std::string& name, absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) {
+      load_errors_.erase(name);
+    } else {
+      load_errors_[name] = std::move(status);
+    }
+  }
+  int load_calls() const {
+    absl::MutexLock lock(&mu_);
+    return load_calls_;
+  }
   void set_load_seconds(double s) {
     absl::MutexLock lock(&mu_);
     load_seconds_ = s;
@@ -76,7 +90,11 @@ class FakeInstanceLoader : public InstanceLoader {
     uint32_t device = request.devices.empty() ? 0 : request.devices[0];
     {
       absl::MutexLock lock(&mu_);
+      ++load_calls_;
       auto it = models_.find(request.spec.model());
+      if (auto e = load_errors_.find(request.spec.model()); e != load_errors_.end()) {
+        return e->second;
+      }
       if (it == models_.end()) {
         return absl::NotFoundError("model '" + request.spec.model() + "' is not in the store");
       }
@@ -176,6 +194,8 @@ class FakeInstanceLoader : public InstanceLoader {
   std::map<std::string, uint64_t> models_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::string>> files_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> used_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Status> load_errors_ ABSL_GUARDED_BY(mu_);
+  int load_calls_ ABSL_GUARDED_BY(mu_) = 0;
   double load_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   int live_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -116,6 +116,77 @@ TEST(LoadPlanTest, AutoRespectsMaxMemory) {
   EXPECT_EQ(MakeLoadPlan(m, 3, options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(LoadPlanTest, AutoWithMaxMemoryFillsDevicesInOrder) {
+  // 6 equal blocks, caps of the embeddings + 3.5 blocks: accelerate fills GPU 0 first
+  // (embeddings + 3 blocks), then GPU 1 (3 blocks + norm + lm_head); GPU 2 stays empty.
+  // Without caps it balances over all 3.
+  store::Manifest m = Llama(6);
+  auto one = MakeLoadPlan(Llama(1), 1, {});
+  auto none = MakeLoadPlan(Llama(0), 1, {});
+  ASSERT_TRUE(one.ok() && none.ok());
+  const uint64_t block = one->device_bytes[0] - none->device_bytes[0];
+  PlanOptions options;
+  options.placement = Placement::kAuto;
+  const uint64_t cap = none->device_bytes[0] + 3 * block + block / 2;
+  options.max_memory = {cap, cap, cap};
+  auto plan = MakeLoadPlan(m, 3, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_GT(plan->device_bytes[1], 0u);
+  EXPECT_EQ(plan->device_bytes[2], 0u);
+  for (const PlannedTensor& t : plan->tensors) {
+    std::string prefix = LayerPrefix(t.name);
+    int layer = prefix.empty() ? -1 : std::stoi(prefix.substr(std::string("model.layers.").size()));
+    if (layer >= 0) EXPECT_EQ(t.device, layer < 3 ? 0 : 1) << t.name;
+    if (t.name == "lm_head.weight") EXPECT_EQ(t.device, 1);
+  }
+  options.max_memory.clear();
+  auto balanced = MakeLoadPlan(m, 3, options);
+  ASSERT_TRUE(balanced.ok());
+  EXPECT_GT(balanced->device_bytes[2], 0u);
+}
+
+TEST(LoadPlanTest, CustomLayerMapLongestPrefixWins) {
+  store::Manifest m = Llama(12);
+  PlanOptions options;
+  options.placement = Placement::kCustom;
+  options.layer_map = {{"model", 0}, {"model.layers.1", 1}, {"model.layers.10.mlp", 2},
+                       {"lm_head", 3}};
+  auto plan = MakeLoadPlan(m, 4, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::map<std::string, int> device;
+  for (const PlannedTensor& t : plan->tensors) device[t.name] = t.device;
+  EXPECT_EQ(device["model.embed_tokens.weight"], 0);
+  EXPECT_EQ(device["model.layers.1.mlp.up_proj.weight"], 1);
+  // "model.layers.1" names module 1, not 10 or 11.
+  EXPECT_EQ(device["model.layers.10.self_attn.q_proj.weight"], 0);
+  EXPECT_EQ(device["model.layers.11.mlp.up_proj.weight"], 0);
+  EXPECT_EQ(device["model.layers.10.mlp.down_proj.weight"], 2);
+  EXPECT_EQ(device["lm_head.weight"], 3);
+  for (int d = 0; d < 4; ++d) EXPECT_GT(plan->device_bytes[d], 0u) << d;
+  // Offsets stay within each device's allocation.
+  for (const PlannedTensor& t : plan->tensors) {
+    EXPECT_LE(t.offset + t.size, plan->device_bytes[t.device]) << t.name;
+  }
+
+  // A tensor no prefix covers is refused, naming it.
+  options.layer_map = {{"model", 0}};
+  auto uncovered = MakeLoadPlan(m, 4, options);
+  EXPECT_EQ(uncovered.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(uncovered.status().message().find("'lm_head.weight'"), absl::string_view::npos)
+      << uncovered.status();
+  // A GPU beyond the load's devices.
+  options.layer_map = {{"", 4}};
+  EXPECT_EQ(MakeLoadPlan(m, 4, options).status().code(), absl::StatusCode::kInvalidArgument);
+  // "" covers everything; a cap below what the map puts there names the GPU and bytes.
+  options.layer_map = {{"", 1}};
+  options.max_memory = {1ull << 40, 1 << 20, 1ull << 40, 1ull << 40};
+  auto over = MakeLoadPlan(m, 4, options);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
+  EXPECT_NE(over.status().message().find("backend_config.max_memory.1"), absl::string_view::npos)
+      << over.status();
+  EXPECT_NE(over.status().message().find("its cap is 1048576"), absl::string_view::npos);
+}
+
 TEST(LoadPlanTest, TensorParallelShards) {
   store::Manifest m = Llama(1, 256);
   PlanOptions options;
