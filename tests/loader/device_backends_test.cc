@@ -5,6 +5,7 @@
 // path here; tests/kernels/gpu_quantized_load_test.cc drives the real one on a GPU.
 #include "loader/device_backends.h"
 
+#include <atomic>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -52,7 +53,8 @@ class FakeAcceleratorDevice final : public Device {
 // The CPU quantizer, counting what reaches it through the backend.
 class CountingQuantizer final : public quant::TensorQuantizer {
  public:
-  CountingQuantizer(std::unique_ptr<quant::StreamingQuantizer> inner, uint64_t* bytes)
+  CountingQuantizer(std::unique_ptr<quant::StreamingQuantizer> inner,
+                    std::atomic<uint64_t>* bytes)
       : inner_(std::move(inner)), bytes_(bytes) {}
   absl::Status Append(const void* data, size_t size) override {
     *bytes_ += size;
@@ -65,7 +67,7 @@ class CountingQuantizer final : public quant::TensorQuantizer {
 
  private:
   std::unique_ptr<quant::StreamingQuantizer> inner_;
-  uint64_t* bytes_;
+  std::atomic<uint64_t>* bytes_;  // shared by the pipeline's threads
 };
 
 class FakeAcceleratorBackend final : public DeviceBackend {
@@ -100,9 +102,11 @@ class FakeAcceleratorBackend final : public DeviceBackend {
     }
     void Free(void* p) override { DefaultHostAllocator()->Free(p); }
   } staging;
-  int quantizers = 0;
-  int communicators = 0;
-  uint64_t quantized_bytes = 0;
+  // Atomic: the pipeline's threads create and feed quantizers concurrently (DeviceBackend
+  // rule 1, every method thread-safe).
+  std::atomic<int> quantizers{0};
+  std::atomic<int> communicators{0};
+  std::atomic<uint64_t> quantized_bytes{0};
 };
 
 // Registered once per process (a registry never forgets); nullptr, with the reason logged
