@@ -106,23 +106,29 @@ inline bool Overlaps(const void* a, uint64_t an, const void* b, uint64_t bn) {
   return an > 0 && bn > 0 && x < y + bn && y < x + an;
 }
 
+// `spans` holds one span per rank, spans[r] on rank r, each with room for `bytes`.
+inline absl::Status CheckOnePerRank(std::span<const DeviceSpan> spans, uint64_t bytes, int size,
+                                    const char* what) {
+  if (spans.size() != static_cast<size_t>(size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, "s: ", size, " needed (one per rank), got ", spans.size()));
+  }
+  for (int r = 0; r < size; ++r) {
+    if (spans[r].rank != r) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", r, " names rank ", spans[r].rank));
+    }
+    absl::Status s = CheckSpan(spans[r], bytes, size, what);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 inline absl::Status CheckBroadcast(int root, std::span<const DeviceSpan> buffers,
                                    uint64_t bytes, int size) {
   absl::Status s = CheckRank(root, size, "broadcast root");
   if (!s.ok()) return s;
-  if (buffers.size() != static_cast<size_t>(size)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("broadcast needs ", size, " buffers, got ", buffers.size()));
-  }
-  for (int r = 0; r < size; ++r) {
-    if (buffers[r].rank != r) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("broadcast buffer ", r, " names rank ", buffers[r].rank));
-    }
-    s = CheckSpan(buffers[r], bytes, size, "broadcast buffer");
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
+  return CheckOnePerRank(buffers, bytes, size, "broadcast buffer");
 }
 
 inline absl::Status CheckCopy(const DeviceSpan& src, const DeviceSpan& dst, int size) {
@@ -142,19 +148,7 @@ inline absl::Status CheckScatter(const DeviceSpan& src, std::span<const DeviceSp
   absl::Status s = CheckSpan(src, static_cast<uint64_t>(size) * bytes_each, size,
                              "scatter source");
   if (!s.ok()) return s;
-  if (dsts.size() != static_cast<size_t>(size)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("scatter needs ", size, " destinations, got ", dsts.size()));
-  }
-  for (int r = 0; r < size; ++r) {
-    if (dsts[r].rank != r) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("scatter destination ", r, " names rank ", dsts[r].rank));
-    }
-    s = CheckSpan(dsts[r], bytes_each, size, "scatter destination");
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
+  return CheckOnePerRank(dsts, bytes_each, size, "scatter destination");
 }
 
 }  // namespace communicator_internal

@@ -61,8 +61,8 @@ absl::StatusOr<loader::PlanOptions> PlanOptionsFromLoadSpec(const v1::LoadSpec& 
     plan.placement = loader::Placement::kAuto;
   } else {
     return absl::InvalidArgumentError(fmt::format(
-        "backend_config.device_map: '{}' is not supported by the loader (auto, "
-        "tensor_parallel or a layer map)",
+        "LoadSpec.device_map '{}' is none of auto, tensor_parallel or a layer map (Deploy "
+        "refuses any other value; this LoadSpec was not made by a matching controller)",
         spec.device_map()));
   }
   if (!spec.max_memory().empty()) {

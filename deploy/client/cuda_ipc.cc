@@ -32,10 +32,11 @@ struct CudaRuntime {
   decltype(&::cudaGetLastError) get_last_error = nullptr;
 };
 
+// Looks `name` up in `lib` into `out`; the first name not found is kept in `missing`.
 template <typename F>
-bool Resolve(void* lib, const char* name, F* out) {
+void Resolve(void* lib, const char* name, F* out, const char** missing) {
   *out = reinterpret_cast<F>(::dlsym(lib, name));
-  return *out != nullptr;
+  if (*out == nullptr && *missing == nullptr) *missing = name;
 }
 
 absl::StatusOr<const CudaRuntime*> Runtime() {
@@ -50,21 +51,13 @@ absl::StatusOr<const CudaRuntime*> Runtime() {
     }
     CudaRuntime r;
     const char* missing = nullptr;
-    if (!Resolve(lib, CUDA_SYMBOL(cudaGetDeviceCount), &r.get_device_count)) {
-      missing = CUDA_SYMBOL(cudaGetDeviceCount);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetDeviceProperties), &r.get_device_properties)) {
-      missing = CUDA_SYMBOL(cudaGetDeviceProperties);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaSetDevice), &r.set_device)) {
-      missing = CUDA_SYMBOL(cudaSetDevice);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaIpcOpenMemHandle), &r.ipc_open)) {
-      missing = CUDA_SYMBOL(cudaIpcOpenMemHandle);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaIpcCloseMemHandle), &r.ipc_close)) {
-      missing = CUDA_SYMBOL(cudaIpcCloseMemHandle);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetErrorString), &r.error_string)) {
-      missing = CUDA_SYMBOL(cudaGetErrorString);
-    } else if (!Resolve(lib, CUDA_SYMBOL(cudaGetLastError), &r.get_last_error)) {
-      missing = CUDA_SYMBOL(cudaGetLastError);
-    }
+    Resolve(lib, CUDA_SYMBOL(cudaGetDeviceCount), &r.get_device_count, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaGetDeviceProperties), &r.get_device_properties, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaSetDevice), &r.set_device, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaIpcOpenMemHandle), &r.ipc_open, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaIpcCloseMemHandle), &r.ipc_close, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaGetErrorString), &r.error_string, &missing);
+    Resolve(lib, CUDA_SYMBOL(cudaGetLastError), &r.get_last_error, &missing);
     if (missing != nullptr) {
       return new absl::StatusOr<CudaRuntime>(absl::FailedPreconditionError(
           fmt::format("{} has no {}", soname, missing)));

@@ -171,4 +171,14 @@ inline void ExpectShardsEqual(
   }
 }
 
+// Every byte of `m`'s allocation on its device `d` (padding included), read back to host.
+inline std::string AllocationBytes(const LoadedModel& m, int d) {
+  const Allocation& a = m.allocation(d);
+  std::string out(a.size, '\0');
+  if (a.size > 0) {
+    EXPECT_TRUE(m.device(d)->CopyToHost(out.data(), a, 0, a.size).ok());
+  }
+  return out;
+}
+
 }  // namespace loadstar::loader::testing

@@ -15,6 +15,8 @@
 namespace loadstar::loader {
 namespace {
 
+using loader::testing::AllocationBytes;
+
 using loadstar::testing::QuantConfigOf;
 using testing::TestStore;
 using testing::TinyLlama;
@@ -32,15 +34,6 @@ struct Devices {
   std::vector<std::unique_ptr<HostDevice>> owned;
   std::vector<Device*> all;
 };
-
-std::string AllocationBytes(const LoadedModel& m, int d) {
-  const Allocation& a = m.allocation(d);
-  std::string out(a.size, '\0');
-  if (a.size > 0) {
-    EXPECT_TRUE(m.device(d)->CopyToHost(out.data(), a, 0, a.size).ok());
-  }
-  return out;
-}
 
 struct Case {
   Placement placement;

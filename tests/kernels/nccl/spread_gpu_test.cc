@@ -25,6 +25,7 @@ namespace loadstar::loader {
 namespace {
 
 using loader::testing::TestStore;
+using loader::testing::AllocationBytes;
 using loader::testing::TinyLlama;
 
 struct Gpus {
@@ -61,15 +62,6 @@ void OpenGpus(Gpus* g) {
   ASSERT_TRUE(comm.ok()) << comm.status();
   EXPECT_EQ((*comm)->name(), "nccl");
   g->comm = *std::move(comm);
-}
-
-std::string AllocationBytes(const LoadedModel& m, int d) {
-  const Allocation& a = m.allocation(d);
-  std::string out(a.size, '\0');
-  if (a.size > 0) {
-    EXPECT_TRUE(m.device(d)->CopyToHost(out.data(), a, 0, a.size).ok());
-  }
-  return out;
 }
 
 std::unique_ptr<LoadPipeline> Pipeline() {
