@@ -207,16 +207,20 @@ absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::
 
 PipelineInstanceLoader::~PipelineInstanceLoader() = default;
 
+namespace {
+// The middle of the probe runs (0 when none succeeded).
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+}  // namespace
+
 void PipelineInstanceLoader::MeasureBandwidth() {
   // Medians of several runs: one read can land on a slow moment of a shared disk and then
   // decide every placement (SPEC §7 scheduler).
   using Clock = std::chrono::steady_clock;
   constexpr size_t kBytes = 32 << 20;
   constexpr int kRuns = 5;
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
   std::vector<char> a(kBytes, 1), b(kBytes);
   std::vector<double> copy;
   for (int i = 0; i < kRuns; ++i) {
@@ -225,7 +229,7 @@ void PipelineInstanceLoader::MeasureBandwidth() {
     double s = std::chrono::duration<double>(Clock::now() - start).count();
     if (s > 0) copy.push_back(kBytes / s);
   }
-  if (!copy.empty()) copy_bandwidth_ = median(copy);
+  if (!copy.empty()) copy_bandwidth_ = Median(copy);
   // Disk: write a scratch file, then read it back kRuns times, dropped from the page cache
   // before each read.
   // Unique per process and loader: `loadstar up` runs several workers in one process.
@@ -243,7 +247,7 @@ void PipelineInstanceLoader::MeasureBandwidth() {
       if (s > 0) disk.push_back(kBytes / s);
     }
   }
-  if (!disk.empty()) disk_bandwidth_ = median(disk);
+  if (!disk.empty()) disk_bandwidth_ = Median(disk);
   ::close(fd);
   ::unlink(path.c_str());
 }
@@ -254,10 +258,6 @@ void PipelineInstanceLoader::MeasureSpreadBandwidth() {
   using Clock = std::chrono::steady_clock;
   constexpr uint64_t kBytes = 32ull << 20;
   constexpr int kRuns = 3;
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
   std::vector<loader::Allocation> allocations;
   auto free_all = [&] {
     for (size_t d = 0; d < allocations.size(); ++d) {
@@ -295,8 +295,8 @@ void PipelineInstanceLoader::MeasureSpreadBandwidth() {
     if (double bw = h2d(1); bw > 0) one.push_back(bw);
     if (double bw = h2d(devices_.size()); bw > 0) all.push_back(bw);
   }
-  if (!one.empty()) spread_bandwidths_.host_to_device = median(one);
-  if (!all.empty()) spread_bandwidths_.host_to_devices_parallel = median(all);
+  if (!one.empty()) spread_bandwidths_.host_to_device = Median(one);
+  if (!all.empty()) spread_bandwidths_.host_to_devices_parallel = Median(all);
   if (comm_ != nullptr) {
     // Device 0 -> device 1, or between two buffers of device 0 on a single device.
     loader::Allocation second{};
@@ -317,7 +317,7 @@ void PipelineInstanceLoader::MeasureSpreadBandwidth() {
       }
     }
     if (second.ptr != nullptr) devices_[0]->Free(second).IgnoreError();
-    if (!d2d.empty()) spread_bandwidths_.device_to_device = median(d2d);
+    if (!d2d.empty()) spread_bandwidths_.device_to_device = Median(d2d);
   }
   free_all();
 }
