@@ -97,6 +97,20 @@ bool Controller::LeaseWriteInFlightLocked(const std::string& name) {
 absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml,
                                                  bool replace) {
   ASSIGN_OR_RETURN(DeploymentConfig config, ParseDeploymentConfig(config_yaml));
+  // The exact footprint, planned by a worker holding the model before anything is
+  // written: a config that can never load (an uncovered layer map, a cap below its plan,
+  // a split that does not divide) is refused here with the worker's reason.
+  std::optional<Footprint> footprint;
+  {
+    std::pair<uint64_t, std::string> listing;
+    {
+      absl::MutexLock lock(&mu_);
+      listing = ModelListingLocked(config.model);
+    }
+    if (listing.first > 0) {
+      ASSIGN_OR_RETURN(footprint, PlanFootprint(config, listing.second, listing.first));
+    }
+  }
   absl::MutexLock lock(&mu_);
   const std::string name = config.name;
   while (busy_deployments_.contains(name)) changed_.Wait(&mu_);
@@ -123,6 +137,10 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   d.digest = ConfigDigest(d.yaml);
   d.created_ms = existing != deployments_.end() ? existing->second.created_ms
                                                  : options_.clock->NowMillis();
+  if (footprint) {
+    d.footprint = footprint->device_bytes;
+    d.footprint_for_bytes = footprint->checkpoint_bytes;
+  }
   // Fail fast on what can never work: an unknown model or a placement no worker can take.
   PlacementRequest request = PlacementRequestLocked(name, d);
   bool any_alive = false;
@@ -136,7 +154,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
     if (p.kind == Placement::Kind::kInfeasible && !absl::IsUnavailable(p.reason)) return p.reason;
   }
   busy_deployments_.insert(name);  // no Delete or other Deploy of it until this is applied
-  absl::Status written = DurableWriteLocked({DeploymentRecord{name, d.yaml, d.created_ms}});
+  absl::Status written = DurableWriteLocked({RecordOf(name, d)});
   busy_deployments_.erase(name);
   changed_.SignalAll();
   if (!written.ok()) return StoreFailure(fmt::format("deploy '{}'", name), written);
@@ -577,6 +595,7 @@ v1::Deployment Controller::ToProtoLocked(const std::string& name, const Deployme
                                  std::string(d.last_error.message())));
   }
   p.set_consecutive_failures(d.failures);
+  for (uint64_t b : d.footprint) p.add_footprint_bytes(b);
   const int64_t now = options_.clock->NowMillis();
   if (!d.failed && d.retry_after_ms > now) p.set_retry_in_seconds((d.retry_after_ms - now) / 1000.0);
   for (const auto& [id, inst] : instances_) {

@@ -31,6 +31,8 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
+#include <utility>
 #include <memory>
 #include <set>
 #include <string>
@@ -159,6 +161,19 @@ class Controller {
     int64_t retry_after_ms = 0;
     uint32_t failures = 0;          // consecutive failed loads (reset by a success)
     bool failed = false;            // failures reached max_load_failures: not placed
+    // The exact footprint (bytes per GPU index of the load), planned by a worker that holds
+    // the model (Worker.PlanLoad) for the listing of `footprint_for_bytes` checkpoint bytes;
+    // empty: not known (placement falls back to EstimateLoadedBytes).
+    std::vector<uint64_t> footprint;
+    uint64_t footprint_for_bytes = 0;  // the listing planned (also when the plan failed)
+    bool footprint_pending = false;    // a PlanLoad of it is in flight
+    int64_t footprint_retry_ms = 0;    // a worker could not tell: not asked again before
+  };
+
+  // A worker's plan of a config: per-device bytes, for the listing of `checkpoint_bytes`.
+  struct Footprint {
+    std::vector<uint64_t> device_bytes;
+    uint64_t checkpoint_bytes = 0;
   };
 
   explicit Controller(ControllerOptions options);
@@ -209,6 +224,8 @@ class Controller {
   void PersistLocked(StateBatch batch, const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistInstanceLocked(const Instance& inst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static InstanceRecord RecordOf(const Instance& inst);
+  // The durable part of a deployment: its config, and its failed state when failed.
+  static DeploymentRecord RecordOf(const std::string& name, const Deployment& d);
   // Queues `batch`, releases mu_ until it is committed, takes mu_ again: anything may have
   // changed meanwhile, except what the caller marked busy.
   absl::Status DurableWriteLocked(StateBatch batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -223,6 +240,23 @@ class Controller {
   loadstar::v1::Instance InstanceProtoLocked(const Instance& inst)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   loadstar::v1::Lease LeaseProtoLocked(const LeaseRecord& lease, bool cold)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The largest listing of `model` among live workers and the address of a worker with it;
+  // {0, ""} when none lists it.
+  std::pair<uint64_t, std::string> ModelListingLocked(const std::string& model)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the worker at `address` to plan `config` (controller_footprint.cc). A refusal (the
+  // config can never load: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION) is
+  // returned as that error; nullopt when the worker cannot tell (unreachable, the model
+  // gone meanwhile), so placement estimates. REQUIRES: mu_ is not held.
+  absl::StatusOr<std::optional<Footprint>> PlanFootprint(const DeploymentConfig& config,
+                                                         const std::string& address,
+                                                         uint64_t checkpoint_bytes)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Plans `d` again in the background when its footprint is not for the current listing
+  // of its model (recovered after a restart, the model re-saved, a worker joined).
+  void RefreshFootprintLocked(const std::string& name, Deployment& d)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Runs on a task thread: the LoadInstance call and its outcome.

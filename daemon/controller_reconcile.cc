@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/autoscaler.h"
 #include "daemon/controller.h"
+#include "daemon/load_spec.h"
 #include "base/logging.h"
 #include "spdlog/spdlog.h"
 
@@ -24,27 +25,6 @@ constexpr size_t kMaxEvents = 4096;
 // The store artifact a deployment's quantization would load; "" for none.
 std::string VariantKey(const quant::QuantConfig& q) {
   return q.type == quant::QuantType::kNone ? "" : q.VariantKey();
-}
-
-v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
-  v1::LoadSpec spec;
-  spec.set_model(c.model);
-  spec.set_num_gpus(c.num_gpus);
-  spec.set_torch_dtype(c.torch_dtype);
-  spec.set_device_map(c.device_map);
-  for (const auto& [prefix, gpu] : c.layer_map) (*spec.mutable_layer_map())[prefix] = gpu;
-  for (const auto& [gpu, bytes] : c.max_memory) (*spec.mutable_max_memory())[gpu] = bytes;
-  v1::Quantization* q = spec.mutable_quantization();
-  // "" when the deployment named no quantization (quant::QuantConfig::unspecified).
-  q->set_method(c.quantization.keep_prequantized ? std::string("keep")
-                : c.quantization.unspecified     ? std::string()
-                                                 : std::string(quant::QuantTypeName(c.quantization.type)));
-  q->set_blocksize(static_cast<uint32_t>(c.quantization.blocksize));
-  q->set_double_quant(c.quantization.double_quant);
-  q->set_compute_dtype(std::string(TorchDTypeName(c.quantization.compute_dtype)));
-  q->set_llm_int8_threshold(c.quantization.llm_int8_threshold);
-  for (const std::string& m : c.quantization.skip_modules) q->add_skip_modules(m);
-  return spec;
 }
 
 }  // namespace
@@ -73,6 +53,13 @@ absl::Status Controller::Recover() {
     d.yaml = r.config_yaml;
     d.digest = ConfigDigest(d.yaml);
     d.created_ms = r.created_unix_ms;
+    if (!r.failed_message.empty()) {  // failed before the restart: stays failed
+      d.failed = true;
+      d.failures = options_.max_load_failures;
+      d.message = r.failed_message;
+      d.last_error = absl::Status(static_cast<absl::StatusCode>(r.last_error_code),
+                                  r.last_error_message);
+    }
   }
   for (const InstanceRecord& r : snap->instances) {
     const WorkerRegistry::Entry* w = workers_.Find(r.worker_id);
@@ -168,6 +155,7 @@ void Controller::ReconcileLocked(const std::string& name) {
   auto dit = deployments_.find(name);
   if (dit == deployments_.end() || stopping_) return;
   Deployment& d = dit->second;
+  RefreshFootprintLocked(name, d);  // known before demand comes, for the first placement
   int64_t now = options_.clock->NowMillis();
   std::vector<InstanceLoad> loads;  // on the current config
   uint32_t outdated = 0, outdated_leases = 0, current_ready = 0;
@@ -228,7 +216,7 @@ void Controller::ReconcileLocked(const std::string& name) {
       }
       return;
     }
-    uint64_t per_device = (request.loaded_bytes + request.num_gpus - 1) / request.num_gpus;
+    const uint64_t per_device = PerDeviceBytes(request);
     StartLoadLocked(name, d, p, per_device);
     // Account for it in the snapshot so the next instance of this pass goes elsewhere.
     for (WorkerSnapshot& w : cluster.workers) {
@@ -301,6 +289,13 @@ PlacementRequest Controller::PlacementRequestLocked(const std::string& name, con
     for (const v1::StoredModel& m : entry.info.models()) {
       if (m.name() == r.model) r.checkpoint_bytes = std::max(r.checkpoint_bytes, m.bytes());
     }
+  }
+  if (!d.footprint.empty() && d.footprint_for_bytes == r.checkpoint_bytes) {
+    // The worker's plan: what the load allocates on each device.
+    r.loaded_bytes = 0;
+    for (uint64_t b : d.footprint) r.loaded_bytes += b;
+    r.device_bytes = *std::max_element(d.footprint.begin(), d.footprint.end());
+    return r;
   }
   r.loaded_bytes = EstimateLoadedBytes(
       r.checkpoint_bytes, std::string(quant::QuantTypeName(d.config.quantization.type)),
@@ -425,6 +420,8 @@ void Controller::LoadFailedLocked(const std::string& name, Deployment& d,
       "failed: {} consecutive loads failed, not retried until it is redeployed or updated, a "
       "worker registers or the model changes in a worker's store; last error: {}",
       d.failures, std::string(status.message()));
+  // Durable, so that a restarted controller does not start the sequence again.
+  PersistLocked({RecordOf(name, d)}, "failed state of deployment " + name);
   Log(Level::err, "controller", {{"deployment", name}}, "{}: {}", name, d.message);
   v1::DeploymentEvent e;
   e.set_deployment(name);
@@ -450,9 +447,11 @@ void Controller::ClearFailuresLocked(const std::string& model, const std::string
       events_.emplace_back(next_event_seq_++, std::move(e));
       d.message.clear();
     }
+    const bool was_failed = d.failed;
     d.failed = false;
     d.failures = 0;
     d.retry_after_ms = 0;
+    if (was_failed) PersistLocked({RecordOf(name, d)}, "retry of deployment " + name);
   }
   changed_.SignalAll();
 }
@@ -611,6 +610,16 @@ InstanceRecord Controller::RecordOf(const Instance& inst) {
   return {inst.id,           inst.deployment,       inst.worker_id,
           inst.state,        inst.idle_since_ms,    absl::StrJoin(inst.devices, ","),
           inst.bytes_per_device, inst.config_digest};
+}
+
+DeploymentRecord Controller::RecordOf(const std::string& name, const Deployment& d) {
+  DeploymentRecord r{name, d.yaml, d.created_ms};
+  if (d.failed) {
+    r.failed_message = d.message;
+    r.last_error_code = static_cast<int32_t>(d.last_error.code());
+    r.last_error_message = std::string(d.last_error.message());
+  }
+  return r;
 }
 
 void Controller::PersistInstanceLocked(const Instance& inst) {

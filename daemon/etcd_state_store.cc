@@ -20,7 +20,13 @@ using nlohmann::json;
 constexpr int64_t kRangePage = 256;
 
 json ToJson(const DeploymentRecord& r) {
-  return {{"name", r.name}, {"config_yaml", r.config_yaml}, {"created_unix_ms", r.created_unix_ms}};
+  json j = {{"name", r.name}, {"config_yaml", r.config_yaml}, {"created_unix_ms", r.created_unix_ms}};
+  if (!r.failed_message.empty()) {
+    j["failed_message"] = r.failed_message;
+    j["last_error_code"] = r.last_error_code;
+    j["last_error_message"] = r.last_error_message;
+  }
+  return j;
 }
 json ToJson(const InstanceRecord& r) {
   return {{"instance_id", r.instance_id}, {"deployment", r.deployment},
@@ -50,7 +56,11 @@ absl::StatusOr<Record> FromJson(const mvccpb::KeyValue& kv) {
   try {
     Record r;
     if constexpr (std::is_same_v<Record, DeploymentRecord>) {
-      r = {j.at("name"), j.at("config_yaml"), j.at("created_unix_ms")};
+      // The failed-state keys are absent for an active deployment (and in records written
+      // before they existed).
+      r = {j.at("name"), j.at("config_yaml"), j.at("created_unix_ms"),
+           j.value("failed_message", std::string()), j.value("last_error_code", int32_t{0}),
+           j.value("last_error_message", std::string())};
     } else if constexpr (std::is_same_v<Record, InstanceRecord>) {
       r = {j.at("instance_id"), j.at("deployment"), j.at("worker_id"), j.at("state"),
            j.at("idle_since_unix_ms"), j.at("devices"), j.at("bytes_per_device"),

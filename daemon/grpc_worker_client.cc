@@ -13,6 +13,8 @@ namespace {
 
 // Unload is quick; a worker that does not answer in this time is treated as gone.
 constexpr auto kUnloadTimeout = std::chrono::seconds(10);
+// A plan reads manifests only (milliseconds); Deploy waits for it, so it is bounded.
+constexpr auto kPlanTimeout = std::chrono::seconds(5);
 
 class GrpcWorkerClient : public WorkerClient {
  public:
@@ -52,6 +54,18 @@ class GrpcWorkerClient : public WorkerClient {
     request.set_instance_id(instance_id);
     v1::UnloadInstanceResponse response;
     return FromGrpc(stub_->UnloadInstance(&ctx, request, &response));
+  }
+
+  absl::StatusOr<v1::PlanLoadResponse> PlanLoad(const v1::LoadSpec& spec) override {
+    grpc::ClientContext ctx;
+    auth_.Apply(&ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() + kPlanTimeout);
+    v1::PlanLoadRequest request;
+    *request.mutable_spec() = spec;
+    v1::PlanLoadResponse response;
+    grpc::Status status = stub_->PlanLoad(&ctx, request, &response);
+    if (!status.ok()) return FromGrpc(status);
+    return response;
   }
 
  private:

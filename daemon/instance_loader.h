@@ -79,6 +79,12 @@ class InstanceLoader {
   // The communicator's name ("host", "nccl"), "" without one.
   virtual std::string communicator() const { return ""; }
 
+  // What Load of `spec` would allocate on each of its spec.num_gpus devices, planned from
+  // the store without reading a tensor (the exact footprint the scheduler prices); fails
+  // as that load would before reading. Independent of which devices it lands on.
+  virtual absl::StatusOr<loadstar::v1::PlanLoadResponse> PlanLoad(
+      const loadstar::v1::LoadSpec& spec) const = 0;
+
   virtual absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
       const loader::CancellationToken& cancelled) = 0;

@@ -13,6 +13,28 @@ namespace loadstar::daemon {
 
 namespace v1 = loadstar::v1;
 
+v1::LoadSpec ToLoadSpec(const DeploymentConfig& c) {
+  v1::LoadSpec spec;
+  spec.set_model(c.model);
+  spec.set_num_gpus(c.num_gpus);
+  spec.set_torch_dtype(c.torch_dtype);
+  spec.set_device_map(c.device_map);
+  for (const auto& [prefix, gpu] : c.layer_map) (*spec.mutable_layer_map())[prefix] = gpu;
+  for (const auto& [gpu, bytes] : c.max_memory) (*spec.mutable_max_memory())[gpu] = bytes;
+  v1::Quantization* q = spec.mutable_quantization();
+  // "" when the deployment named no quantization (quant::QuantConfig::unspecified).
+  q->set_method(c.quantization.keep_prequantized ? std::string("keep")
+                : c.quantization.unspecified     ? std::string()
+                                                 : std::string(quant::QuantTypeName(c.quantization.type)));
+  q->set_blocksize(static_cast<uint32_t>(c.quantization.blocksize));
+  q->set_double_quant(c.quantization.double_quant);
+  q->set_compute_dtype(std::string(TorchDTypeName(c.quantization.compute_dtype)));
+  q->set_llm_int8_threshold(c.quantization.llm_int8_threshold);
+  for (const std::string& m : c.quantization.skip_modules) q->add_skip_modules(m);
+  return spec;
+}
+
+
 absl::StatusOr<quant::QuantConfig> QuantConfigFromLoadSpec(const v1::LoadSpec& spec) {
   const v1::Quantization& q = spec.quantization();
   quant::QuantConfig c;

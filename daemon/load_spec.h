@@ -1,12 +1,18 @@
-// The worker's side of LoadSpec: the quant::QuantConfig a load asks for.
+// Both sides of LoadSpec: the spec the controller sends for a deployment config, and
+// the quant::QuantConfig and loader::PlanOptions the worker makes of it.
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "daemon/deployment_config.h"
 #include "loader/load_plan.h"
 #include "loadstar/v1/worker.pb.h"
 #include "quant/policy.h"
 
 namespace loadstar::daemon {
+
+// The LoadSpec of a deployment's parsed config: what its LoadInstance (and its worker's
+// PlanLoad) is asked for.
+loadstar::v1::LoadSpec ToLoadSpec(const DeploymentConfig& config);
 
 // Quantization and torch_dtype of `spec` (the controller filled them from the
 // deployment's parsed config) as quant/ and loader/ take them. InvalidArgument for a

@@ -355,6 +355,25 @@ uint64_t PipelineInstanceLoader::host_cache_used() const {
   return cache_ == nullptr ? 0 : cache_->used_bytes();
 }
 
+absl::StatusOr<v1::PlanLoadResponse> PipelineInstanceLoader::PlanLoad(
+    const v1::LoadSpec& spec) const {
+  const uint32_t num_gpus = std::max<uint32_t>(spec.num_gpus(), 1);
+  ASSIGN_OR_RETURN(loader::PlanOptions plan, PlanOptionsFromLoadSpec(spec, num_gpus));
+  ASSIGN_OR_RETURN(quant::QuantConfig qconfig, QuantConfigFromLoadSpec(spec));
+  // The same choice of source and transform as Load's LoadQuantized; a replica copy, when
+  // Load takes that path, allocates the same bytes (CopyReplica copies allocations whole).
+  ASSIGN_OR_RETURN(loader::QuantizedLoadPlan planned,
+                   loader::PlanQuantized(*store_, spec.model(), qconfig,
+                                         static_cast<int>(num_gpus), plan,
+                                         {.cast_to_torch_dtype = !spec.torch_dtype().empty()}));
+  v1::PlanLoadResponse out;
+  for (uint64_t b : planned.plan.device_bytes) out.add_device_bytes(b);
+  out.set_source_bytes(planned.plan.source_bytes);
+  out.set_source(planned.source);
+  out.set_variant(planned.variant);
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<LoadedInstance>> PipelineInstanceLoader::Load(
     const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
     const loader::CancellationToken& cancelled) {

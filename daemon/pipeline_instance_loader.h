@@ -86,6 +86,8 @@ class PipelineInstanceLoader : public InstanceLoader {
       const std::string& model) const override;
   absl::StatusOr<std::string> ReadModelFile(const std::string& model,
                                             const std::string& name) const override;
+  absl::StatusOr<loadstar::v1::PlanLoadResponse> PlanLoad(
+      const loadstar::v1::LoadSpec& spec) const override;
   absl::Status Prefetch(const std::string& model) override;
   absl::Status Evict(const std::string& model) override;
   absl::StatusOr<loadstar::v1::ProbeResponse> Probe(const LoadedInstance& instance,

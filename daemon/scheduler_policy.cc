@@ -30,6 +30,12 @@ bool PickDevices(const std::vector<DeviceSnapshot>& devices, uint32_t n, uint64_
 
 }  // namespace
 
+uint64_t PerDeviceBytes(const PlacementRequest& r) {
+  if (r.device_bytes > 0) return r.device_bytes;
+  const uint64_t n = std::max<uint32_t>(r.num_gpus, 1);
+  return (r.loaded_bytes + n - 1) / n;
+}
+
 uint64_t EstimateLoadedBytes(uint64_t bytes, const std::string& method, uint32_t blocksize) {
   // Checkpoint elements are taken as 2 bytes (fp16/bf16), the common case.
   uint64_t elements = bytes / 2;
@@ -76,7 +82,7 @@ Placement LoadTimePolicy::Place(const ClusterSnapshot& cluster, const PlacementR
     best.reason = absl::UnavailableError("no worker is registered");
     return best;
   }
-  uint64_t per_device = (r.loaded_bytes + r.num_gpus - 1) / std::max<uint32_t>(r.num_gpus, 1);
+  const uint64_t per_device = PerDeviceBytes(r);
   bool any_allowed = false, any_has_model = false, any_fits_idle = false, any_unspread = false;
   double best_seconds = std::numeric_limits<double>::infinity();
   uint32_t best_replicas = std::numeric_limits<uint32_t>::max();

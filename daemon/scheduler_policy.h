@@ -56,7 +56,10 @@ struct PlacementRequest {
   std::string model;
   std::string variant;        // quantized artifact key ("nf4-bs64"); empty: none
   uint64_t checkpoint_bytes = 0;  // bytes read from the store without a variant
-  uint64_t loaded_bytes = 0;      // bytes on devices after quantization
+  uint64_t loaded_bytes = 0;      // bytes on devices after quantization, all devices
+  // Bytes each device must have free: the largest device of the worker's plan; 0: an
+  // even split of loaded_bytes (estimated).
+  uint64_t device_bytes = 0;
   uint32_t num_gpus = 1;
   std::vector<std::string> allowed_workers;  // placement_config.memory_pool; empty: any
   // placement_config.local_disk: workers whose store may be read for the model; others
@@ -89,6 +92,9 @@ class LoadTimePolicy : public PlacementPolicy {
   // The estimate for one worker; negative when the model is on no tier of that worker.
   static double EstimateSeconds(const WorkerSnapshot& worker, const PlacementRequest& request);
 };
+
+// What placement reserves on each of the request's devices.
+uint64_t PerDeviceBytes(const PlacementRequest& request);
 
 // Estimated bytes on devices for a checkpoint of `bytes` (fp16/bf16) quantized with
 // `method` at `blocksize` (absmax fp32 per block; int8 adds one fp32 per row, ignored).

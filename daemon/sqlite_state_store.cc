@@ -30,7 +30,8 @@ namespace {
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS deployments(name TEXT PRIMARY KEY, config_yaml TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL);
+  created_unix_ms INTEGER NOT NULL, failed_message TEXT NOT NULL DEFAULT '',
+  last_error_code INTEGER NOT NULL DEFAULT 0, last_error_message TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS instances(instance_id TEXT PRIMARY KEY, deployment TEXT NOT NULL,
   worker_id TEXT NOT NULL, state TEXT NOT NULL, idle_since_unix_ms INTEGER NOT NULL,
   devices TEXT NOT NULL, bytes_per_device INTEGER NOT NULL,
@@ -93,6 +94,19 @@ class SqliteStateStore : public StateStore {
         s = ExecLocked("ALTER TABLE instances ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';");
         if (!s.ok()) return s;
       }
+      // Databases written before the failed state was persisted lack its columns.
+      bool has_failed = false;
+      s = Query("PRAGMA table_info(deployments)", [&](sqlite3_stmt* st) {
+        has_failed |= Text(st, 1) == "failed_message";
+      });
+      if (!s.ok()) return s;
+      if (!has_failed) {
+        s = ExecLocked(
+            "ALTER TABLE deployments ADD COLUMN failed_message TEXT NOT NULL DEFAULT '';"
+            "ALTER TABLE deployments ADD COLUMN last_error_code INTEGER NOT NULL DEFAULT 0;"
+            "ALTER TABLE deployments ADD COLUMN last_error_message TEXT NOT NULL DEFAULT '';");
+        if (!s.ok()) return s;
+      }
     }
     checkpointer_ = std::thread([this] { CheckpointLoop(); });
     return absl::OkStatus();
@@ -138,8 +152,13 @@ class SqliteStateStore : public StateStore {
   absl::StatusOr<StateSnapshot> Load() override {
     absl::MutexLock lock(&mu_);
     StateSnapshot snap;
-    absl::Status s = Query("SELECT * FROM deployments ORDER BY name", [&](sqlite3_stmt* st) {
-      snap.deployments.push_back({Text(st, 0), Text(st, 1), sqlite3_column_int64(st, 2)});
+    absl::Status s = Query(
+        "SELECT name, config_yaml, created_unix_ms, failed_message, last_error_code, "
+        "last_error_message FROM deployments ORDER BY name",
+        [&](sqlite3_stmt* st) {
+      snap.deployments.push_back({Text(st, 0), Text(st, 1), sqlite3_column_int64(st, 2),
+                                  Text(st, 3), static_cast<int32_t>(sqlite3_column_int64(st, 4)),
+                                  Text(st, 5)});
     });
     if (s.ok()) {
       s = Query("SELECT * FROM instances ORDER BY instance_id", [&](sqlite3_stmt* st) {
@@ -199,8 +218,11 @@ class SqliteStateStore : public StateStore {
         [&](const auto& w) -> absl::Status {
           using T = std::decay_t<decltype(w)>;
           if constexpr (std::is_same_v<T, DeploymentRecord>) {
-            return RunLocked("INSERT OR REPLACE INTO deployments VALUES(?,?,?)",
-                             {w.name, w.config_yaml, w.created_unix_ms});
+            return RunLocked(
+                "INSERT OR REPLACE INTO deployments(name, config_yaml, created_unix_ms, "
+                "failed_message, last_error_code, last_error_message) VALUES(?,?,?,?,?,?)",
+                {w.name, w.config_yaml, w.created_unix_ms, w.failed_message,
+                 static_cast<int64_t>(w.last_error_code), w.last_error_message});
           } else if constexpr (std::is_same_v<T, DeploymentDeletion>) {
             for (const char* sql : {"DELETE FROM leases WHERE deployment=?",
                                     "DELETE FROM instances WHERE deployment=?",

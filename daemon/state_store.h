@@ -34,6 +34,11 @@ struct DeploymentRecord {
   std::string name;
   std::string config_yaml;  // normalized (DeploymentConfigToYaml)
   int64_t created_unix_ms = 0;
+  // The failed state (max_load_failures reached): the status message, and the last
+  // load error as its absl code number and message. Empty message: not failed.
+  std::string failed_message{};
+  int32_t last_error_code = 0;
+  std::string last_error_message{};
   bool operator==(const DeploymentRecord&) const = default;
 };
 

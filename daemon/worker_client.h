@@ -52,6 +52,9 @@ class WorkerClient {
       const std::function<void(const loadstar::v1::LoadProgress&)>& progress,
       CallCanceller* canceller) = 0;
   virtual absl::Status UnloadInstance(const std::string& instance_id) = 0;
+  // The worker's plan of `spec` (InstanceLoader::PlanLoad): the exact footprint.
+  virtual absl::StatusOr<loadstar::v1::PlanLoadResponse> PlanLoad(
+      const loadstar::v1::LoadSpec& spec) = 0;
 };
 
 class WorkerClientFactory {

@@ -88,6 +88,12 @@ grpc::Status WorkerService::Evict(grpc::ServerContext* ctx, const v1::ModelReque
   return ToGrpc(s);
 }
 
+grpc::Status WorkerService::PlanLoad(grpc::ServerContext* ctx,
+                                     const v1::PlanLoadRequest* req,
+                                     v1::PlanLoadResponse* resp) {
+  return Respond(manager_->loader()->PlanLoad(req->spec()), resp);
+}
+
 grpc::Status WorkerService::Probe(grpc::ServerContext* ctx, const v1::ProbeRequest* req,
                                   v1::ProbeResponse* resp) {
   return Respond(manager_->Probe(*req), resp);

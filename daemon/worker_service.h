@@ -35,6 +35,8 @@ class WorkerService final : public loadstar::v1::Worker::Service {
                      loadstar::v1::CacheResponse* resp) override;
   grpc::Status Probe(grpc::ServerContext* ctx, const loadstar::v1::ProbeRequest* req,
                      loadstar::v1::ProbeResponse* resp) override;
+  grpc::Status PlanLoad(grpc::ServerContext* ctx, const loadstar::v1::PlanLoadRequest* req,
+                        loadstar::v1::PlanLoadResponse* resp) override;
 
  private:
   WorkerManager* const manager_;

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <functional>
+#include <memory>
+
 #include <nlohmann/json.hpp>
 
 #include "base/status_macros.h"
@@ -42,73 +45,40 @@ std::string MatchingVariant(const store::Store& store, const std::string& name,
   return key;
 }
 
-absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store::Store& store,
-                                            const std::string& name,
-                                            const quant::QuantConfig& config,
-                                            const std::vector<Device*>& devices,
-                                            const PlanOptions& plan_options,
-                                            const QuantizedLoadOptions& options,
-                                            const CancellationToken* cancel,
-                                            const LoadProgressCallback& progress,
-                                            LoadStats* stats) {
-  QuantizedLoad out;
-  out.source = "checkpoint";
-  ASSIGN_OR_RETURN(std::optional<store::PrequantInfo> prequant,
-                   store::ReadPrequantInfo(store, name));
-  if (prequant) {
-    return LoadPrequantized(pipeline, store, name, *prequant, config, devices, plan_options,
-                            options, cancel, progress, stats);
-  }
-  // A stored variant's blocks span whole tensors; tensor-parallel shards are quantized on
-  // their own blocks (each shard as its own tensor), so they always stream.
-  const bool tensor_parallel = plan_options.placement == Placement::kTensorParallel &&
-                               devices.size() > 1;
-  if (config.type != quant::QuantType::kNone && options.use_artifact && !tensor_parallel) {
-    out.variant = MatchingVariant(store, name, config);
-  }
-  bool cast = false;
-  if (config.type == quant::QuantType::kNone && options.cast_to_torch_dtype) {
-    ASSIGN_OR_RETURN(store::Manifest manifest, store.GetManifest(name));
-    for (const store::ManifestTensor& t : manifest.tensors) {
-      bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
-      cast |= floating && t.dtype != config.torch_dtype;
-    }
-  }
-  if ((config.type == quant::QuantType::kNone && !cast) || !out.variant.empty()) {
-    ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name, out.variant));
-    PlanOptions plan = plan_options;
-    plan.transform = nullptr;
-    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-    if (!out.variant.empty()) {
-      out.source = "artifact";
-      AnnotateQuantState(*out.model);
-    }
-    out.quantized_bytes = out.model->tensor_bytes();
-    return out;
-  }
-  ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
-  QuantizeTransformProvider provider({.config = config,
-                                      .model_type = store::StoredModelType(store, name),
-                                      .quantize_threads = options.quantize_threads});
-  PlanOptions plan = plan_options;
-  plan.transform = &provider;
-  ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-  RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
-  out.quantized_bytes = out.model->tensor_bytes();
-  out.device_quantized_tensors = provider.device_quantized_tensors();
-  return out;
+namespace {
+
+// What a load under a QuantConfig reads and how it turns the bytes into the tensor table:
+// chosen once from the store, then either planned (PlanQuantized) or loaded
+// (LoadQuantized), so both see the same source, transform and allocation sizes.
+struct Recipe {
+  ModelSource source;
+  std::string source_kind = "checkpoint";  // "artifact" | "checkpoint"
+  std::string variant;
+  std::unique_ptr<TransformProvider> transform;  // nullptr: the bytes load as stored
+  QuantizeTransformProvider* quantize = nullptr;  // `transform` when it is one (GPU count)
+  // After the load: the transform's ExpandTensors, or the annotation of bytes served as
+  // stored (quant state, packed format). Never empty.
+  std::function<absl::Status(LoadedModel&)> finish;
+};
+
+std::function<absl::Status(LoadedModel&)> Unchanged() {
+  return [](LoadedModel&) { return absl::OkStatus(); };
 }
 
-absl::StatusOr<QuantizedLoad> LoadPrequantized(
-    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
-    const store::PrequantInfo& info, const quant::QuantConfig& config,
-    const std::vector<Device*>& devices, const PlanOptions& plan_options,
-    const QuantizedLoadOptions& options, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats) {
-  QuantizedLoad out;
-  out.source = "checkpoint";
-  ASSIGN_OR_RETURN(ModelSource source, ModelSourceFromStore(store, name));
-  PlanOptions plan = plan_options;
+template <typename Provider>
+void UseTransform(Recipe& r, std::unique_ptr<Provider> provider) {
+  Provider* p = provider.get();
+  r.finish = [p](LoadedModel& m) { return p->ExpandTensors(m); };
+  r.transform = std::move(provider);
+}
+
+absl::StatusOr<Recipe> PrequantRecipe(const store::Store& store, const std::string& name,
+                                      const store::PrequantInfo& info,
+                                      const quant::QuantConfig& config,
+                                      const PlanOptions& plan_options,
+                                      const QuantizedLoadOptions& options) {
+  Recipe r;
+  ASSIGN_OR_RETURN(r.source, ModelSourceFromStore(store, name));
   if (info.format == "bitsandbytes") {
     // Already in the bnb state-dict layout: served as stored, when asked for as stored.
     ASSIGN_OR_RETURN(quant::QuantConfig stored,
@@ -118,46 +88,42 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
                       (stored.type == quant::QuantType::kInt8 ||
                        (config.blocksize == stored.blocksize &&
                         config.double_quant == stored.double_quant));
-    if (!config.keep_prequantized && !config.unspecified && !same) {
-      // Another quantization (or none): dequantized as transformers' dequantize() does,
-      // then cast or quantized again while streaming.
-      if (plan_options.placement == Placement::kTensorParallel) {
-        return absl::FailedPreconditionError(fmt::format(
-            "model {} is a saved bitsandbytes {} checkpoint: serving it as {} dequantizes it "
-            "while streaming, which does not combine with tensor_parallel placement; deploy "
-            "it with quantization keep or on one device",
-            name, stored.VariantKey(), config.VariantKey()));
-      }
-      ASSIGN_OR_RETURN(std::unique_ptr<BnbTransformProvider> bnb,
-                       BnbTransformProvider::Create(
-                           {.store = &store,
-                            .manifest = source.manifest,
-                            .config = config,
-                            .model_type = store::StoredModelType(store, name)}));
-      plan.transform = bnb.get();
-      ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-      RETURN_IF_ERROR(bnb->ExpandTensors(*out.model));
-      out.quantized_bytes = out.model->tensor_bytes();
-      return out;
+    if (config.keep_prequantized || config.unspecified || same) {
+      r.finish = [](LoadedModel& m) {
+        AnnotateQuantState(m);
+        return absl::OkStatus();
+      };
+      return r;
     }
-    plan.transform = nullptr;
-    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-    AnnotateQuantState(*out.model);
-    out.quantized_bytes = out.model->tensor_bytes();
-    return out;
+    // Another quantization (or none): dequantized as transformers' dequantize() does,
+    // then cast or quantized again while streaming.
+    if (plan_options.placement == Placement::kTensorParallel) {
+      return absl::FailedPreconditionError(fmt::format(
+          "model {} is a saved bitsandbytes {} checkpoint: serving it as {} dequantizes it "
+          "while streaming, which does not combine with tensor_parallel placement; deploy "
+          "it with quantization keep or on one device",
+          name, stored.VariantKey(), config.VariantKey()));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<BnbTransformProvider> bnb,
+                     BnbTransformProvider::Create({.store = &store,
+                                                   .manifest = r.source.manifest,
+                                                   .config = config,
+                                                   .model_type = store::StoredModelType(store, name)}));
+    UseTransform(r, std::move(bnb));
+    return r;
   }
   // No quantization named: GGUF is dequantized (as transformers does), GPTQ/AWQ are served
   // as stored (as TGI does).
   if (config.keep_prequantized || (config.unspecified && info.format != "gguf")) {
-    plan.transform = nullptr;
-    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-    if (info.format == "gguf") {
-      AnnotatePrequant(*out.model, info);
-    } else {
-      AnnotateGptq(*out.model, info);
-    }
-    out.quantized_bytes = out.model->tensor_bytes();
-    return out;
+    r.finish = [info](LoadedModel& m) {
+      if (info.format == "gguf") {
+        AnnotatePrequant(m, info);
+      } else {
+        AnnotateGptq(m, info);
+      }
+      return absl::OkStatus();
+    };
+    return r;
   }
   if (plan_options.placement == Placement::kTensorParallel) {
     return absl::FailedPreconditionError(fmt::format(
@@ -166,25 +132,107 @@ absl::StatusOr<QuantizedLoad> LoadPrequantized(
         name, info.format));
   }
   if (info.format != "gguf") {
-    GptqTransformProvider gptq({.store = &store,
-                                .manifest = source.manifest,
-                                .info = info,
-                                .config = config,
-                                .model_type = store::StoredModelType(store, name)});
-    plan.transform = &gptq;
-    ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-    RETURN_IF_ERROR(gptq.ExpandTensors(*out.model));
-    out.quantized_bytes = out.model->tensor_bytes();
-    return out;
+    UseTransform(r, std::make_unique<GptqTransformProvider>(GptqTransformProvider::Options{
+                        .store = &store,
+                        .manifest = r.source.manifest,
+                        .info = info,
+                        .config = config,
+                        .model_type = store::StoredModelType(store, name)}));
+    return r;
   }
-  PrequantTransformProvider provider({.info = info,
-                                      .config = config,
-                                      .model_type = store::StoredModelType(store, name),
-                                      .threads = options.quantize_threads});
-  plan.transform = &provider;
-  ASSIGN_OR_RETURN(out.model, pipeline.Load(source, devices, plan, cancel, progress, stats));
-  RETURN_IF_ERROR(provider.ExpandTensors(*out.model));
+  UseTransform(r, std::make_unique<PrequantTransformProvider>(PrequantTransformProvider::Options{
+                      .info = info,
+                      .config = config,
+                      .model_type = store::StoredModelType(store, name),
+                      .threads = options.quantize_threads}));
+  return r;
+}
+
+absl::StatusOr<Recipe> ChooseRecipe(const store::Store& store, const std::string& name,
+                                    const quant::QuantConfig& config, int num_devices,
+                                    const PlanOptions& plan_options,
+                                    const QuantizedLoadOptions& options) {
+  ASSIGN_OR_RETURN(std::optional<store::PrequantInfo> prequant,
+                   store::ReadPrequantInfo(store, name));
+  if (prequant) return PrequantRecipe(store, name, *prequant, config, plan_options, options);
+  Recipe r;
+  // A stored variant's blocks span whole tensors; tensor-parallel shards are quantized on
+  // their own blocks (each shard as its own tensor), so they always stream.
+  const bool tensor_parallel =
+      plan_options.placement == Placement::kTensorParallel && num_devices > 1;
+  if (config.type != quant::QuantType::kNone && options.use_artifact && !tensor_parallel) {
+    r.variant = MatchingVariant(store, name, config);
+  }
+  bool cast = false;
+  if (config.type == quant::QuantType::kNone && options.cast_to_torch_dtype) {
+    ASSIGN_OR_RETURN(store::Manifest manifest, store.GetManifest(name));
+    for (const store::ManifestTensor& t : manifest.tensors) {
+      bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
+      cast |= floating && t.dtype != config.torch_dtype;
+    }
+  }
+  if ((config.type == quant::QuantType::kNone && !cast) || !r.variant.empty()) {
+    ASSIGN_OR_RETURN(r.source, ModelSourceFromStore(store, name, r.variant));
+    if (r.variant.empty()) {
+      r.finish = Unchanged();
+    } else {
+      r.source_kind = "artifact";
+      r.finish = [](LoadedModel& m) {
+        AnnotateQuantState(m);
+        return absl::OkStatus();
+      };
+    }
+    return r;
+  }
+  ASSIGN_OR_RETURN(r.source, ModelSourceFromStore(store, name));
+  auto provider = std::make_unique<QuantizeTransformProvider>(QuantizeTransformProvider::Options{
+      .config = config,
+      .model_type = store::StoredModelType(store, name),
+      .quantize_threads = options.quantize_threads});
+  r.quantize = provider.get();
+  UseTransform(r, std::move(provider));
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizedLoadPlan> PlanQuantized(const store::Store& store,
+                                                const std::string& name,
+                                                const quant::QuantConfig& config,
+                                                int num_devices, const PlanOptions& plan_options,
+                                                const QuantizedLoadOptions& options) {
+  ASSIGN_OR_RETURN(Recipe r,
+                   ChooseRecipe(store, name, config, num_devices, plan_options, options));
+  PlanOptions plan = plan_options;
+  plan.transform = r.transform.get();
+  plan.spread = nullptr;
+  QuantizedLoadPlan out;
+  ASSIGN_OR_RETURN(out.plan, MakeLoadPlan(r.source.manifest, num_devices, plan));
+  out.source = r.source_kind;
+  out.variant = r.variant;
+  return out;
+}
+
+absl::StatusOr<QuantizedLoad> LoadQuantized(LoadPipeline& pipeline, const store::Store& store,
+                                            const std::string& name,
+                                            const quant::QuantConfig& config,
+                                            const std::vector<Device*>& devices,
+                                            const PlanOptions& plan_options,
+                                            const QuantizedLoadOptions& options,
+                                            const CancellationToken* cancel,
+                                            const LoadProgressCallback& progress,
+                                            LoadStats* stats) {
+  ASSIGN_OR_RETURN(Recipe r, ChooseRecipe(store, name, config, static_cast<int>(devices.size()),
+                                          plan_options, options));
+  PlanOptions plan = plan_options;
+  plan.transform = r.transform.get();
+  QuantizedLoad out;
+  out.source = r.source_kind;
+  out.variant = r.variant;
+  ASSIGN_OR_RETURN(out.model, pipeline.Load(r.source, devices, plan, cancel, progress, stats));
+  RETURN_IF_ERROR(r.finish(*out.model));
   out.quantized_bytes = out.model->tensor_bytes();
+  if (r.quantize != nullptr) out.device_quantized_tensors = r.quantize->device_quantized_tensors();
   return out;
 }
 

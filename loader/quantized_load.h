@@ -54,7 +54,7 @@ std::string MatchingVariant(const store::Store& store, const std::string& name,
                             const quant::QuantConfig& config);
 
 // Pre-quantized checkpoints (store/prequant_info.h: a stored GGUF file, GPTQ or AWQ
-// directory) go through LoadPrequantized: `keep` (config.keep_prequantized, and the
+// directory): `keep` (config.keep_prequantized, and the
 // default for GPTQ/AWQ when config.unspecified) loads the packed tensors as stored with
 // their format in transform_info (AnnotatePrequant / AnnotateGptq); otherwise they are
 // dequantized to torch_dtype while streaming (type none; the default for GGUF) or
@@ -70,11 +70,21 @@ absl::StatusOr<QuantizedLoad> LoadQuantized(
     const CancellationToken* cancel = nullptr, const LoadProgressCallback& progress = {},
     LoadStats* stats = nullptr);
 
-absl::StatusOr<QuantizedLoad> LoadPrequantized(
-    LoadPipeline& pipeline, const store::Store& store, const std::string& name,
-    const store::PrequantInfo& info, const quant::QuantConfig& config,
-    const std::vector<Device*>& devices, const PlanOptions& plan_options,
-    const QuantizedLoadOptions& options = {}, const CancellationToken* cancel = nullptr,
-    const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
+// What LoadQuantized would do over `num_devices` devices, without reading any tensor: the
+// source it would read and the plan (LoadPlan::device_bytes is the exact allocation each
+// device gets: quantized sizes, quant state, casts, shards, alignment). Fails as that load
+// would before reading: a refused combination (FAILED_PRECONDITION), a tensor no layer-map
+// prefix covers or a shard split that does not divide (INVALID_ARGUMENT), a max_memory cap
+// exceeded (RESOURCE_EXHAUSTED). The scheduler prices placement with it (exact footprint).
+struct QuantizedLoadPlan {
+  LoadPlan plan;
+  std::string source;   // "artifact" | "checkpoint"
+  std::string variant;  // the variant key it would read ("" for the checkpoint)
+};
+absl::StatusOr<QuantizedLoadPlan> PlanQuantized(const store::Store& store,
+                                                const std::string& name,
+                                                const quant::QuantConfig& config,
+                                                int num_devices, const PlanOptions& plan_options,
+                                                const QuantizedLoadOptions& options = {});
 
 }  // namespace loadstar::loader

@@ -121,6 +121,46 @@ TEST_F(ControllerFailureTest, DeletedModelFileBacksOffThenFailsUntilRedeployed) 
   EXPECT_EQ(c->GetDeployment("m")->consecutive_failures(), 0u);
 }
 
+// The failed state is durable: a controller restarted on the same state store reports
+// it and does not start the load sequence again; a redeploy still clears it.
+TEST_F(ControllerFailureTest, TheFailedStateSurvivesARestart) {
+  FakeWorkers::Node* w;
+  {
+    auto c = MakeWithBackoff();
+    w = AddWorker(*c, "w1");
+    w->loader->SetLoadError("m", absl::DataLossError("checksum mismatch in chunk 3"));
+    ASSERT_TRUE(c->Deploy(kConfig).ok());
+    for (uint32_t n = 1; n <= 5; ++n) {
+      WaitFailures(*c, n);
+      Step(*c, 30'000);
+    }
+    ASSERT_EQ(c->GetDeployment("m")->state(), "failed");
+  }
+  EXPECT_EQ(w->loader->load_calls(), 5);
+  auto c = MakeWithBackoff();  // the same state store
+  auto d = c->GetDeployment("m");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->state(), "failed");
+  EXPECT_THAT(d->last_error(), HasSubstr("DATA_LOSS"));
+  EXPECT_THAT(d->last_error(), HasSubstr("checksum mismatch in chunk 3"));
+  EXPECT_THAT(d->message(), HasSubstr("5 consecutive loads failed"));
+  Heartbeat(*c, w);  // the worker's unchanged listing, as it re-registers with the new one
+  Step(*c, 60'000);
+  Step(*c, 60'000);
+  EXPECT_EQ(w->loader->load_calls(), 5);
+  EXPECT_EQ(c->Acquire("m", 30, Deadline()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  w->loader->SetLoadError("m", absl::OkStatus());
+  ASSERT_TRUE(c->Deploy(kConfig).ok());  // same config: "the cause is fixed"
+  ASSERT_TRUE(Eventually([&] {
+    auto r = c->GetDeployment("m");
+    return r->instances_size() == 1 && r->instances(0).state() == "ready";
+  }));
+  auto again = MakeWithBackoff();  // cleared durably too
+  EXPECT_EQ(again->GetDeployment("m")->state(), "active");
+}
+
 TEST_F(ControllerFailureTest, SuccessResetsTheBackoff) {
   auto c = MakeWithBackoff();
   FakeWorkers::Node* w = AddWorker(*c, "w1");

@@ -3,10 +3,12 @@
 // plain memory accounted against fake devices. Tests only.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "daemon/instance_loader.h"
@@ -37,6 +39,25 @@ class FakeInstanceLoader : public InstanceLoader {
     } else {
       load_errors_[name] = std::move(status);
     }
+  }
+  // PlanLoad of `name` fails with `status` (OK: plans again), as a worker's plan of a
+  // config that cannot load (an uncovered layer map, a cap exceeded).
+  void SetPlanError(const std::string& name, absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) {
+      plan_errors_.erase(name);
+    } else {
+      plan_errors_[name] = std::move(status);
+    }
+  }
+  // PlanLoad of `name` answers these per-device bytes instead of the even split.
+  void SetPlan(const std::string& name, std::vector<uint64_t> device_bytes) {
+    absl::MutexLock lock(&mu_);
+    plans_[name] = std::move(device_bytes);
+  }
+  int plan_calls() const {
+    absl::MutexLock lock(&mu_);
+    return plan_calls_;
   }
   int load_calls() const {
     absl::MutexLock lock(&mu_);
@@ -81,6 +102,29 @@ class FakeInstanceLoader : public InstanceLoader {
   uint64_t host_cache_used() const override { return 0; }
   double disk_bandwidth() const override { return 1e9; }
   double copy_bandwidth() const override { return 1e10; }
+
+  // The fake's loads hold the model's bytes whatever the quantization: its plan says so,
+  // split evenly over the load's devices unless SetPlan named other bytes.
+  absl::StatusOr<loadstar::v1::PlanLoadResponse> PlanLoad(
+      const loadstar::v1::LoadSpec& spec) const override {
+    absl::MutexLock lock(&mu_);
+    ++plan_calls_;
+    if (auto e = plan_errors_.find(spec.model()); e != plan_errors_.end()) return e->second;
+    auto it = models_.find(spec.model());
+    if (it == models_.end()) {
+      return absl::NotFoundError("model '" + spec.model() + "' is not in the store");
+    }
+    const uint32_t n = std::max<uint32_t>(spec.num_gpus(), 1);
+    loadstar::v1::PlanLoadResponse out;
+    if (auto p = plans_.find(spec.model()); p != plans_.end()) {
+      for (uint64_t b : p->second) out.add_device_bytes(b);
+    } else {
+      for (uint32_t i = 0; i < n; ++i) out.add_device_bytes((it->second + n - 1) / n);
+    }
+    out.set_source_bytes(it->second);
+    out.set_source("checkpoint");
+    return out;
+  }
 
   absl::StatusOr<std::unique_ptr<LoadedInstance>> Load(
       const LoadRequest& request, const std::function<void(const LoadProgressInfo&)>& progress,
@@ -196,6 +240,9 @@ class FakeInstanceLoader : public InstanceLoader {
   std::vector<uint64_t> used_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> load_errors_ ABSL_GUARDED_BY(mu_);
   int load_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, absl::Status> plan_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<uint64_t>> plans_ ABSL_GUARDED_BY(mu_);
+  mutable int plan_calls_ ABSL_GUARDED_BY(mu_) = 0;
   double load_seconds_ ABSL_GUARDED_BY(mu_) = 0;
   int live_ ABSL_GUARDED_BY(mu_) = 0;
 };

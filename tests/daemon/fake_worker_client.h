@@ -63,6 +63,11 @@ class FakeWorkers : public WorkerClientFactory {
       if (node_->down) return absl::UnavailableError("connection refused");
       return node_->manager->Unload(id);
     }
+    absl::StatusOr<loadstar::v1::PlanLoadResponse> PlanLoad(
+        const loadstar::v1::LoadSpec& spec) override {
+      if (node_->down) return absl::UnavailableError("connection refused");
+      return node_->loader->PlanLoad(spec);
+    }
 
    private:
     Node* node_;

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -101,6 +103,20 @@ TEST_P(StateStoreConformanceTest, CommitAppliesBatchesInOrderEachAtomically) {
   EXPECT_TRUE(store_->Commit({}).empty());
 }
 
+// A failed deployment's state round-trips, and putting it back active clears it.
+TEST_P(StateStoreConformanceTest, FailedStateRoundTrips) {
+  const DeploymentRecord failed{"a", "model: a\n", 1, "failed: 5 consecutive loads failed",
+                                static_cast<int32_t>(absl::StatusCode::kDataLoss),
+                                "checksum mismatch in chunk 3"};
+  ASSERT_TRUE(store_->PutDeployment(failed).ok());
+  auto s = store_->Load();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->deployments.size(), 1u);
+  EXPECT_EQ(s->deployments[0], failed);
+  ASSERT_TRUE(store_->PutDeployment({"a", "model: a\n", 1}).ok());
+  EXPECT_EQ(store_->Load()->deployments[0], (DeploymentRecord{"a", "model: a\n", 1}));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     All, StateStoreConformanceTest,
     ::testing::Values(
@@ -112,6 +128,37 @@ INSTANTIATE_TEST_SUITE_P(
                      }},
         StoreFactory{"etcd", OpenEtcd}),
     [](const auto& info) { return info.param.name; });
+
+// A database written before the failed state was persisted (deployments with three
+// columns) opens, keeps its rows as active deployments and stores failed ones.
+TEST(SqliteStateStoreTest, MigratesADeploymentsTableWithoutTheFailedState) {
+  loadstar::testing::TempDir dir;
+  const std::string path = dir.Join("old.db");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE deployments(name TEXT PRIMARY KEY, config_yaml TEXT NOT "
+                           "NULL, created_unix_ms INTEGER NOT NULL);"
+                           // As this store writes text: bound as blobs.
+                           "INSERT INTO deployments VALUES(CAST('old' AS BLOB), "
+                           "CAST('model: old\n' AS BLOB), 7);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = OpenSqliteStateStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto s = (*store)->Load();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->deployments.size(), 1u);
+  EXPECT_EQ(s->deployments[0], (DeploymentRecord{"old", "model: old\n", 7}));
+  const DeploymentRecord failed{"old", "model: old\n", 7, "failed", 5, "gone"};
+  ASSERT_TRUE((*store)->PutDeployment(failed).ok());
+  auto after = (*store)->Load();
+  ASSERT_EQ(after->deployments.size(), 1u);  // replaced, not a second row
+  EXPECT_EQ(after->deployments[0], failed);
+}
 
 TEST(SqliteStateStoreTest, SurvivesReopen) {
   loadstar::testing::TempDir dir;

@@ -38,6 +38,9 @@ class UnreachableWorker : public daemon::WorkerClient {
   absl::Status UnloadInstance(const std::string&) override {
     return absl::UnavailableError("connection refused");
   }
+  absl::StatusOr<v1::PlanLoadResponse> PlanLoad(const v1::LoadSpec&) override {
+    return absl::UnavailableError("connection refused");
+  }
 };
 
 // FakeWorkers for the addresses it created, unreachable workers for any other.

@@ -1,0 +1,91 @@
+// The exact footprint of a deployment (issue 8 item 5): a worker that holds the model
+// plans the load from its store (Worker.PlanLoad: quantized sizes, quant state, casts,
+// shards, alignment) and the scheduler reserves those bytes instead of
+// EstimateLoadedBytes' guess. Deploy asks synchronously, so a config that can never load
+// is refused at the door with the worker's reason; recovered or re-saved deployments are
+// planned again in the background.
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "base/logging.h"
+#include "daemon/controller.h"
+#include "daemon/load_spec.h"
+
+namespace loadstar::daemon {
+
+namespace v1 = loadstar::v1;
+
+namespace {
+// After a worker could not plan (unreachable, busy): the next background attempt.
+constexpr int64_t kFootprintRetryMs = 5000;
+}  // namespace
+
+std::pair<uint64_t, std::string> Controller::ModelListingLocked(const std::string& model) {
+  std::pair<uint64_t, std::string> best{0, ""};
+  for (const auto& [id, entry] : workers_.entries()) {
+    if (entry.lost) continue;
+    for (const v1::StoredModel& m : entry.info.models()) {
+      if (m.name() == model && m.bytes() > best.first) best = {m.bytes(), entry.info.address()};
+    }
+  }
+  return best;
+}
+
+absl::StatusOr<std::optional<Controller::Footprint>> Controller::PlanFootprint(
+    const DeploymentConfig& config, const std::string& address, uint64_t checkpoint_bytes) {
+  absl::StatusOr<v1::PlanLoadResponse> plan =
+      options_.workers->ForAddress(address)->PlanLoad(ToLoadSpec(config));
+  if (!plan.ok()) {
+    const absl::StatusCode code = plan.status().code();
+    if (code == absl::StatusCode::kInvalidArgument ||
+        code == absl::StatusCode::kResourceExhausted ||
+        code == absl::StatusCode::kFailedPrecondition) {
+      return absl::Status(code, fmt::format("deployment '{}' cannot load model '{}': {}",
+                                            config.name, config.model,
+                                            std::string(plan.status().message())));
+    }
+    Log(Level::warn, "controller", {{"deployment", config.name}},
+        "no footprint for {} from {} ({}); placement estimates it", config.name, address,
+        plan.status().ToString());
+    return std::nullopt;
+  }
+  if (plan->device_bytes_size() != static_cast<int>(std::max<uint32_t>(config.num_gpus, 1))) {
+    Log(Level::warn, "controller", {{"deployment", config.name}},
+        "worker {} planned {} devices for {} (num_gpus {}); placement estimates it", address,
+        plan->device_bytes_size(), config.name, config.num_gpus);
+    return std::nullopt;
+  }
+  return Footprint{{plan->device_bytes().begin(), plan->device_bytes().end()}, checkpoint_bytes};
+}
+
+void Controller::RefreshFootprintLocked(const std::string& name, Deployment& d) {
+  const int64_t now = options_.clock->NowMillis();
+  if (d.footprint_pending || now < d.footprint_retry_ms) return;
+  auto [bytes, address] = ModelListingLocked(d.config.model);
+  if (bytes == 0 || bytes == d.footprint_for_bytes) return;
+  d.footprint_pending = true;
+  tasks_.Spawn([this, name, config = d.config, digest = d.digest, address, bytes] {
+    absl::StatusOr<std::optional<Footprint>> planned = PlanFootprint(config, address, bytes);
+    absl::MutexLock lock(&mu_);
+    auto it = deployments_.find(name);
+    if (it == deployments_.end() || it->second.digest != digest) return;  // gone or updated
+    Deployment& dep = it->second;
+    dep.footprint_pending = false;
+    if (planned.ok() && !planned->has_value()) {  // unknown: asked again a little later
+      dep.footprint_retry_ms = options_.clock->NowMillis() + kFootprintRetryMs;
+      return;
+    }
+    // A refusal is planned too: its load fails the same way and backs off; no plan loop.
+    dep.footprint_for_bytes = bytes;
+    if (planned.ok()) {
+      dep.footprint = (*planned)->device_bytes;
+    } else {
+      dep.footprint.clear();
+      Log(Level::warn, "controller", {{"deployment", name}}, "{}",
+          std::string(planned.status().message()));
+    }
+  });
+}
+
+}  // namespace loadstar::daemon
