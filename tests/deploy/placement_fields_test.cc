@@ -6,6 +6,9 @@
 
 #include <fstream>
 #include <map>
+#include <set>
+#include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "tests/deploy/cluster_test.h"
@@ -39,6 +42,26 @@ class PlacementFieldsTest : public testing::ClusterTest {
     for (const auto& t : handle["tensors"]) device[t["name"]] = t["device"].get<int>();
     EXPECT_EQ(handle["devices"].size(), 4u);
     return device;
+  }
+
+  // As DeployAndPlace, for a tensor-parallel instance: tensor name -> devices with a shard.
+  std::map<std::string, std::set<int>> DeployAndShard(const std::string& addr,
+                                                      const std::string& yaml) {
+    std::string path = dir_.Join("deploy.yaml");
+    std::ofstream(path) << yaml;
+    CliResult r = Cli(addr, {"deploy", "--config", path, "--wait-seconds", "30"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    nlohmann::json instances = Instances(addr);
+    if (instances.size() != 1 || instances[0]["state"] != "ready") {
+      ADD_FAILURE() << "instances: " << instances.dump();
+      return {};
+    }
+    CliResult shown = Cli(addr, {"instance", instances[0]["instance_id"], "-o", "json"});
+    EXPECT_EQ(shown.exit_code, 0) << shown.err;
+    nlohmann::json handle = nlohmann::json::parse(shown.out, nullptr, false);
+    std::map<std::string, std::set<int>> shards;
+    for (const auto& t : handle["tensors"]) shards[t["name"]].insert(t["device"].get<int>());
+    return shards;
   }
 };
 
@@ -77,13 +100,55 @@ TEST_F(PlacementFieldsTest, LayerMapAndMaxMemoryReachTheWorker) {
   ASSERT_EQ(Cli(addr, {"delete", "org/tiny"}).exit_code, 0);
   ASSERT_TRUE(Eventually([&] { return Instances(addr).empty(); }, 8));
 
-  // A layer map that leaves a tensor uncovered fails the load, naming the tensor.
-  std::string path = dir_.Join("bad.yaml");
-  std::ofstream(path) << "model: org/tiny\nnum_gpus: 2\nauto_scaling_config: {min_instances: 1}\n"
-                         "backend_config:\n  device_map: {model.layers: 0, model.embed_tokens: 1}\n";
-  CliResult bad = Cli(addr, {"deploy", "--config", path, "--wait-seconds", "30"});
-  EXPECT_NE(bad.exit_code, 0);
-  EXPECT_THAT(bad.out + bad.err, HasSubstr("'model.norm.weight' is covered by no prefix"));
+  // tensor_parallel, unquantized and nf4: every weight is sharded over the 4 devices.
+  for (const char* quantization : {"", "quantization: nf4\n"}) {
+    std::map<std::string, std::set<int>> shards = DeployAndShard(addr,
+        std::string("model: org/tiny\nnum_gpus: 4\nauto_scaling_config: {min_instances: 1}\n"
+                    "backend_config: {device_map: tensor_parallel}\n") + quantization);
+    EXPECT_EQ(shards["model.layers.0.mlp.up_proj.weight"], (std::set<int>{0, 1, 2, 3}))
+        << quantization;
+    EXPECT_EQ(shards["model.layers.0.mlp.down_proj.weight"], (std::set<int>{0, 1, 2, 3}))
+        << quantization;
+    ASSERT_EQ(Cli(addr, {"delete", "org/tiny"}).exit_code, 0);
+    ASSERT_TRUE(Eventually([&] { return Instances(addr).empty(); }, 8));
+  }
+}
+
+// What the worker's plan refuses is refused at Deploy (issue 8 items 3 and 5), with the
+// key path or the tensor, and nothing is deployed.
+TEST_F(PlacementFieldsTest, ConfigsThePlanRefusesAreRefusedAtDeploy) {
+  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto controller = StartController(addr);
+  testing::Daemon worker({"--log-level", "info", "worker", "--controller", addr, "--store",
+                          store_dir_, "--devices", "host:4", "--device-memory", "64MiB", "--id",
+                          "w1"},
+                         dir_.Join("daemons.log"));
+  ASSERT_TRUE(worker.ok());
+  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  const std::string head = "model: org/tiny\nauto_scaling_config: {min_instances: 1}\n";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      // A layer map that leaves a tensor uncovered.
+      {"num_gpus: 2\nbackend_config:\n  device_map: {model.layers: 0, model.embed_tokens: 1}\n",
+       "'model.norm.weight' is covered by no prefix"},
+      // Caps below what the plan puts on the devices.
+      {"num_gpus: 2\nbackend_config:\n  device_map: auto\n  max_memory: {0: 64KiB, 1: 64KiB}\n",
+       "backend_config.max_memory"},
+      // 256 vocab rows do not split over 3 devices.
+      {"num_gpus: 3\nbackend_config: {device_map: tensor_parallel}\n"
+       "quantization: nf4\n",
+       "model.embed_tokens.weight dim 0 (256) does not divide into 3 shards"},
+  };
+  for (const auto& [config, reason] : refused) {
+    std::string path = dir_.Join("bad.yaml");
+    std::ofstream(path) << head << config;
+    CliResult bad = Cli(addr, {"deploy", "--config", path, "--wait-seconds", "30"});
+    EXPECT_NE(bad.exit_code, 0) << config;
+    EXPECT_THAT(bad.out + bad.err, HasSubstr(reason)) << config;
+    EXPECT_THAT(bad.out + bad.err, HasSubstr("deployment 'org/tiny' cannot load")) << config;
+    nlohmann::json status = Status(addr);
+    EXPECT_TRUE(!status.contains("deployments") || status["deployments"].empty())
+        << config << status.dump();
+  }
 }
 
 }  // namespace
