@@ -2,6 +2,8 @@
 // placement x quantization it plans, without reading a tensor, exactly the allocation
 // each device then gets from LoadQuantized, the same source and variant, and it fails
 // as the load fails, with the same code.
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -108,6 +110,48 @@ TEST_P(PlanQuantizedTest, PlansExactlyWhatTheLoadAllocates) {
     total += planned->plan.device_bytes[d];
   }
   EXPECT_GE(total, loaded->quantized_bytes);  // the tensors plus alignment padding
+  // Every tensor where the plan put it...
+  // (Tensor parallel: a name has one shard per device.)
+  std::set<std::string> planned_names;
+  std::set<std::pair<std::string, int>> planned_at;
+  for (const PlannedTensor& t : planned->plan.tensors) {
+    planned_names.insert(t.name);
+    planned_at.insert({t.name, t.device});
+  }
+  for (const LoadedTensor& t : loaded->model->tensors()) {
+    if (planned_names.contains(t.name)) {
+      EXPECT_TRUE(planned_at.contains({t.name, t.device})) << t.name << " on " << t.device;
+    }
+  }
+  // ...with the bytes a one-device load of the same config gives (whole tensors are
+  // quantized alike wherever they land; tensor-parallel shards are checked shard by shard
+  // in quantized_load_test.cc).
+  if (c.placement != Placement::kTensorParallel && c.devices > 1) {
+    HostDevice one(9, 1ull << 30);
+    auto reference = LoadQuantized(**pipeline, ts.store(), "m", c.config, {&one}, {},
+                                   load_options);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    std::map<std::string, const LoadedTensor*> by_name;
+    for (const LoadedTensor& t : reference->model->tensors()) by_name[t.name] = &t;
+    std::set<int> used;
+    ASSERT_EQ(loaded->model->tensors().size(), by_name.size());
+    for (const LoadedTensor& t : loaded->model->tensors()) {
+      ASSERT_TRUE(by_name.contains(t.name)) << t.name;
+      auto got = loaded->model->ReadTensor(t);
+      auto want = reference->model->ReadTensor(*by_name[t.name]);
+      ASSERT_TRUE(got.ok() && want.ok()) << t.name;
+      EXPECT_TRUE(*got == *want) << t.name << " on device " << t.device;
+      used.insert(t.device);
+    }
+    EXPECT_EQ(static_cast<int>(used.size()), c.devices);  // really spread
+  }
+  if (c.placement == Placement::kCustom) {
+    for (const LoadedTensor& t : loaded->model->tensors()) {
+      const bool on_one = t.name.starts_with("model.layers.2.") ||
+                          t.name.starts_with("model.layers.3.") || t.name.starts_with("lm_head");
+      EXPECT_EQ(t.device, on_one ? 1 : 0) << t.name;
+    }
+  }
   if (c.config.type != quant::QuantType::kNone) {
     // Quantized: under the fp16/bf16/f32 checkpoint the old estimate priced.
     auto checkpoint = ts.store().GetManifest("m");
