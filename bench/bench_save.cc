@@ -159,7 +159,8 @@ int Main(int argc, char** argv) {
   nf4dq.double_quant = true;
 
   uint64_t bytes = 0;
-  int64_t dq_quantizations = 0, dq_weights = 0;
+  size_t source_tensors = 0;
+  int64_t dq_sizing = 0, dq_fill = 0, dq_weights = 0;
   // One save; `config` null for a plain one. Returns wall and CPU seconds.
   auto save = [&](const quant::QuantConfig* config) {
     if ((*store)->GetManifest(name).ok()) {
@@ -171,12 +172,14 @@ int Main(int argc, char** argv) {
     auto m = (*store)->Save(ckpt, name);
     if (!m.ok()) Die(m.status());
     bytes = m->TotalBytes();
+    source_tensors = m->tensors.size();
     if (config != nullptr) {
       store::QuantizedInputsStats stats;
       auto v = store::SaveQuantizedVariant(**store, name, *config, {}, false, &stats);
       if (!v.ok()) Die(v.status());
       if (config->double_quant) {
-        dq_quantizations = stats.sizing_quantizations + stats.fill_quantizations();
+        dq_sizing = stats.sizing_quantizations;
+        dq_fill = stats.fill_quantizations();
         dq_weights = 0;
         for (const auto& t : v->tensors) {
           if (t.name.ends_with(".nested_absmax")) ++dq_weights;
@@ -239,9 +242,11 @@ int Main(int argc, char** argv) {
               Median(q), range(q).c_str(), Median(r_q), range(r_q).c_str(),
               Median(r_q) <= 1.1 ? "MET" : "MISSED");
   std::printf("(d) save --quantize nf4 --double-quant %6.2f GB/s (%s)   time %.2f x plain "
-              "(%s); %lld quantizations for %lld weights\n",
+              "(%s)\n    quantize calls: %lld sizing + %lld writing for %zu source tensors "
+              "(%lld double-quant weights)\n",
               Median(qdq), range(qdq).c_str(), Median(r_qdq), range(r_qdq).c_str(),
-              static_cast<long long>(dq_quantizations), static_cast<long long>(dq_weights));
+              static_cast<long long>(dq_sizing), static_cast<long long>(dq_fill),
+              source_tensors, static_cast<long long>(dq_weights));
   std::printf("    CPU seconds: plain %.2f, nf4 %.2f (medians)\n", Median(cpu_plain),
               Median(cpu_q));
   nlohmann::json out = {{"bytes", bytes},
@@ -254,7 +259,9 @@ int Main(int argc, char** argv) {
                         {"save_ratio_fio", r_plain.empty() ? 0.0 : Median(r_plain)},
                         {"nf4_time_ratio", Median(r_q)},
                         {"nf4_dq_time_ratio", Median(r_qdq)},
-                        {"dq_quantizations", dq_quantizations},
+                        {"dq_sizing_quantizations", dq_sizing},
+                        {"dq_fill_quantizations", dq_fill},
+                        {"source_tensors", source_tensors},
                         {"dq_weights", dq_weights}};
   std::printf("\njson: %s\n", out.dump().c_str());
   env->RemoveRecursively(root).IgnoreError();

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <new>
 #include <utility>
@@ -42,45 +43,40 @@ std::string StateKeyName(quant::QuantType type) {
   return fmt::format("quant_state.bitsandbytes__{}", quant::QuantTypeName(type));
 }
 
-// The bytes of one stored tensor read with O_DIRECT (the store's tensors start on 4 KiB
-// boundaries) into a buffer reused from tensor to tensor, checksums verified. A model
-// just saved is not in the page cache (the writer bypasses it), and a fresh buffer or
-// page-cache page per tensor costs a page fault per 4 KiB, which on a VM with free page
-// reporting is slower than the quantization itself.
+// The bytes of the stored tensors, in manifest order, read with O_DIRECT (the store's
+// tensors start on 4 KiB boundaries) into two buffers reused from tensor to tensor,
+// checksums verified: while the caller quantizes tensor i, a thread reads and verifies
+// tensor i+1. Direct reads because a model just saved is not in the page cache (the
+// writer bypasses it); reused buffers because a fresh buffer or page-cache page per
+// tensor costs a page fault per 4 KiB, which on a VM with free page reporting is slower
+// than the quantization itself.
 class StoredTensorReader {
  public:
+  ~StoredTensorReader() {
+    if (pending_.valid()) pending_.wait();
+  }
+
+  // The bytes of manifest.tensors[index] (valid until the next call); starts reading
+  // index + 1 behind it. `store` and `manifest` must outlive the reader.
   absl::StatusOr<std::string_view> Read(const Store& store, const Manifest& manifest,
-                                        const ManifestTensor& tensor) {
-    if (file_ == nullptr || file_index_ != tensor.file) {
-      ASSIGN_OR_RETURN(path_, store.DataFilePath(manifest, tensor.file));
-      ASSIGN_OR_RETURN(file_, store.env()->NewRandomAccessFile(path_, {.direct_io = true}));
-      file_index_ = tensor.file;
+                                        size_t index) {
+    absl::Status status;
+    if (pending_.valid() && pending_index_ == index) {
+      status = pending_.get();
+      std::swap(current_, next_);
+    } else {
+      if (pending_.valid()) pending_.wait();  // out of order: its bytes are not needed
+      pending_ = {};
+      status = ReadInto(store, manifest, manifest.tensors[index], &current_);
     }
-    const uint64_t aligned =
-        (tensor.size + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
-    if (aligned > capacity_) {
-      buffer_.reset(static_cast<char*>(
-          ::operator new[](aligned, std::align_val_t(kDirectIoAlignment))));
-      capacity_ = aligned;
+    if (!status.ok()) return status;
+    if (index + 1 < manifest.tensors.size()) {
+      pending_index_ = index + 1;
+      pending_ = std::async(std::launch::async, [this, &store, &manifest, index] {
+        return ReadInto(store, manifest, manifest.tensors[index + 1], &next_);
+      });
     }
-    uint64_t done = 0;
-    while (done < tensor.size) {
-      // Whole blocks for O_DIRECT; the last read may return short at the end of the file.
-      size_t n = static_cast<size_t>(std::min<uint64_t>(aligned - done, 64ull << 20));
-      ASSIGN_OR_RETURN(size_t got, file_->Read(tensor.offset + done, n, buffer_.get() + done));
-      if (got == 0) break;
-      done += got;
-    }
-    if (done < tensor.size) {
-      return absl::DataLossError(
-          fmt::format("{}: tensor {} is cut short at byte {}", path_, tensor.name, done));
-    }
-    std::string_view bytes(buffer_.get(), tensor.size);
-    if (ChunkChecksums(bytes) != tensor.checksums) {
-      return absl::DataLossError(
-          fmt::format("{}: checksum mismatch in tensor {}", path_, tensor.name));
-    }
-    return bytes;
+    return std::string_view(current_.data.get(), manifest.tensors[index].size);
   }
 
  private:
@@ -89,11 +85,45 @@ class StoredTensorReader {
       ::operator delete[](p, std::align_val_t(kDirectIoAlignment));
     }
   };
-  uint32_t file_index_ = 0;
-  std::string path_;
-  std::unique_ptr<RandomAccessFile> file_;
-  std::unique_ptr<char[], AlignedDelete> buffer_;
-  uint64_t capacity_ = 0;
+  struct Buffer {
+    std::unique_ptr<char[], AlignedDelete> data;
+    uint64_t capacity = 0;
+  };
+
+  static absl::Status ReadInto(const Store& store, const Manifest& manifest,
+                               const ManifestTensor& tensor, Buffer* buffer) {
+    ASSIGN_OR_RETURN(std::string path, store.DataFilePath(manifest, tensor.file));
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                     store.env()->NewRandomAccessFile(path, {.direct_io = true}));
+    const uint64_t aligned =
+        (tensor.size + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+    if (aligned > buffer->capacity) {
+      buffer->data.reset(static_cast<char*>(
+          ::operator new[](aligned, std::align_val_t(kDirectIoAlignment))));
+      buffer->capacity = aligned;
+    }
+    uint64_t done = 0;
+    while (done < tensor.size) {
+      // Whole blocks for O_DIRECT; the last read may return short at the end of the file.
+      size_t n = static_cast<size_t>(std::min<uint64_t>(aligned - done, 64ull << 20));
+      ASSIGN_OR_RETURN(size_t got, file->Read(tensor.offset + done, n, buffer->data.get() + done));
+      if (got == 0) break;
+      done += got;
+    }
+    if (done < tensor.size) {
+      return absl::DataLossError(
+          fmt::format("{}: tensor {} is cut short at byte {}", path, tensor.name, done));
+    }
+    if (ChunkChecksums(std::string_view(buffer->data.get(), tensor.size)) != tensor.checksums) {
+      return absl::DataLossError(
+          fmt::format("{}: checksum mismatch in tensor {}", path, tensor.name));
+    }
+    return absl::OkStatus();
+  }
+
+  Buffer current_, next_;
+  std::future<absl::Status> pending_;
+  size_t pending_index_ = 0;
 };
 
 // Shared by the fillers of one QuantizedInputs list: the prepared outputs of the source
@@ -116,7 +146,8 @@ struct PrepareState {
       prepared = {};
       current = -1;
       const ManifestTensor& tensor = manifest.tensors[source];
-      ASSIGN_OR_RETURN(std::string_view bytes, reader.Read(*store, manifest, tensor));
+      ASSIGN_OR_RETURN(std::string_view bytes,
+                       reader.Read(*store, manifest, static_cast<size_t>(source)));
       ASSIGN_OR_RETURN(prepared, quant::PrepareTensor(
                                      config, tensor.name, tensor.dtype, tensor.shape,
                                      bytes.data(), {},
