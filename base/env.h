@@ -18,16 +18,22 @@
 
 namespace loadstar {
 
-// O_DIRECT reads need buffer address, file offset and length aligned to this.
+// O_DIRECT reads and writes need buffer address, file offset and length aligned to this.
 inline constexpr size_t kDirectIoAlignment = 4096;
 
 class WritableFile {
  public:
   virtual ~WritableFile() = default;
+  // When direct() is true, an Append whose address, length and file offset are all
+  // multiples of kDirectIoAlignment bypasses the page cache; any other Append (the tail of
+  // a file) makes the file buffered from then on. Either way the bytes land in order.
   virtual absl::Status Append(std::string_view data) = 0;
   // Flushes data and metadata to stable storage (fsync).
   virtual absl::Status Sync() = 0;
   virtual absl::Status Close() = 0;
+  // True while appends can bypass the page cache (opened with direct_io on a filesystem
+  // that supports O_DIRECT, and no unaligned Append yet).
+  virtual bool direct() const { return false; }
 };
 
 class RandomAccessFile {
@@ -54,7 +60,7 @@ class RandomAccessFile {
 
 struct OpenOptions {
   // Ask for O_DIRECT. A filesystem that refuses it (tmpfs) gives a buffered file instead;
-  // check RandomAccessFile::direct().
+  // check RandomAccessFile::direct() / WritableFile::direct().
   bool direct_io = false;
 };
 
@@ -67,7 +73,7 @@ class Env {
 
   // Creates or truncates `path`.
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
-      const std::string& path) = 0;
+      const std::string& path, const OpenOptions& options = {}) = 0;
   virtual absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
       const std::string& path, const OpenOptions& options = {}) = 0;
 
@@ -99,8 +105,8 @@ class EnvWrapper : public Env {
   Env* target() const { return target_; }
 
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
-      const std::string& path) override {
-    return target_->NewWritableFile(path);
+      const std::string& path, const OpenOptions& options = {}) override {
+    return target_->NewWritableFile(path, options);
   }
   absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
       const std::string& path, const OpenOptions& options) override {

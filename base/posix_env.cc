@@ -41,23 +41,42 @@ absl::Status ErrnoStatus(std::string_view what, const std::string& path, int err
   }
 }
 
+bool IsAligned(uint64_t value) { return value % kDirectIoAlignment == 0; }
+
+// With O_DIRECT (direct_ true), aligned appends go straight to the device; the first
+// unaligned one (a file's tail: the store pads tensors to 4 KiB but not the end of a
+// file) clears O_DIRECT with fcntl and is written through the page cache, as is
+// everything after it; fsync then flushes that tail. A filesystem that accepts O_DIRECT
+// at open but refuses a write with EINVAL gets the same fallback.
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  PosixWritableFile(std::string path, int fd, bool direct)
+      : path_(std::move(path)), fd_(fd), direct_(direct) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
 
   absl::Status Append(std::string_view data) override {
-    while (!data.empty()) {
-      ssize_t n = ::write(fd_, data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("write", path_, errno);
+    if (direct_) {
+      // The aligned head goes direct; a remainder makes the file buffered.
+      size_t head = 0;
+      if (IsAligned(reinterpret_cast<uintptr_t>(data.data())) && IsAligned(offset_)) {
+        head = data.size() / kDirectIoAlignment * kDirectIoAlignment;
       }
-      data.remove_prefix(static_cast<size_t>(n));
+      if (head > 0) {
+        absl::Status status = WriteAll(data.substr(0, head));
+        if (status.ok()) {
+          data.remove_prefix(head);
+        } else if (!einval_) {
+          return status;
+        }  // else refused as direct I/O (now off): all of it goes through the page cache
+      }
+      if (!data.empty() && direct_) {
+        absl::Status stop = StopDirect();
+        if (!stop.ok()) return stop;
+      }
     }
-    return absl::OkStatus();
+    return WriteAll(data);
   }
 
   absl::Status Sync() override {
@@ -73,9 +92,52 @@ class PosixWritableFile final : public WritableFile {
     return absl::OkStatus();
   }
 
+  bool direct() const override { return direct_; }
+
  private:
+  absl::Status StopDirect() {
+    direct_ = false;
+    int flags = ::fcntl(fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0) {
+      return ErrnoStatus("fcntl(clear O_DIRECT)", path_, errno);
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes all of `data` at the current offset. Sets einval_ when a direct write was
+  // refused with EINVAL before any byte of it was written (the caller falls back).
+  absl::Status WriteAll(std::string_view data) {
+    einval_ = false;
+    bool first = true;
+    while (!data.empty()) {
+      ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        if (err == EINVAL && direct_ && first) {
+          einval_ = true;
+          absl::Status stop = StopDirect();
+          if (!stop.ok()) return stop;
+        }
+        return ErrnoStatus("write", path_, err);
+      }
+      first = false;
+      data.remove_prefix(static_cast<size_t>(n));
+      offset_ += static_cast<uint64_t>(n);
+      // A short direct write leaves an unaligned offset; the rest goes buffered.
+      if (direct_ && !IsAligned(offset_) && !data.empty()) {
+        absl::Status stop = StopDirect();
+        if (!stop.ok()) return stop;
+      }
+    }
+    return absl::OkStatus();
+  }
+
   std::string path_;
   int fd_;
+  bool direct_;
+  bool einval_ = false;
+  uint64_t offset_ = 0;
 };
 
 class PosixRandomAccessFile final : public RandomAccessFile {
@@ -112,10 +174,17 @@ class PosixRandomAccessFile final : public RandomAccessFile {
 class PosixEnv final : public Env {
  public:
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
-      const std::string& path) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      const std::string& path, const OpenOptions& options) override {
+    constexpr int kFlags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+    if (options.direct_io) {
+      int fd = ::open(path.c_str(), kFlags | O_DIRECT, 0644);
+      if (fd >= 0) return std::make_unique<PosixWritableFile>(path, fd, /*direct=*/true);
+      // tmpfs and some FUSE filesystems refuse O_DIRECT with EINVAL: write buffered.
+      if (errno != EINVAL) return ErrnoStatus("create", path, errno);
+    }
+    int fd = ::open(path.c_str(), kFlags, 0644);
     if (fd < 0) return ErrnoStatus("create", path, errno);
-    return std::make_unique<PosixWritableFile>(path, fd);
+    return std::make_unique<PosixWritableFile>(path, fd, /*direct=*/false);
   }
 
   absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(

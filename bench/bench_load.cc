@@ -1,10 +1,13 @@
 // bench_load: the loader against the limits of this machine, measured in one run
 // (SPEC §8, "load, warm" and "load, cold").
 //
-//   (a) memcpy bandwidth with the loader's thread count (pre-faulted buffers), and the
-//       bandwidth of filling fresh host-device memory (shm pages the kernel must map);
-//   (b) O_DIRECT sequential read of the model's data files (fio when installed, else the
-//       loader's io_uring engine reading into a reused buffer);
+//   (a) memcpy bandwidth with the loader's thread count (pre-faulted buffers), the
+//       bandwidth of filling fresh host-device memory (shm pages the kernel must map, via
+//       HostDevice's pwrite), and (a'') a memcpy into newly mapped shared memory (memfd)
+//       of the model's size, the fresh-memory line (c') is compared with;
+//   (b) O_DIRECT sequential read of the model's data files (fio with the loader's thread
+//       count as numjobs and its per-thread queue depth, else the loader's io_uring engine
+//       reading into a reused buffer);
 //   (c) warm load (files in the page cache) onto one host device whose memory was used
 //       by earlier loads (steady state of a worker), and (c') onto fresh device memory;
 //   (d) cold load (page cache dropped) onto one host device;
@@ -131,6 +134,43 @@ Rate FreshDeviceFillRate(int threads, uint64_t bytes) {
   return MedianRate(runs);
 }
 
+// (a'') `threads` threads memcpy-ing into newly mapped shared memory (an unlinked memfd,
+// MAP_SHARED: the kind a host device's allocation is), each page faulted in by the copy,
+// from a cache-hot source: the fresh-memory limit of a load that writes through a
+// mapping. A new mapping per run, so every run starts from unpopulated pages.
+Rate FreshShmMemcpyRate(int threads, uint64_t bytes) {
+  char* src = static_cast<char*>(std::aligned_alloc(4096, 64 << 20));
+  std::memset(src, 1, 64 << 20);
+  std::vector<Rate> runs;
+  for (int r = 0; r < 2; ++r) {
+    int fd = ::memfd_create("bench-fresh", MFD_CLOEXEC);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      Die(absl::InternalError("memfd_create/ftruncate failed"));
+    }
+    void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) Die(absl::InternalError("mmap of the memfd failed"));
+    char* dst = static_cast<char*>(map);
+    double t0 = Now(), c0 = CpuSeconds();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (uint64_t o = static_cast<uint64_t>(t) * (4 << 20); o < bytes;
+             o += static_cast<uint64_t>(threads) * (4 << 20)) {
+          uint64_t n = std::min<uint64_t>(4 << 20, bytes - o);
+          std::memcpy(dst + o, src + (o % (60 << 20)), n);
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    runs.push_back(Rate{static_cast<double>(bytes) / (Now() - t0) / 1e9,
+                        static_cast<double>(bytes) / (CpuSeconds() - c0) / 1e9});
+    ::munmap(map, bytes);
+    ::close(fd);
+  }
+  std::free(src);
+  return MedianRate(runs);
+}
+
 void DropCaches(const loader::ModelSource& source) {
   absl::Status s = loader::DropFromPageCache(source);
   if (!s.ok()) Die(s);
@@ -144,20 +184,27 @@ void DropCaches(const loader::ModelSource& source) {
   }
 }
 
-// (b) O_DIRECT sequential read: fio if available (as the spec names it), else ours. The
-// queue depth (64 x 4 MiB) is the loader's total (queue_depth), so both ask the disk for
-// the same parallelism; at 32 this virtual disk delivers markedly less.
-double DirectReadGbps(const loader::ModelSource& source, std::string* how) {
+// (b) O_DIRECT sequential read: fio if available (as the spec names it), else ours. fio
+// runs as the loader reads: `threads` jobs (numjobs), each with the loader's per-thread
+// queue depth (queue_depth / threads, at least 2, as load_pipeline.cc) of `chunk`-byte
+// reads, each job reading its own contiguous part of the file (offset_increment).
+double DirectReadGbps(const loader::ModelSource& source, int threads, int depth,
+                      uint64_t chunk, std::string* how) {
   uint64_t total = 0;
   double seconds = 0;
   bool fio_ok = std::system("command -v fio >/dev/null 2>&1") == 0;
   for (const std::string& path : source.file_paths) {
     DropCaches(source);
     if (fio_ok) {
+      auto size = Env::Default()->GetFileSize(path);
+      if (!size.ok()) Die(size.status());
+      // Each job's share, rounded down to whole reads (the last few KiB are not read).
+      const uint64_t part = *size / static_cast<uint64_t>(threads) / chunk * chunk;
       std::string cmd = fmt::format(
-          "fio --name=seqread --filename='{}' --readonly --rw=read --direct=1 --bs=4M "
-          "--iodepth=64 --ioengine=io_uring --output-format=json 2>/dev/null",
-          path);
+          "fio --name=seqread --filename='{}' --readonly --rw=read --direct=1 --bs={} "
+          "--iodepth={} --numjobs={} --size={} --offset_increment={} --group_reporting "
+          "--ioengine=io_uring --output-format=json 2>/dev/null",
+          path, chunk, depth, threads, part, part);
       FILE* p = ::popen(cmd.c_str(), "r");
       std::string out;
       char buf[4096];
@@ -171,7 +218,9 @@ double DirectReadGbps(const loader::ModelSource& source, std::string* how) {
           double runtime = read["runtime"].get<double>() / 1e3;  // ms
           total += bytes;
           seconds += runtime;
-          *how = "fio io_uring O_DIRECT bs=4M iodepth=64";
+          *how = fmt::format("fio io_uring O_DIRECT bs={} iodepth={} numjobs={}, "
+                             "offsets split per job",
+                             chunk, depth, threads);
           continue;
         }
       }
@@ -267,7 +316,10 @@ int Main(int argc, char** argv) {
   // (a)
   const Rate memcpy_rate = MemcpyRate(threads, 1ull << 30);
   const Rate fill_rate = FreshDeviceFillRate(threads, bytes);
+  const Rate fresh_memcpy_rate = FreshShmMemcpyRate(threads, bytes);
   const double memcpy_gbps = memcpy_rate.gbps, fill_gbps = fill_rate.gbps;
+  const double fresh_memcpy_gbps = fresh_memcpy_rate.gbps;
+  const int per_thread_depth = std::max(2, options.io.queue_depth / threads);
   std::string direct_how;
 
   // A worker's device keeps its memory between models (HostDevice retain_bytes), as a
@@ -312,7 +364,8 @@ int Main(int argc, char** argv) {
   // ratio is the median of per-round ratios.
   std::vector<double> direct, cold_ratios;
   for (int r = 0; r < flags.runs; ++r) {
-    direct.push_back(DirectReadGbps(*source, &direct_how));
+    direct.push_back(
+        DirectReadGbps(*source, threads, per_thread_depth, options.chunk_bytes, &direct_how));
     cold_rates.push_back(load(**cold_pipeline, device, true, &cold_io));
     cold.push_back(cold_rates.back().gbps);
     cold_ratios.push_back(cold.back() / direct.back());
@@ -325,6 +378,9 @@ int Main(int argc, char** argv) {
   std::printf("(a') fill of fresh host-device memory     %7.2f GB/s  (HostDevice copy into "
               "new shm pages)\n",
               fill_gbps);
+  std::printf("(a'') memcpy into fresh shared memory      %7.2f GB/s  (%d threads, new memfd "
+              "mapping, faulted by the copy)\n",
+              fresh_memcpy_gbps, threads);
   std::printf("(b) O_DIRECT sequential read            %7.2f GB/s  (%s; median of %d)\n",
               direct_gbps, direct_how.c_str(), flags.runs);
   std::printf("(c) warm load, device memory reused, median of %d [%s]\n", flags.runs,
@@ -336,6 +392,8 @@ int Main(int argc, char** argv) {
   std::printf("(c') warm load into fresh device memory, median of %d [%s]\n", flags.runs,
               fresh_io.c_str());
   PrintRow("    vs memcpy", fresh_gbps, fresh_gbps / memcpy_gbps, 0.85, "memcpy");
+  PrintRow("    vs fresh-memory memcpy", fresh_gbps, fresh_gbps / fresh_memcpy_gbps, 0.85,
+           "fresh memcpy");
   PrintRow("    vs host-device fill", fresh_gbps, fresh_gbps / fill_gbps, 0.85, "fill");
   std::printf("    per CPU-second: load %.2f GB, fill %.2f GB (%.2f x)\n",
               fresh_rate.gb_per_cpu, fill_rate.gb_per_cpu,
@@ -346,6 +404,9 @@ int Main(int argc, char** argv) {
                         {"threads", threads},
                         {"memcpy_gbps", memcpy_gbps},
                         {"shm_fill_gbps", fill_gbps},
+                        {"fresh_memcpy_gbps", fresh_memcpy_gbps},
+                        {"fresh_ratio_fresh_memcpy", fresh_gbps / fresh_memcpy_gbps},
+                        {"direct_read_how", direct_how},
                         {"direct_read_gbps", direct_gbps},
                         {"warm_gbps", warm},
                         {"fresh_gbps", fresh},

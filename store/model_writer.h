@@ -2,6 +2,14 @@
 // files with every tensor 4 KiB-aligned and zero padding between tensors, per-chunk xxh3
 // checksums computed while the bytes pass through, and manifest.json, each fsynced.
 //
+// Data files are written with O_DIRECT where the filesystem allows it (OpenOptions; the
+// tail of a file goes through the page cache, see WritableFile::Append), in aligned
+// blocks of kWriteBlockBytes, by a write-behind thread: the caller's thread fills and
+// hashes block i+1 (reading the source) while block i is written, kWriteBuffers blocks in
+// all, so one write is in flight at a time. A save does not fill the page cache with
+// the copy (which would evict the source and everything else), and the fsync before
+// the rename has only the tail left to flush.
+//
 // This is the non-atomic layer: it writes into an existing empty directory and leaves it
 // half-written on error. Store::Save and Store::WriteVariant write into a temp directory
 // with it and rename the result into place; use those unless you manage atomicity
@@ -32,8 +40,14 @@ using ProgressCallback =
 // split across files.
 inline constexpr uint64_t kMaxDataFileBytes = 4ull << 30;
 
-// Bytes per write() and per filler call; large so a multi-GiB save streams at disk speed.
+// Bytes per read and per filler call of copies (Verify, the safetensors writer); large so
+// a multi-GiB file streams at disk speed.
 inline constexpr size_t kCopyBufferBytes = 32ull << 20;
+
+// WriteModelDir's data-file writes: blocks of this many bytes (a multiple of
+// kDirectIoAlignment), kWriteBuffers of them (one filling, one writing, one queued).
+inline constexpr size_t kWriteBlockBytes = 32ull << 20;
+inline constexpr size_t kWriteBuffers = 3;
 
 // Name of the i-th data file: "data-00000.bin".
 std::string DataFileName(size_t index);

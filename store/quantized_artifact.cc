@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <memory>
+#include <new>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +43,89 @@ std::string StateKeyName(quant::QuantType type) {
   return fmt::format("quant_state.bitsandbytes__{}", quant::QuantTypeName(type));
 }
 
+// The bytes of the stored tensors, in manifest order, read with O_DIRECT (the store's
+// tensors start on 4 KiB boundaries) into two buffers reused from tensor to tensor,
+// checksums verified: while the caller quantizes tensor i, a thread reads and verifies
+// tensor i+1. Direct reads because a model just saved is not in the page cache (the
+// writer bypasses it); reused buffers because a fresh buffer or page-cache page per
+// tensor costs a page fault per 4 KiB, which on a VM with free page reporting is slower
+// than the quantization itself.
+class StoredTensorReader {
+ public:
+  ~StoredTensorReader() {
+    if (pending_.valid()) pending_.wait();
+  }
+
+  // The bytes of manifest.tensors[index] (valid until the next call); starts reading
+  // index + 1 behind it. `store` and `manifest` must outlive the reader.
+  absl::StatusOr<std::string_view> Read(const Store& store, const Manifest& manifest,
+                                        size_t index) {
+    absl::Status status;
+    if (pending_.valid() && pending_index_ == index) {
+      status = pending_.get();
+      std::swap(current_, next_);
+    } else {
+      if (pending_.valid()) pending_.wait();  // out of order: its bytes are not needed
+      pending_ = {};
+      status = ReadInto(store, manifest, manifest.tensors[index], &current_);
+    }
+    if (!status.ok()) return status;
+    if (index + 1 < manifest.tensors.size()) {
+      pending_index_ = index + 1;
+      pending_ = std::async(std::launch::async, [this, &store, &manifest, index] {
+        return ReadInto(store, manifest, manifest.tensors[index + 1], &next_);
+      });
+    }
+    return std::string_view(current_.data.get(), manifest.tensors[index].size);
+  }
+
+ private:
+  struct AlignedDelete {
+    void operator()(char* p) const {
+      ::operator delete[](p, std::align_val_t(kDirectIoAlignment));
+    }
+  };
+  struct Buffer {
+    std::unique_ptr<char[], AlignedDelete> data;
+    uint64_t capacity = 0;
+  };
+
+  static absl::Status ReadInto(const Store& store, const Manifest& manifest,
+                               const ManifestTensor& tensor, Buffer* buffer) {
+    ASSIGN_OR_RETURN(std::string path, store.DataFilePath(manifest, tensor.file));
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                     store.env()->NewRandomAccessFile(path, {.direct_io = true}));
+    const uint64_t aligned =
+        (tensor.size + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+    if (aligned > buffer->capacity) {
+      buffer->data.reset(static_cast<char*>(
+          ::operator new[](aligned, std::align_val_t(kDirectIoAlignment))));
+      buffer->capacity = aligned;
+    }
+    uint64_t done = 0;
+    while (done < tensor.size) {
+      // Whole blocks for O_DIRECT; the last read may return short at the end of the file.
+      size_t n = static_cast<size_t>(std::min<uint64_t>(aligned - done, 64ull << 20));
+      ASSIGN_OR_RETURN(size_t got, file->Read(tensor.offset + done, n, buffer->data.get() + done));
+      if (got == 0) break;
+      done += got;
+    }
+    if (done < tensor.size) {
+      return absl::DataLossError(
+          fmt::format("{}: tensor {} is cut short at byte {}", path, tensor.name, done));
+    }
+    if (ChunkChecksums(std::string_view(buffer->data.get(), tensor.size)) != tensor.checksums) {
+      return absl::DataLossError(
+          fmt::format("{}: checksum mismatch in tensor {}", path, tensor.name));
+    }
+    return absl::OkStatus();
+  }
+
+  Buffer current_, next_;
+  std::future<absl::Status> pending_;
+  size_t pending_index_ = 0;
+};
+
 // Shared by the fillers of one QuantizedInputs list: the prepared outputs of the source
 // tensor being written (one at a time).
 struct PrepareState {
@@ -51,13 +136,24 @@ struct PrepareState {
   int current = -1;  // source index whose outputs `prepared` holds
   quant::PreparedTensor prepared;
 
+  // Output `index` of source tensor `source`, quantizing the source when it is not the
+  // one held. `spec` is what the writer planned; its shape is not checked when
+  // `check_shape` is false (a quant_state sized at write time).
   absl::StatusOr<const quant::NamedTensor*> Output(int source, size_t index,
-                                                   const TensorSpec& spec) {
+                                                   const TensorSpec& spec,
+                                                   bool check_shape = true) {
     if (current != source) {
       prepared = {};
       current = -1;
-      ASSIGN_OR_RETURN(prepared, PrepareStoredTensor(*store, manifest, manifest.tensors[source],
-                                                     config, model_type));
+      const ManifestTensor& tensor = manifest.tensors[source];
+      ASSIGN_OR_RETURN(std::string_view bytes,
+                       reader.Read(*store, manifest, static_cast<size_t>(source)));
+      ASSIGN_OR_RETURN(prepared, quant::PrepareTensor(
+                                     config, tensor.name, tensor.dtype, tensor.shape,
+                                     bytes.data(), {},
+                                     quant::IsConv1DWeight(model_type, tensor.name,
+                                                           tensor.shape)));
+      ++quantized;
       current = source;
     }
     if (index >= prepared.tensors.size()) {
@@ -66,7 +162,7 @@ struct PrepareState {
                       manifest.tensors[source].name, prepared.tensors.size()));
     }
     const quant::NamedTensor& t = prepared.tensors[index];
-    if (t.name != spec.name || t.dtype != spec.dtype || t.shape != spec.shape) {
+    if (t.name != spec.name || t.dtype != spec.dtype || (check_shape && t.shape != spec.shape)) {
       return absl::InternalError(fmt::format(
           "{}: quantized output {} {} {} differs from the planned {} {} {}",
           manifest.tensors[source].name, t.name, DTypeName(t.dtype), ShapeToString(t.shape),
@@ -74,6 +170,9 @@ struct PrepareState {
     }
     return &t;
   }
+
+  int64_t quantized = 0;  // source tensors the fillers quantized (PrepareTensor calls)
+  StoredTensorReader reader;
 };
 
 }  // namespace
@@ -176,7 +275,9 @@ std::vector<TensorSpec> QuantizedTensorSpecs(const quant::QuantConfig& config,
 absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
                                                          const Manifest& manifest,
                                                          const quant::QuantConfig& config,
-                                                         std::string_view model_type) {
+                                                         std::string_view model_type,
+                                                         StateSizing sizing,
+                                                         QuantizedInputsStats* stats) {
   if (config.type == quant::QuantType::kNone) {
     return absl::InvalidArgumentError("no quantization requested (type none)");
   }
@@ -198,12 +299,17 @@ absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
     const ManifestTensor& t = manifest.tensors[i];
     std::vector<int64_t> shape;
     quant::QuantType type = EffectiveType(config, model_type, t, &shape);
+    const bool four_bit = type == quant::QuantType::kNf4 || type == quant::QuantType::kFp4;
+    // With double quant the quant_state's length depends on the weight's absmax.
+    const bool state_at_write =
+        four_bit && config.double_quant && sizing == StateSizing::kAtWrite;
     int64_t state_bytes = 0;
-    if (type == quant::QuantType::kNf4 || type == quant::QuantType::kFp4) {
-      if (config.double_quant) {
+    if (four_bit) {
+      if (config.double_quant && !state_at_write) {
         // Sizing pass: the JSON prints the nested offset (see the header).
         ASSIGN_OR_RETURN(quant::PreparedTensor p,
                          PrepareStoredTensor(store, manifest, t, config, model_type));
+        if (stats != nullptr) ++stats->sizing_quantizations;
         state_bytes = static_cast<int64_t>(p.tensors.back().data.size());
       } else {
         state_bytes = QuantStateJsonBytes(config, shape);
@@ -215,17 +321,30 @@ absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
       in.spec = specs[k];
       const int source = static_cast<int>(i);
       const TensorSpec spec = specs[k];
-      in.fill = [state, source, k, spec](uint64_t offset, char* dst, size_t n) -> absl::Status {
-        ASSIGN_OR_RETURN(const quant::NamedTensor* t, state->Output(source, k, spec));
+      // The quant_state is the last output of a 4-bit weight.
+      const bool at_write = state_at_write && k + 1 == specs.size();
+      in.fill = [state, source, k, spec, at_write](uint64_t offset, char* dst,
+                                                   size_t n) -> absl::Status {
+        ASSIGN_OR_RETURN(const quant::NamedTensor* t,
+                         state->Output(source, k, spec, /*check_shape=*/!at_write));
         if (offset + n > t->data.size()) {
           return absl::InternalError(fmt::format("{}: read past its end", t->name));
         }
         if (n) std::memcpy(dst, t->data.data() + offset, n);
         return absl::OkStatus();
       };
+      if (at_write) {
+        // Called after the weight and absmax were written: the source is still held.
+        in.shape_at_write = [state, source, k, spec]() -> absl::StatusOr<std::vector<int64_t>> {
+          ASSIGN_OR_RETURN(const quant::NamedTensor* t,
+                           state->Output(source, k, spec, /*check_shape=*/false));
+          return t->shape;
+        };
+      }
       inputs.push_back(std::move(in));
     }
   }
+  if (stats != nullptr) stats->fill_quantizations = [state] { return state->quantized; };
   return inputs;
 }
 
@@ -275,10 +394,13 @@ std::vector<TensorInput> StoredInputs(const Store& store, const Manifest& manife
 absl::StatusOr<Manifest> SaveQuantizedVariant(Store& store, const std::string& name,
                                               const quant::QuantConfig& config,
                                               const ProgressCallback& progress,
-                                              bool overwrite) {
+                                              bool overwrite, QuantizedInputsStats* stats) {
   ASSIGN_OR_RETURN(Manifest manifest, store.GetManifest(name));
+  // WriteModelDir sizes a double-quant quant_state when it reaches it: one quantization
+  // per weight.
   ASSIGN_OR_RETURN(std::vector<TensorInput> inputs,
-                   QuantizedInputs(store, manifest, config, StoredModelType(store, name)));
+                   QuantizedInputs(store, manifest, config, StoredModelType(store, name),
+                                   StateSizing::kAtWrite, stats));
   VariantSpec spec;
   spec.model = name;
   spec.key = config.VariantKey();

@@ -15,14 +15,18 @@
 // quant_state for 4-bit; weight, SCB, weight_format for int8; a cast copy otherwise).
 //
 // Double quant: the quant_state JSON holds the nested offset (the mean of the absmax),
-// so its length is known only after quantizing. Writers need every size up front, so
-// with double quant the weights are quantized twice (a sizing pass keeps only the JSON).
+// so its length is known only after quantizing. WriteModelDir (SaveQuantizedVariant)
+// takes that size when it reaches the quant_state (TensorInput::shape_at_write), right
+// after the weight's other outputs: each weight is quantized once. A safetensors header
+// (the HF export) needs every size first, so there the weights are quantized twice (a
+// sizing pass keeps only the JSON length; StateSizing::kUpFront).
 //
 // Thread safety: free functions; the TensorInputs returned share state and must be
 // consumed in order by one writer (as WriteVariant / WriteSafetensors do).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,12 +69,24 @@ std::vector<TensorSpec> QuantizedTensorSpecs(const quant::QuantConfig& config,
 int64_t QuantStateJsonBytes(const quant::QuantConfig& config, const std::vector<int64_t>& shape,
                             float nested_offset = 0.0f);
 
+// When a double-quant quant_state's length is found (see the file comment): kUpFront by
+// a sizing pass (every spec exact; any writer), kAtWrite by TensorInput::shape_at_write
+// (one quantization per weight; WriteModelDir only).
+enum class StateSizing { kUpFront, kAtWrite };
+
+// How many times QuantizedInputs' tensors were quantized (quant::PrepareTensor calls):
+// by the sizing pass, and by the fillers (a function: read it after the write).
+struct QuantizedInputsStats {
+  int64_t sizing_quantizations = 0;
+  std::function<int64_t()> fill_quantizations;
+};
+
 // The model's tensors quantized under `config`, streamed (see the file comment).
-// `model_type` as StoredModelType.
-absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
-                                                         const Manifest& manifest,
-                                                         const quant::QuantConfig& config,
-                                                         std::string_view model_type);
+// `model_type` as StoredModelType. `stats`, when given, counts quantizations.
+absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(
+    const Store& store, const Manifest& manifest, const quant::QuantConfig& config,
+    std::string_view model_type, StateSizing sizing = StateSizing::kUpFront,
+    QuantizedInputsStats* stats = nullptr);
 
 // The tensors of `manifest` as stored (e.g. a quantized variant), streamed from its data
 // files and verified against its checksums.
@@ -82,6 +98,7 @@ std::vector<TensorInput> StoredInputs(const Store& store, const Manifest& manife
 absl::StatusOr<Manifest> SaveQuantizedVariant(Store& store, const std::string& name,
                                               const quant::QuantConfig& config,
                                               const ProgressCallback& progress = {},
-                                              bool overwrite = false);
+                                              bool overwrite = false,
+                                              QuantizedInputsStats* stats = nullptr);
 
 }  // namespace loadstar::store

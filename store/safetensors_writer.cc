@@ -26,6 +26,12 @@ absl::Status CheckSpecs(const std::vector<TensorInput>& tensors) {
     if (!names.insert(name).second) {
       return absl::InvalidArgumentError(fmt::format("tensor \"{}\" appears twice", name));
     }
+    if (tensor.shape_at_write) {
+      return absl::InvalidArgumentError(fmt::format(
+          "tensor \"{}\": its size is known only while writing; a safetensors header needs "
+          "every size first",
+          name));
+    }
     std::optional<uint64_t> size = TensorByteSize(tensor.spec.dtype, tensor.spec.shape);
     if (!size) {
       return absl::InvalidArgumentError(fmt::format(

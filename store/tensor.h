@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "base/dtype.h"
 
 namespace loadstar::store {
@@ -34,9 +35,18 @@ struct TensorSpec {
 // few tens of MiB. Return an error to abort the write (it is passed through unchanged).
 using TensorFiller = std::function<absl::Status(uint64_t offset, char* dst, size_t n)>;
 
+// The final shape of a tensor known only once the writer reaches it (see TensorInput).
+using ShapeAtWrite = std::function<absl::StatusOr<std::vector<int64_t>>()>;
+
 struct TensorInput {
   TensorSpec spec;
   TensorFiller fill;
+  // Optional, for a tensor whose size is known only after the tensors before it were
+  // produced (a double-quant quant_state JSON prints the mean of the absmax written just
+  // before it): WriteModelDir calls it when it reaches the tensor, after every earlier
+  // tensor's last fill, and uses the shape it returns instead of spec.shape. Writers that
+  // need every size up front (a safetensors header) refuse inputs that set it.
+  ShapeAtWrite shape_at_write;
 
   // A tensor whose bytes are already in memory. `bytes.size()` must equal the size the
   // spec implies (writers check and fail with InvalidArgument otherwise).

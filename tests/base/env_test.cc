@@ -1,6 +1,12 @@
 #include "base/env.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include <fmt/format.h>
 
 #include "base/dtype.h"
 #include "tests/util/test_util.h"
@@ -52,6 +58,49 @@ TEST(EnvTest, ReadRefusesOversizedFile) {
   ASSERT_TRUE(WriteFileAtomically(Env::Default(), dir.Join("big"), "0123456789").ok());
   EXPECT_EQ(ReadFileToString(Env::Default(), dir.Join("big"), 4).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Direct writes (O_DIRECT where the filesystem takes it): aligned appends bypass the page
+// cache, an unaligned tail turns the file buffered, and the bytes read back are exactly
+// what was appended either way. (tmpfs refused O_DIRECT at open before Linux 6.6, which
+// gives a buffered file; newer kernels accept it.)
+void ExpectDirectWriteRoundTrips(const std::string& path) {
+  Env* env = Env::Default();
+  auto file = env->NewWritableFile(path, {.direct_io = true});
+  ASSERT_TRUE(file.ok()) << file.status();
+  const bool opened_direct = (*file)->direct();
+  const size_t block = 3 * kDirectIoAlignment;
+  std::unique_ptr<char, decltype(&std::free)> buf(
+      static_cast<char*>(std::aligned_alloc(kDirectIoAlignment, block)), &std::free);
+  std::string expected;
+  for (int i = 0; i < 2; ++i) {
+    for (size_t k = 0; k < block; ++k) buf.get()[k] = static_cast<char>(k * 7 + i);
+    ASSERT_TRUE((*file)->Append(std::string_view(buf.get(), block)).ok());
+    expected.append(buf.get(), block);
+  }
+  EXPECT_EQ((*file)->direct(), opened_direct);  // aligned appends keep it direct
+  ASSERT_TRUE((*file)->Append("tail of 13 b").ok());
+  expected += "tail of 13 b";
+  EXPECT_FALSE((*file)->direct());
+  ASSERT_TRUE((*file)->Append(std::string_view(buf.get(), block)).ok());  // buffered now
+  expected.append(buf.get(), block);
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE((*file)->Close().ok());
+  auto data = ReadFileToString(env, path);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_TRUE(*data == expected);
+}
+
+TEST(EnvTest, DirectWritableFileRoundTrips) {
+  testing::TempDir dir;
+  ExpectDirectWriteRoundTrips(dir.Join("direct.bin"));
+}
+
+TEST(EnvTest, DirectWritableFileRoundTripsOnTmpfs) {
+  if (!Env::Default()->IsDirectory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+  const std::string path = fmt::format("/dev/shm/loadstar-env-test-{}", ::getpid());
+  ExpectDirectWriteRoundTrips(path);
+  Env::Default()->RemoveFile(path).IgnoreError();
 }
 
 TEST(EnvTest, PathHelpers) {

@@ -5,14 +5,18 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <map>
 #include <set>
 
+#include "base/status_macros.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "quant/prepare.h"
 #include "store/hf_export.h"
 #include "store/safetensors.h"
+#include "store/safetensors_writer.h"
 #include "tests/util/checkpoint_builder.h"
 #include "tests/util/quant_test_util.h"
 #include "tests/util/test_util.h"
@@ -95,6 +99,98 @@ TEST_F(QuantizedArtifactTest, VariantsEqualPrepareTensor) {
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].variants.size(), 5u);
   EXPECT_TRUE(store_->Verify("org/m").ok());
+}
+
+// Counts the bytes read from files whose path contains `match_`.
+class ReadCountingEnv : public EnvWrapper {
+ public:
+  ReadCountingEnv(Env* target, std::string match) : EnvWrapper(target), match_(std::move(match)) {}
+  int64_t bytes_read() const { return bytes_read_; }
+
+  absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path, const OpenOptions& options) override {
+    ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                     target()->NewRandomAccessFile(path, options));
+    if (path.find(match_) == std::string::npos) return file;
+    return std::unique_ptr<RandomAccessFile>(new Counted(std::move(file), &bytes_read_));
+  }
+
+ private:
+  class Counted : public RandomAccessFile {
+   public:
+    Counted(std::unique_ptr<RandomAccessFile> base, std::atomic<int64_t>* count)
+        : RandomAccessFile(base->path()), base_(std::move(base)), count_(count) {}
+    absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* dst) const override {
+      ASSIGN_OR_RETURN(size_t got, base_->Read(offset, n, dst));
+      *count_ += static_cast<int64_t>(got);
+      return got;
+    }
+    uint64_t Size() const override { return base_->Size(); }
+
+   private:
+    std::unique_ptr<RandomAccessFile> base_;
+    std::atomic<int64_t>* count_;
+  };
+
+  std::string match_;
+  std::atomic<int64_t> bytes_read_{0};
+};
+
+// Double quant: the quant_state's length (it prints the nested offset) is taken when the
+// writer reaches it, so each weight is read and quantized once (it used to be twice: a
+// sizing pass first), and the bytes are still PrepareTensor's (the loader's streaming
+// quantizer is tested bit-equal to that in tests/loader).
+TEST_F(QuantizedArtifactTest, DoubleQuantVariantQuantizesEachWeightOnce) {
+  ReadCountingEnv env(Env::Default(), "/org/m/data-");
+  auto counted = Store::Open({.root = dir_.Join("store"), .env = &env});
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  auto manifest = (*counted)->GetManifest("org/m");
+  ASSERT_TRUE(manifest.ok());
+  // One read of every tensor, in whole 4 KiB blocks (O_DIRECT) up to the file's end.
+  int64_t once = 0;
+  for (const ManifestTensor& t : manifest->tensors) {
+    const uint64_t end = Env::Default()
+                             ->GetFileSize(store_->DataFilePath(*manifest, t.file).value())
+                             .value();
+    const uint64_t blocks = (t.size + kDirectIoAlignment - 1) / kDirectIoAlignment;
+    once += static_cast<int64_t>(std::min(blocks * kDirectIoAlignment, end - t.offset));
+  }
+  ASSERT_LT(once, 2 * static_cast<int64_t>(manifest->TotalBytes()));
+  for (const quant::QuantConfig& config :
+       {QuantConfigOf(quant::QuantType::kNf4, 64, true),
+        QuantConfigOf(quant::QuantType::kFp4, 128, true, DType::kBF16)}) {
+    SCOPED_TRACE(config.VariantKey());
+    const int64_t before = env.bytes_read();
+    QuantizedInputsStats stats;
+    auto m = SaveQuantizedVariant(**counted, "org/m", config, {}, false, &stats);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(stats.sizing_quantizations, 0);
+    EXPECT_EQ(stats.fill_quantizations(), static_cast<int64_t>(manifest->tensors.size()));
+    EXPECT_EQ(env.bytes_read() - before, once);
+    auto read = store_->GetManifest("org/m", config.VariantKey());
+    ASSERT_TRUE(read.ok()) << read.status();
+    ExpectVariantEquals(*read, config);
+  }
+  // The up-front sizing (what the safetensors export needs) still quantizes twice.
+  QuantizedInputsStats stats;
+  auto inputs = QuantizedInputs(*store_, *manifest, QuantConfigOf(quant::QuantType::kNf4, 64, true),
+                                "", StateSizing::kUpFront, &stats);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  EXPECT_GT(stats.sizing_quantizations, 0);
+  for (const TensorInput& in : *inputs) EXPECT_FALSE(in.shape_at_write) << in.spec.name;
+}
+
+// A writer that needs every size first refuses a tensor sized at write time.
+TEST_F(QuantizedArtifactTest, SafetensorsRefusesSizesKnownOnlyAtWrite) {
+  auto manifest = store_->GetManifest("org/m");
+  ASSERT_TRUE(manifest.ok());
+  auto inputs = QuantizedInputs(*store_, *manifest, QuantConfigOf(quant::QuantType::kNf4, 64, true),
+                                "", StateSizing::kAtWrite);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  auto bytes = SerializeSafetensors(*std::move(inputs));
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bytes.status().message()),
+              ::testing::HasSubstr("its size is known only while writing"));
 }
 
 TEST_F(QuantizedArtifactTest, NoneAndUnknownModelAreErrors) {

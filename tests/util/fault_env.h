@@ -54,11 +54,11 @@ class FaultEnv : public EnvWrapper {
   int renames() const { return renames_; }
 
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
-      const std::string& path) override {
+      const std::string& path, const OpenOptions& options = {}) override {
     if (Matches(create_pattern_, path)) {
       return absl::PermissionDeniedError("injected: create " + path + ": Permission denied");
     }
-    auto file = target()->NewWritableFile(path);
+    auto file = target()->NewWritableFile(path, options);
     if (!file.ok()) return file.status();
     return std::unique_ptr<WritableFile>(new File(this, path, std::move(file).value()));
   }
@@ -112,6 +112,7 @@ class FaultEnv : public EnvWrapper {
       return base_->Sync();
     }
     absl::Status Close() override { return base_->Close(); }
+    bool direct() const override { return base_->direct(); }
 
    private:
     FaultEnv* env_;
