@@ -26,6 +26,11 @@ namespace {
 
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+// The size of one buffered read into resident device memory: read, then hashed while it
+// is still in L2 (1 MiB per core on the machines we measured; half leaves room for the
+// page-cache side of the copy). Larger reads are hashed from L3 or DRAM: a second pass.
+constexpr uint64_t kInPlaceReadBytes = 512ull << 10;
+
 double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -457,7 +462,13 @@ absl::Status LoadPipeline::Run::Stream() {
     chunk->pos = aj.next;
     chunk->piece = aj.next / piece;
     const uint64_t piece_end = std::min(mt.size, (chunk->piece + 1) * piece);
-    chunk->length = std::min(p_.ring_->slot_bytes(), piece_end - aj.next);
+    // A buffered read in place is hashed right after it lands, so it is read in pieces
+    // that stay in the core's L2 for the hash (one pass over memory instead of two).
+    const bool l2_reads = cached_ == nullptr && st.in_place && !files_[mt.file]->direct() &&
+                          p_.options_.verify_checksums;
+    chunk->length = std::min(l2_reads ? std::min(kInPlaceReadBytes, p_.ring_->slot_bytes())
+                                      : p_.ring_->slot_bytes(),
+                             piece_end - aj.next);
     chunk->ends_piece = aj.next + chunk->length == piece_end;
     chunk->ends_job = aj.next + chunk->length == aj.end;
     if (cached_ != nullptr) {
