@@ -118,7 +118,6 @@ absl::StatusOr<ControllerConfig> ResolveController(const ControllerFlags& f) {
   if (c.election_ttl < 2) {
     return absl::InvalidArgumentError("--election-ttl: at least 2 seconds");
   }
-  if (!f.device_memory_pool.empty()) c.device_memory_pool = f.device_memory_pool == "true";
   ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }
@@ -182,6 +181,7 @@ absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
   if (!f.device_memory.empty()) {
     ASSIGN_OR_RETURN(c.device_memory, daemon::ParseByteSize(f.device_memory, "--device-memory"));
   }
+  if (!f.device_memory_pool.empty()) c.device_memory_pool = f.device_memory_pool == "true";
   ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }

@@ -331,13 +331,11 @@ absl::Status HostDevice::Free(const Allocation& allocation) {
     }
     region = std::move(it->second);
     regions_.erase(it);
-    if (pooled()) {
-      // used_bytes_ is returned once the range is zeroed (FreePooled).
-    } else {
-      used_bytes_ -= region.size;
-    }
+    // Pooled: used_bytes_ is returned once the range is zeroed (FreePooled).
+    if (!pooled()) used_bytes_ -= region.size;
     // Keep it for reuse while the retained total stays within budget.
-    if (!pooled() && region.mapped_size <= retain_bytes_ - std::min(retain_bytes_, retained_bytes_)) {
+    if (!pooled() &&
+        region.mapped_size <= retain_bytes_ - std::min(retain_bytes_, retained_bytes_)) {
       std::string parked = NextShmName();
       if (::rename(ShmPath(region.shm_name).c_str(), ShmPath(parked).c_str()) == 0) {
         region.shm_name = std::move(parked);
@@ -384,7 +382,7 @@ absl::StatusOr<Allocation> HostDevice::AllocatePooled(uint64_t bytes) {
   mu_.Await(absl::Condition(&covered));
   if (populated_end_ < offset + mapped) {
     used_bytes_ -= mapped;
-    free_ranges_[offset] = mapped;  // untouched: still zero; merged by the next Free
+    AddFreeRangeLocked(offset, mapped);  // never written: still zero
     absl::Status why = populate_error_.ok()
                            ? absl::ResourceExhaustedError(absl::StrCat(
                                  name(), ": device memory pool population was stopped"))
@@ -411,7 +409,10 @@ void HostDevice::FreePooled(Region region) {
   std::memset(region.ptr, 0, region.mapped_size);
   absl::MutexLock lock(&mu_);
   used_bytes_ -= region.mapped_size;
-  uint64_t offset = region.offset, length = region.mapped_size;
+  AddFreeRangeLocked(region.offset, region.mapped_size);
+}
+
+void HostDevice::AddFreeRangeLocked(uint64_t offset, uint64_t length) {
   auto next = free_ranges_.lower_bound(offset);
   if (next != free_ranges_.end() && next->first == offset + length) {
     length += next->second;

@@ -118,6 +118,8 @@ class HostDevice final : public Device {
   static void Unmap(const Region& region);
   absl::StatusOr<Allocation> AllocatePooled(uint64_t bytes);
   void FreePooled(Region region);
+  // Returns [offset, offset+length) to the pool's free list, merged with its neighbours.
+  void AddFreeRangeLocked(uint64_t offset, uint64_t length) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The pool's populator thread: MADV_POPULATE_WRITE step by step from offset 0.
   void Populate();
   // Takes a retained region of at least `mapped_size` bytes (the smallest that fits, and
