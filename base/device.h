@@ -40,6 +40,10 @@ struct Allocation {
 struct ExportedHandle {
   DeviceKind kind = DeviceKind::kHost;
   std::string shm_name;     // host: POSIX shared-memory object name, e.g. "/loadstar-123-4"
+  // host: where the allocation starts in that object, a multiple of the page size (0 for
+  // an object of its own; a pooled device's allocations share one object). A consumer maps
+  // [offset, offset + size) and nothing else.
+  uint64_t offset = 0;
   std::string ipc_handle;   // cuda: the 64 bytes of cudaIpcMemHandle_t
   std::string device_uuid;  // cuda: the GPU's UUID; host: empty
   uint64_t size = 0;

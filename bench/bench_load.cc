@@ -4,12 +4,14 @@
 //   (a) memcpy bandwidth with the loader's thread count (pre-faulted buffers), the
 //       bandwidth of filling fresh host-device memory (shm pages the kernel must map, via
 //       HostDevice's pwrite), and (a'') a memcpy into newly mapped shared memory (memfd)
-//       of the model's size, the fresh-memory line (c') is compared with;
+//       of the model's size;
 //   (b) O_DIRECT sequential read of the model's data files (fio with the loader's thread
 //       count as numjobs and its per-thread queue depth, else the loader's io_uring engine
 //       reading into a reused buffer);
-//   (c) warm load (files in the page cache) onto one host device whose memory was used
-//       by earlier loads (steady state of a worker), and (c') onto fresh device memory;
+//   (c) warm load (files in the page cache) onto one pooled host device, populated before
+//       the loads as a worker's is (steady state of a worker), and (c') onto fresh device
+//       memory (a new device per load, as `loadstar load`), each round next to a fresh
+//       fill of the same size (the fresh-memory limit of that round);
 //   (d) cold load (page cache dropped) onto one host device;
 // each with its ratio to (a)/(b) and the target.
 //
@@ -171,6 +173,50 @@ Rate FreshShmMemcpyRate(int threads, uint64_t bytes) {
   return MedianRate(runs);
 }
 
+// One fill of fresh host-device memory (the memory kind `loadstar load` uses: a new shm
+// object per allocation, filled by HostDevice's copy), `threads` threads, cache-hot
+// source: the fresh-memory limit of one round, measured right before that round's fresh
+// load so both see the same state of the host's free-page reporting (which moves this
+// figure 0.4-2 GB/s between minutes).
+double FreshFillOnceGbps(int threads, uint64_t bytes) {
+  const uint64_t chunk = 4 << 20, src_bytes = 64 << 20;
+  char* src = static_cast<char*>(std::aligned_alloc(4096, src_bytes));
+  std::memset(src, 1, src_bytes);
+  loader::HostDevice device(0, bytes + (1 << 20));
+  auto a = device.Allocate(bytes);
+  if (!a.ok()) Die(a.status());
+  double t0 = Now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (uint64_t o = static_cast<uint64_t>(t) * chunk; o < bytes;
+           o += static_cast<uint64_t>(threads) * chunk) {
+        auto copied = device.CopyToDeviceAsync(*a, o, src + (o % (src_bytes - chunk)),
+                                               std::min(chunk, bytes - o));
+        if (!copied.ok()) Die(copied.status());
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  double gbps = static_cast<double>(bytes) / (Now() - t0) / 1e9;
+  (void)device.Free(*a);
+  std::free(src);
+  return gbps;
+}
+
+// A worker's device: one pool populated at start (HostDevice::CreatePooled, as
+// PipelineInstanceLoader makes them); waits for the population and says how long it took.
+std::unique_ptr<loader::HostDevice> PooledDevice(uint64_t bytes) {
+  double t0 = Now();
+  auto device = loader::HostDevice::CreatePooled(0, bytes);
+  if (!device.ok()) Die(device.status());
+  absl::Status populated = (*device)->WaitPopulated();
+  if (!populated.ok()) Die(populated);
+  std::printf("device memory pool of %.2f GiB populated in %.2f s (off the load path)\n",
+              static_cast<double>(bytes) / (1ull << 30), Now() - t0);
+  return *std::move(device);
+}
+
 void DropCaches(const loader::ModelSource& source) {
   absl::Status s = loader::DropFromPageCache(source);
   if (!s.ok()) Die(s);
@@ -322,10 +368,14 @@ int Main(int argc, char** argv) {
   const int per_thread_depth = std::max(2, options.io.queue_depth / threads);
   std::string direct_how;
 
-  // A worker's device keeps its memory between models (HostDevice retain_bytes), as a
-  // GPU's memory stays put; "fresh" is a new device whose pages the kernel must allocate.
+  // A worker's device keeps its memory between models (a pooled device, as the worker's),
+  // as a GPU's memory stays put; "fresh" is a new device whose pages the kernel must
+  // allocate (what `loadstar load`, a fresh process, gets).
   const uint64_t device_bytes = bytes + (64ull << 20) * source->manifest.tensors.size();
-  loader::HostDevice device(0, device_bytes, /*retain_bytes=*/device_bytes);
+  // The pool needs only the plan's 4 KiB alignment padding on top of the model.
+  std::unique_ptr<loader::HostDevice> pooled =
+      PooledDevice(bytes + (1ull << 20) * source->manifest.tensors.size());
+  loader::HostDevice& device = *pooled;
   auto load = [&](loader::LoadPipeline& pipeline, loader::Device& dev, bool cold,
                   std::string* io) {
     if (cold) DropCaches(*source);
@@ -337,15 +387,14 @@ int Main(int argc, char** argv) {
     *io = stats.io;
     return Rate{stats.gbps, static_cast<double>(stats.bytes) / cpu / 1e9};
   };
-  // Warm the page cache and the device: the first load fills fresh pages, the second maps
-  // the retained ones; from then on loads are in steady state.
+  // Warm the page cache (the pool is populated already): from then on loads are in
+  // steady state.
   {
     std::string io;
     auto o = options;
     o.io_mode = loader::IoMode::kBuffered;
     auto p = loader::LoadPipeline::Create(o);
     if (!p.ok()) Die(p.status());
-    load(**p, device, false, &io);
     load(**p, device, false, &io);
   }
   std::vector<Rate> warm_rates, fresh_rates, cold_rates;
@@ -355,10 +404,14 @@ int Main(int argc, char** argv) {
     warm_rates.push_back(load(**warm_pipeline, device, false, &warm_io));
     warm.push_back(warm_rates.back().gbps);
   }
+  // Fresh loads alternate with fresh fills (the limit), ratio = median of per-round ones.
+  std::vector<double> fresh_fill, fresh_ratios;
   for (int r = 0; r < flags.runs; ++r) {
+    fresh_fill.push_back(FreshFillOnceGbps(threads, bytes));
     loader::HostDevice fresh_device(0, device_bytes);
     fresh_rates.push_back(load(**warm_pipeline, fresh_device, false, &fresh_io));
     fresh.push_back(fresh_rates.back().gbps);
+    fresh_ratios.push_back(fresh.back() / fresh_fill.back());
   }
   // (b) and (d) alternate, so a drift in the (virtual) disk's speed hits both alike; the
   // ratio is the median of per-round ratios.
@@ -395,6 +448,10 @@ int Main(int argc, char** argv) {
   PrintRow("    vs fresh-memory memcpy", fresh_gbps, fresh_gbps / fresh_memcpy_gbps, 0.85,
            "fresh memcpy");
   PrintRow("    vs host-device fill", fresh_gbps, fresh_gbps / fill_gbps, 0.85, "fill");
+  PrintRow("    vs fill, same round", fresh_gbps, Median(fresh_ratios), 0.90, "fresh fill");
+  std::string fills;
+  for (double f : fresh_fill) fills += fmt::format(" {:.2f}", f);
+  std::printf("    fresh fills of those rounds:%s GB/s\n", fills.c_str());
   std::printf("    per CPU-second: load %.2f GB, fill %.2f GB (%.2f x)\n",
               fresh_rate.gb_per_cpu, fill_rate.gb_per_cpu,
               fresh_rate.gb_per_cpu / fill_rate.gb_per_cpu);
@@ -411,6 +468,8 @@ int Main(int argc, char** argv) {
                         {"warm_gbps", warm},
                         {"fresh_gbps", fresh},
                         {"fresh_ratio_fill", fresh_gbps / fill_gbps},
+                        {"fresh_round_fill_gbps", fresh_fill},
+                        {"fresh_ratio_round_fill", Median(fresh_ratios)},
                         {"fresh_gb_per_cpu_s", fresh_rate.gb_per_cpu},
                         {"cold_gbps", cold},
                         {"warm_ratio_memcpy", warm_gbps / memcpy_gbps},

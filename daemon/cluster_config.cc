@@ -78,6 +78,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerConfig(std::string_view yaml) {
   RETURN_IF_ERROR(m.GetString("store", &c.store));
   RETURN_IF_ERROR(m.GetString("devices", &c.devices));
   RETURN_IF_ERROR(m.GetBytes("device_memory", &c.device_memory));
+  RETURN_IF_ERROR(m.GetBool("device_memory_pool", &c.device_memory_pool));
   RETURN_IF_ERROR(m.GetBytes("host_cache", &c.host_cache_bytes));
   RETURN_IF_ERROR(m.GetString("io_engine", &c.io_engine));
   RETURN_IF_ERROR(m.GetUint("threads", &c.threads));

@@ -30,6 +30,9 @@ struct WorkerConfig {
   std::string store;      // empty: the CLI default (ResolveStoreDir)
   std::string devices = "auto";
   uint64_t device_memory = 16ull << 30;  // per emulated host device
+  // Host devices' memory is one pool per device, created and populated at start and
+  // reused by every load (HostDevice::CreatePooled); false: fresh shm per allocation.
+  bool device_memory_pool = true;
   uint64_t host_cache_bytes = 0;
   std::string io_engine = "io_uring";    // io_uring | pread
   uint32_t threads = 0;                  // 0: number of cores

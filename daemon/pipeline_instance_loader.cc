@@ -116,6 +116,7 @@ class PipelineLoadedInstance : public LoadedInstance {
         m->set_device(static_cast<uint32_t>(d));
         m->set_kind(KindName(e.kind));
         m->set_shm_name(e.shm_name);
+        m->set_offset(e.offset);
         m->set_ipc_handle(e.ipc_handle);
         m->set_device_uuid(e.device_uuid);
         m->set_size(e.size);
@@ -161,7 +162,11 @@ absl::StatusOr<std::unique_ptr<PipelineInstanceLoader>> PipelineInstanceLoader::
     PipelineInstanceLoaderOptions options) {
   std::unique_ptr<PipelineInstanceLoader> l(new PipelineInstanceLoader());
   ASSIGN_OR_RETURN(l->store_, store::Store::Open({options.store_dir, Env::Default()}));
-  ASSIGN_OR_RETURN(l->devices_, loader::CreateDevices(options.devices, options.host_device_bytes));
+  ASSIGN_OR_RETURN(l->devices_,
+                   loader::CreateDevices(options.devices, options.host_device_bytes,
+                                         /*host_retain_bytes=*/0,
+                                         options.host_device_pool ? loader::HostMemory::kPooled
+                                                                  : loader::HostMemory::kFresh));
   if (options.pipeline.ring_allocator == nullptr) {
     // Page-locked staging (ring and host cache) for CUDA devices, so copies are DMA.
     std::vector<loader::Device*> raw;

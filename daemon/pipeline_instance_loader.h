@@ -49,6 +49,10 @@ struct PipelineInstanceLoaderOptions {
   std::string store_dir;
   std::string devices = "host:1";
   uint64_t host_device_bytes = 16ull << 30;  // memory of each emulated host device
+  // Each host device's memory is one pool, populated from start and reused by every
+  // load, as a GPU's memory is (HostDevice::CreatePooled: steady-state loads run at
+  // memcpy speed, freed memory is zeroed before reuse). false: fresh shm per allocation.
+  bool host_device_pool = true;
   uint64_t host_cache_bytes = 0;             // 0: no host cache tier
   loader::LoadPipeline::Options pipeline;
   // Measure disk and copy bandwidth at start (a few hundred ms); off: report defaults.

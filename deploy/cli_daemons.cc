@@ -141,10 +141,16 @@ absl::StatusOr<std::unique_ptr<daemon::ControllerServer>> StartController(
   return daemon::ControllerServer::Start(o);
 }
 
+constexpr const char* kDeviceMemoryPoolHelp =
+    "true (default): each host device's memory is one shared-memory pool, populated at "
+    "start and reused by every load (steady-state loads at memcpy speed; freed memory is "
+    "zeroed); false: fresh shared memory per load";
+
 struct WorkerFlags {
   std::string config, controller, addr, store, devices, id, token_file;
   ServingFlags serving;
   std::string host_cache_bytes, device_memory, max_read_bandwidth;
+  std::string device_memory_pool;  // "true" | "false"; empty: the config's
   bool check = false;  // --check: validate and exit
 };
 
@@ -175,6 +181,7 @@ absl::StatusOr<WorkerConfig> ResolveWorker(const WorkerFlags& f) {
   if (!f.device_memory.empty()) {
     ASSIGN_OR_RETURN(c.device_memory, daemon::ParseByteSize(f.device_memory, "--device-memory"));
   }
+  if (!f.device_memory_pool.empty()) c.device_memory_pool = f.device_memory_pool == "true";
   ApplyServingFlags(f.serving, &c.tls, &c.metrics_address);
   return c;
 }
@@ -186,6 +193,7 @@ absl::StatusOr<std::unique_ptr<daemon::WorkerServer>> StartWorker(
   lo.store_dir = c.store;
   lo.devices = c.devices;
   lo.host_device_bytes = c.device_memory;
+  lo.host_device_pool = c.device_memory_pool;
   lo.host_cache_bytes = c.host_cache_bytes;
   lo.max_read_bandwidth = static_cast<double>(c.max_read_bandwidth);
   lo.pipeline.threads = static_cast<int>(c.threads);
@@ -252,6 +260,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   worker->add_option("--store", wf->store, "store directory (default $LOADSTAR_STORE)");
   worker->add_option("--devices", wf->devices, "auto | cuda | host:N");
   worker->add_option("--device-memory", wf->device_memory, "memory per host device, e.g. 16GiB");
+  worker->add_option("--device-memory-pool", wf->device_memory_pool, kDeviceMemoryPoolHelp)
+      ->check(CLI::IsMember({"true", "false"}));
   worker->add_option("--host-cache-bytes", wf->host_cache_bytes, "host cache size, e.g. 8GiB");
   worker->add_option("--id", wf->id, "worker id (default HOSTNAME-PORT)");
   worker->add_option("--max-read-bandwidth", wf->max_read_bandwidth,
@@ -293,6 +303,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   up->add_option("--workers", *workers, "number of workers (default 1)")->check(CLI::Range(1, 64));
   up->add_option("--devices", uw->devices, "devices per worker (default host:2)");
   up->add_option("--device-memory", uw->device_memory, "memory per host device (default 16GiB)");
+  up->add_option("--device-memory-pool", uw->device_memory_pool, kDeviceMemoryPoolHelp)
+      ->check(CLI::IsMember({"true", "false"}));
   up->add_option("--store", uw->store, "store directory shared by the workers");
   up->add_option("--host-cache-bytes", uw->host_cache_bytes, "host cache per worker");
   up->callback([uf, uw, workers, tls_dir] {

@@ -54,8 +54,9 @@ void PrintHandle(const v1::InstanceHandle& h, const std::string& worker_address)
   for (const v1::MemoryHandle& a : h.allocations()) {
     std::string name = a.device() < static_cast<uint32_t>(h.devices_size())
                            ? h.devices(a.device()).name() : std::to_string(a.device());
-    std::string memory = a.kind() == "host" ? a.shm_name()
-                                            : fmt::format("cuda ipc, {}", a.device_uuid());
+    std::string memory = a.kind() != "host" ? fmt::format("cuda ipc, {}", a.device_uuid())
+                         : a.offset() == 0      ? a.shm_name()
+                                                : fmt::format("{} @ {}", a.shm_name(), a.offset());
     std::printf("%-8s %-6s %-44s %s\n", name.c_str(), a.kind().c_str(), memory.c_str(),
                 FormatBytes(a.size()).c_str());
   }

@@ -25,9 +25,12 @@ using ::loadstar::ExportedHandle;
 // module or its libraries missing, no driver, no device). Only "cuda" and "auto" load the
 // CUDA module; host specs never touch CUDA.
 // Host devices keep up to `host_retain_bytes` each of freed memory for reuse (see
-// HostDevice); 0 returns it to the OS at once.
+// HostDevice); 0 returns it to the OS at once. With HostMemory::kPooled each host device
+// is one shm pool of `host_device_bytes`, populated in the background from now on
+// (HostDevice::CreatePooled; a worker's devices); retain must then be 0.
+enum class HostMemory { kFresh, kPooled };
 absl::StatusOr<std::vector<std::unique_ptr<Device>>> CreateDevices(
     const std::string& spec, uint64_t host_device_bytes = 64ull << 30,
-    uint64_t host_retain_bytes = 0);
+    uint64_t host_retain_bytes = 0, HostMemory host_memory = HostMemory::kFresh);
 
 }  // namespace loadstar::loader

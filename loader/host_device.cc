@@ -4,7 +4,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "spdlog/spdlog.h"
 
 namespace loadstar::loader {
 namespace {
@@ -45,6 +48,31 @@ uint64_t PageRound(uint64_t bytes) {
 // /dev/shm/<name>), so a retained object can be renamed there: the old name disappears
 // at Free, as the contract says, and a reuse gets a fresh one.
 std::string ShmPath(const std::string& name) { return "/dev/shm" + name; }
+
+// The populator's step: small enough that an Allocate waiting for its range wakes soon,
+// large enough that the syscalls do not matter.
+constexpr uint64_t kPopulateStep = 64ull << 20;
+
+double MonotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Maps the pages of [p, p+n) of a shared mapping writable, allocating the missing ones
+// (zero-filled). MADV_POPULATE_WRITE (Linux 5.14) fails cleanly (EFAULT) where a touch
+// would SIGBUS (tmpfs full); without it, fallocate reserves the pages (ENOSPC when full)
+// and a write per page maps them.
+int PopulateRange(int fd, char* base, uint64_t offset, uint64_t n) {
+  if (::madvise(base + offset, n, MADV_POPULATE_WRITE) == 0) return 0;
+  if (errno != EINVAL) return errno;
+  if (::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(n)) != 0) return errno;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  for (uint64_t o = 0; o < n; o += page) {
+    volatile char* c = base + offset + o;
+    *c = *c;
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -86,12 +114,95 @@ int RemoveStaleHostShm() {
 HostDevice::HostDevice(int index, uint64_t memory_bytes, uint64_t retain_bytes)
     : index_(index), memory_bytes_(memory_bytes), retain_bytes_(retain_bytes) {}
 
-HostDevice::~HostDevice() {
+absl::StatusOr<std::unique_ptr<HostDevice>> HostDevice::CreatePooled(int index,
+                                                                       uint64_t memory_bytes) {
+  std::unique_ptr<HostDevice> d(new HostDevice(index, PageRound(memory_bytes)));
+  d->pool_bytes_ = d->memory_bytes_;
+  d->pool_name_ = NextShmName();
+  int fd = ::shm_open(d->pool_name_.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat(d->name(), ": shm_open ", d->pool_name_,
+                                            " for its device memory pool: ",
+                                            std::strerror(errno)));
+  }
+  auto fail = [&](std::string_view what, int err) {
+    ::close(fd);
+    ::shm_unlink(d->pool_name_.c_str());
+    return absl::Status(
+        err == ENOSPC || err == ENOMEM ? absl::StatusCode::kResourceExhausted
+                                       : absl::StatusCode::kInternal,
+        absl::StrCat(d->name(), ": ", std::string(what), " of its ", d->pool_bytes_,
+                     "-byte device memory pool ", d->pool_name_, ": ", std::strerror(err)));
+  };
+  if (::ftruncate(fd, static_cast<off_t>(d->pool_bytes_)) != 0) return fail("ftruncate", errno);
+  void* ptr = ::mmap(nullptr, d->pool_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (ptr == MAP_FAILED) return fail("mmap", errno);
+  d->pool_fd_ = fd;
+  d->pool_ptr_ = static_cast<char*>(ptr);
+  {
+    absl::MutexLock lock(&d->mu_);
+    d->free_ranges_[0] = d->pool_bytes_;
+    d->populating_ = true;
+  }
+  HostDevice* raw = d.get();
+  d->populator_ = std::thread([raw] { raw->Populate(); });
+  return d;
+}
+
+void HostDevice::Populate() {
+  const double start = MonotonicSeconds();
+  uint64_t done = 0;
+  int err = 0;
+  while (done < pool_bytes_ && !stop_populating_.load(std::memory_order_relaxed)) {
+    const uint64_t n = std::min(kPopulateStep, pool_bytes_ - done);
+    err = PopulateRange(pool_fd_, pool_ptr_, done, n);
+    if (err != 0) break;
+    done += n;
+    absl::MutexLock lock(&mu_);
+    populated_end_ = done;
+  }
+  const double seconds = MonotonicSeconds() - start;
   absl::MutexLock lock(&mu_);
-  for (auto& [id, region] : regions_) Unmap(region);
+  populating_ = false;
+  if (err != 0) {
+    // Only what is populated can be handed out: the rest of the pool is gone.
+    populate_error_ = absl::ResourceExhaustedError(absl::StrCat(
+        name(), ": populating its device memory pool stopped at ", done, " of ", pool_bytes_,
+        " bytes: ", std::strerror(err),
+        err == EFAULT ? " (no room in /dev/shm; lower --device-memory)" : ""));
+    spdlog::error("{}", std::string(populate_error_.message()));
+  } else if (done == pool_bytes_) {
+    spdlog::info("{}: device memory pool of {:.0f} MiB populated in {:.2f} s ({:.2f} GB/s)",
+                 name(), static_cast<double>(pool_bytes_) / (1ull << 20), seconds,
+                 seconds > 0 ? static_cast<double>(pool_bytes_) / seconds / 1e9 : 0.0);
+  }
+}
+
+absl::Status HostDevice::WaitPopulated() const {
+  absl::MutexLock lock(&mu_);
+  if (!pooled()) return absl::OkStatus();
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !populating_; };
+  mu_.Await(absl::Condition(&done));
+  return populate_error_;
+}
+
+HostDevice::~HostDevice() {
+  if (populator_.joinable()) {
+    stop_populating_.store(true);
+    populator_.join();
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, region] : regions_) {
+    if (!pooled()) Unmap(region);
+  }
   regions_.clear();
   for (const Region& region : retained_) Unmap(region);
   retained_.clear();
+  if (pooled()) {
+    ::munmap(pool_ptr_, pool_bytes_);
+    ::close(pool_fd_);
+    ::shm_unlink(pool_name_.c_str());
+  }
 }
 
 uint64_t HostDevice::retained_bytes() const {
@@ -153,6 +264,7 @@ void HostDevice::Unmap(const Region& region) {
 }
 
 absl::StatusOr<Allocation> HostDevice::Allocate(uint64_t bytes) {
+  if (pooled()) return AllocatePooled(bytes);
   {
     // Reserve the budget first so concurrent allocations cannot overshoot it together.
     absl::MutexLock lock(&mu_);
@@ -219,9 +331,11 @@ absl::Status HostDevice::Free(const Allocation& allocation) {
     }
     region = std::move(it->second);
     regions_.erase(it);
-    used_bytes_ -= region.size;
+    // Pooled: used_bytes_ is returned once the range is zeroed (FreePooled).
+    if (!pooled()) used_bytes_ -= region.size;
     // Keep it for reuse while the retained total stays within budget.
-    if (region.mapped_size <= retain_bytes_ - std::min(retain_bytes_, retained_bytes_)) {
+    if (!pooled() &&
+        region.mapped_size <= retain_bytes_ - std::min(retain_bytes_, retained_bytes_)) {
       std::string parked = NextShmName();
       if (::rename(ShmPath(region.shm_name).c_str(), ShmPath(parked).c_str()) == 0) {
         region.shm_name = std::move(parked);
@@ -231,8 +345,87 @@ absl::Status HostDevice::Free(const Allocation& allocation) {
       }
     }
   }
-  Unmap(region);
+  if (pooled()) {
+    FreePooled(std::move(region));
+  } else {
+    Unmap(region);
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Allocation> HostDevice::AllocatePooled(uint64_t bytes) {
+  const uint64_t mapped = PageRound(bytes);
+  absl::MutexLock lock(&mu_);
+  // First fit by offset: low offsets are populated first, and packing low keeps the
+  // large free range at the end.
+  auto it = free_ranges_.begin();
+  uint64_t largest = 0, free_total = 0;
+  for (; it != free_ranges_.end(); ++it) {
+    if (it->second >= mapped) break;
+    largest = std::max(largest, it->second);
+    free_total += it->second;
+  }
+  if (it == free_ranges_.end()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        name(), ": cannot allocate ", bytes, " bytes from its device memory pool; ",
+        free_total, " of ", pool_bytes_, " bytes free, the largest free range ", largest,
+        " bytes"));
+  }
+  const uint64_t offset = it->first, length = it->second;
+  free_ranges_.erase(it);
+  if (length > mapped) free_ranges_[offset + mapped] = length - mapped;
+  used_bytes_ += mapped;
+  // Writes go through the mapping: wait until the populator has passed the range.
+  auto covered = [this, end = offset + mapped]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return populated_end_ >= end || !populating_;
+  };
+  mu_.Await(absl::Condition(&covered));
+  if (populated_end_ < offset + mapped) {
+    used_bytes_ -= mapped;
+    AddFreeRangeLocked(offset, mapped);  // never written: still zero
+    absl::Status why = populate_error_.ok()
+                           ? absl::ResourceExhaustedError(absl::StrCat(
+                                 name(), ": device memory pool population was stopped"))
+                           : populate_error_;
+    return absl::Status(why.code(), absl::StrCat("cannot allocate ", bytes, " bytes: ",
+                                                 std::string(why.message())));
+  }
+  Region region;
+  region.shm_name = pool_name_;
+  region.fd = pool_fd_;
+  region.offset = offset;
+  region.ptr = pool_ptr_ + offset;
+  region.size = bytes;
+  region.mapped_size = mapped;
+  region.populated = true;
+  Allocation allocation{next_id_++, region.ptr, bytes};
+  regions_.emplace(allocation.id, std::move(region));
+  return allocation;
+}
+
+void HostDevice::FreePooled(Region region) {
+  // The pool's invariant: free bytes are zero. The range is neither live nor free while
+  // this runs, so nobody else touches it.
+  std::memset(region.ptr, 0, region.mapped_size);
+  absl::MutexLock lock(&mu_);
+  used_bytes_ -= region.mapped_size;
+  AddFreeRangeLocked(region.offset, region.mapped_size);
+}
+
+void HostDevice::AddFreeRangeLocked(uint64_t offset, uint64_t length) {
+  auto next = free_ranges_.lower_bound(offset);
+  if (next != free_ranges_.end() && next->first == offset + length) {
+    length += next->second;
+    next = free_ranges_.erase(next);
+  }
+  if (next != free_ranges_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == offset) {
+      prev->second += length;
+      return;
+    }
+  }
+  free_ranges_[offset] = length;
 }
 
 absl::StatusOr<int> HostDevice::CheckRange(const Allocation& a, uint64_t offset,
@@ -300,6 +493,7 @@ absl::StatusOr<ExportedHandle> HostDevice::Export(const Allocation& allocation) 
   ExportedHandle handle;
   handle.kind = DeviceKind::kHost;
   handle.shm_name = it->second.shm_name;
+  handle.offset = it->second.offset;
   handle.size = it->second.size;
   return handle;
 }

@@ -40,7 +40,9 @@ absl::StatusOr<std::vector<ExportedHandle>> LoadedModel::Export() const {
   std::vector<ExportedHandle> handles;
   for (size_t d = 0; d < devices_.size(); ++d) {
     if (allocations_[d].size == 0 && allocations_[d].ptr == nullptr) {
-      handles.push_back(ExportedHandle{devices_[d]->kind(), "", "", "", 0});
+      ExportedHandle empty;
+      empty.kind = devices_[d]->kind();
+      handles.push_back(empty);
       continue;
     }
     absl::StatusOr<ExportedHandle> h = devices_[d]->Export(allocations_[d]);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,12 +35,30 @@ absl::StatusOr<std::unique_ptr<MappedInstance>> MappedInstance::Map(
         }
         return absl::PermissionDeniedError(why);
       }
-      void* p = r.size == 0 ? nullptr : ::mmap(nullptr, r.size, PROT_READ, MAP_SHARED, fd, 0);
+      // Exactly the allocation's range: a pooled device's allocations share one object.
+      const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      struct stat st;
+      std::string bad;
+      if (a.offset() % page != 0) {
+        bad = fmt::format("its offset {} is not a multiple of the page size {}", a.offset(), page);
+      } else if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < a.offset() ||
+                 static_cast<uint64_t>(st.st_size) - a.offset() < r.size) {
+        bad = fmt::format("it holds {} bytes, the handle says {} at offset {}",
+                          static_cast<uint64_t>(st.st_size), r.size, a.offset());
+      }
+      if (!bad.empty()) {
+        ::close(fd);
+        return absl::InvalidArgumentError(fmt::format(
+            "shared memory {} of instance {}: {}", a.shm_name(), handle.instance_id(), bad));
+      }
+      void* p = r.size == 0 ? nullptr
+                            : ::mmap(nullptr, r.size, PROT_READ, MAP_SHARED, fd,
+                                     static_cast<off_t>(a.offset()));
       int err = errno;
       ::close(fd);
       if (p == MAP_FAILED) {
-        return absl::InternalError(
-            fmt::format("mmap of {} ({} bytes): {}", a.shm_name(), r.size, std::strerror(err)));
+        return absl::InternalError(fmt::format("mmap of {} ({} bytes at {}): {}", a.shm_name(),
+                                               r.size, a.offset(), std::strerror(err)));
       }
       r.base = p;
     } else if (a.kind() == "cuda") {

@@ -165,6 +165,12 @@ TEST(ClusterConfigTest, ControllerAndWorker) {
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(w->host_cache_bytes, 8ull << 30);
   EXPECT_EQ(w->direct_io, "off");
+  EXPECT_TRUE(w->device_memory_pool);  // pooled unless turned off
+  auto fresh = ParseWorkerConfig("device_memory_pool: false\n");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_FALSE(fresh->device_memory_pool);
+  EXPECT_THAT(std::string(ParseWorkerConfig("device_memory_pool: maybe\n").status().message()),
+              HasSubstr("device_memory_pool"));
   EXPECT_THAT(std::string(ParseWorkerConfig("chunk_size: 1000\n").status().message()),
               HasSubstr("chunk_size: 1000 is not a positive multiple of 4 KiB"));
 }

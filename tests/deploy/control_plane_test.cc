@@ -161,39 +161,53 @@ TEST_F(ControlPlaneTest, LeaseOfAVanishedClientExpires) {
   EXPECT_THAT(release.err, HasSubstr("unknown or expired"));
 }
 
+// With fresh device memory (--device-memory-pool false) the load's shm objects go away;
+// with the pool (the default) the pool stays, one object, and its memory is free again.
 TEST_F(ControlPlaneTest, DeleteDuringLoadCancelsItAndFreesMemory) {
-  std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
-  auto controller = StartController(addr);
-  auto worker = StartWorker(addr, "w1", {"--max-read-bandwidth", "1000000"});
-  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
-  ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--min-instances", "1", "--no-wait"})
-                .exit_code, 0);
-  ASSERT_TRUE(Eventually([&] {
-    nlohmann::json inst = Instances(addr);
-    return inst.size() == 1 && inst[0].value("state", "") == "loading";
-  }));
-  std::string shm_prefix = loader::HostShmPrefix(worker->pid());
-  ASSERT_FALSE(shm_prefix.empty());
-  shm_prefix.erase(0, 1);  // file names in /dev/shm have no leading '/'
-  auto shm_count = [&] {
-    int n = 0;
-    for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
-      n += e.path().filename().string().rfind(shm_prefix, 0) == 0;
+  for (bool pool : {false, true}) {
+    SCOPED_TRACE(pool ? "pooled" : "fresh");
+    std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
+    auto controller = StartController(addr);
+    auto worker = StartWorker(addr, "w1", {"--max-read-bandwidth", "1000000",
+                                           "--device-memory-pool", pool ? "true" : "false"});
+    ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+    ASSERT_EQ(Cli(addr, {"deploy", "--model", "org/tiny", "--min-instances", "1", "--no-wait"})
+                  .exit_code, 0);
+    ASSERT_TRUE(Eventually([&] {
+      nlohmann::json inst = Instances(addr);
+      return inst.size() == 1 && inst[0].value("state", "") == "loading";
+    }));
+    std::string shm_prefix = loader::HostShmPrefix(worker->pid());
+    ASSERT_FALSE(shm_prefix.empty());
+    shm_prefix.erase(0, 1);  // file names in /dev/shm have no leading '/'
+    auto shm_count = [&] {
+      int n = 0;
+      for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+        n += e.path().filename().string().rfind(shm_prefix, 0) == 0;
+      }
+      return n;
+    };
+    // The load has allocated its device memory (pooled: the worker's two pools).
+    if (pool) {
+      EXPECT_EQ(shm_count(), 2);
+    } else {
+      EXPECT_GT(shm_count(), 0);
     }
-    return n;
-  };
-  EXPECT_GT(shm_count(), 0);  // the load has allocated its device memory
-  CliResult del = Cli(addr, {"delete", "org/tiny"});
-  ASSERT_EQ(del.exit_code, 0) << del.err;
-  EXPECT_TRUE(Eventually([&] { return shm_count() == 0; }, 3));
-  // The worker reports all its device memory free again.
-  EXPECT_TRUE(Eventually([&] {
-    nlohmann::json w = Status(addr)["workers"][0]["info"];
-    for (const auto& d : w["devices"]) {
-      if (d.value("free_bytes", uint64_t{0}) != d.value("total_bytes", uint64_t{1})) return false;
-    }
-    return true;
-  }, 3));
+    CliResult del = Cli(addr, {"delete", "org/tiny"});
+    ASSERT_EQ(del.exit_code, 0) << del.err;
+    if (!pool) EXPECT_TRUE(Eventually([&] { return shm_count() == 0; }, 3));
+    // The worker reports all its device memory free again.
+    EXPECT_TRUE(Eventually([&] {
+      nlohmann::json inst = Instances(addr);
+      nlohmann::json w = Status(addr)["workers"][0]["info"];
+      if (!inst.empty()) return false;
+      for (const auto& d : w["devices"]) {
+        if (d.value("free_bytes", uint64_t{0}) != d.value("total_bytes", uint64_t{1})) return false;
+      }
+      return true;
+    }, 3));
+    if (pool) EXPECT_EQ(shm_count(), 2);
+  }
 }
 
 TEST_F(ControlPlaneTest, BadConfigsAndUnknownModelsAreClearErrors) {

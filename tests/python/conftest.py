@@ -52,8 +52,10 @@ class Cluster:
         os.makedirs(self.store, exist_ok=True)
         # A generous heartbeat timeout: on a box where ctest runs other suites alongside,
         # a starved heartbeat must not mark the worker lost in the middle of a test.
+        # Device memory is pooled (populated at start, and ctest runs modules in
+        # parallel): 1 GiB per device holds every model these tests load at once.
         args = [self.bin, "up", "--workers", str(workers), "--devices", "host:2",
-                "--device-memory", "4GiB", "--store", self.store, "--addr", self.addr,
+                "--device-memory", "1GiB", "--store", self.store, "--addr", self.addr,
                 "--heartbeat-timeout", "30"]
         if token:
             self.token_file = os.path.join(root, "token")

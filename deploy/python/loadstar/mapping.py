@@ -68,9 +68,14 @@ class HostRegion(mmap.mmap):
     keepalive = None
 
     @classmethod
-    def open(cls, shm_name, size, writable, keepalive, where):
-        """Maps `size` bytes of /dev/shm/<shm_name>: PROT_READ, or MAP_PRIVATE (copy on
-        write) when `writable`. `where` names the instance for errors."""
+    def open(cls, shm_name, size, writable, keepalive, where, offset=0):
+        """Maps `size` bytes at `offset` of /dev/shm/<shm_name> (exactly the allocation:
+        a pooled device's allocations share one object): PROT_READ, or MAP_PRIVATE (copy
+        on write) when `writable`. `where` names the instance for errors."""
+        if offset % mmap.ALLOCATIONGRANULARITY:
+            raise errors.NotMappable(
+                f"{where}: offset {offset} of {shm_name} is not a multiple of the page size "
+                f"{mmap.ALLOCATIONGRANULARITY}")
         path = shm_path(shm_name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -83,11 +88,12 @@ class HostRegion(mmap.mmap):
             raise errors.NotMappable(f"{where}: cannot open {path}: {e.strerror}") from None
         try:
             actual = os.fstat(fd).st_size
-            if actual < size:
+            if actual < offset + size:
                 raise errors.NotMappable(
-                    f"{where}: {path} holds {actual} bytes, the handle says {size}")
+                    f"{where}: {path} holds {actual} bytes, the handle says {size} at "
+                    f"offset {offset}")
             access = mmap.ACCESS_COPY if writable else mmap.ACCESS_READ
-            region = cls(fd, size, access=access)
+            region = cls(fd, size, access=access, offset=offset)
         finally:
             os.close(fd)
         region.keepalive = keepalive

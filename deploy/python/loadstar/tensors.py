@@ -90,7 +90,7 @@ def _mapped(lease, handle, writable, where):
             raise errors.Error(f"{where}: no allocation for device {device}")
         if a.kind == "host":
             def open_host(w=False):
-                return HostRegion.open(a.shm_name, a.size, w, lease, where)
+                return HostRegion.open(a.shm_name, a.size, w, lease, where, a.offset)
             flat[device] = open_host(True) if writable else lease.region(device, open_host)
         elif a.kind == "cuda":
             if writable:
