@@ -252,7 +252,7 @@ void RegisterDaemonCommands(CLI::App& app) {
   worker->add_option("--store", wf->store, "store directory (default $LOADSTAR_STORE)");
   worker->add_option("--devices", wf->devices, "auto | cuda | host:N");
   worker->add_option("--device-memory", wf->device_memory, "memory per host device, e.g. 16GiB");
-  worker->add_option("--host-cache-bytes", wf->host_cache_bytes, "host cache size, e.g. 8GiB");
+  worker->add_option("--host-cache-bytes", wf->host_cache_bytes, "host (DRAM) cache size, e.g. 8GiB: models loaded from disk stay there, LRU");
   worker->add_option("--id", wf->id, "worker id (default HOSTNAME-PORT)");
   worker->add_option("--max-read-bandwidth", wf->max_read_bandwidth,
                      "cap store reads, bytes per second (e.g. 200MB)");
