@@ -95,8 +95,8 @@ class HostCache {
   std::optional<Handle> Lookup(const std::string& key);
 
   // Reads `source` from disk into the cache with `reader` (a LoadPipeline; it verifies
-  // checksums). OK at once if it is cached already; waits if another Prefetch of it is
-  // running. ResourceExhausted when it cannot fit even after evicting every unpinned entry.
+  // checksums). OK at once if it is cached already; waits if another Prefetch of it (or a
+  // load admitting it) is running, and reads it itself if that one failed. ResourceExhausted when it cannot fit even after evicting every unpinned entry.
   absl::Status Prefetch(const ModelSource& source, UncachedModelReader& reader);
 
   // A reservation of `source`'s whole bytes (laid out as Prefetch lays them out: one
