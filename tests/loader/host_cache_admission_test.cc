@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "loader/host_cache.h"
 #include "loader/host_device.h"
@@ -32,6 +35,40 @@ void CorruptOnDisk(const ModelSource& source, int index, const std::string& byte
             static_cast<ssize_t>(bytes.size()));
   ::close(fd);
 }
+
+// Files whose reads wait until Open() is called; counts the files opened.
+class GatedEnv : public EnvWrapper {
+ public:
+  explicit GatedEnv(Env* target) : EnvWrapper(target) {}
+  absl::StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path, const OpenOptions& options) override {
+    auto file = target()->NewRandomAccessFile(path, options);
+    if (!file.ok()) return file.status();
+    ++opened_;
+    return std::unique_ptr<RandomAccessFile>(new File(*std::move(file), &gate_));
+  }
+  void Open() { gate_.Notify(); }
+  int opened() const { return opened_; }
+
+ private:
+  class File : public RandomAccessFile {
+   public:
+    File(std::unique_ptr<RandomAccessFile> base, absl::Notification* gate)
+        : RandomAccessFile(base->path()), base_(std::move(base)), gate_(gate) {}
+    absl::StatusOr<size_t> Read(uint64_t offset, size_t n, char* dst) const override {
+      gate_->WaitForNotification();
+      return base_->Read(offset, n, dst);
+    }
+    uint64_t Size() const override { return base_->Size(); }
+    bool direct() const override { return base_->direct(); }
+
+   private:
+    std::unique_ptr<RandomAccessFile> base_;
+    absl::Notification* gate_;
+  };
+  absl::Notification gate_;
+  std::atomic<int> opened_{0};
+};
 
 class AdmissionTest : public ::testing::Test {
  protected:
@@ -130,6 +167,45 @@ TEST_F(AdmissionTest, ReadInPlaceIntoAHostDeviceIsCopiedIntoTheEntry) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_TRUE(stats.admitted);
   ExpectCachedBytes(cache, 2);
+}
+
+TEST_F(AdmissionTest, EntryIsInvisibleWhileLoadingAndPrefetchWaitsForIt) {
+  HostCache cache({4 * entry_bytes_, nullptr});
+  GatedEnv env(Env::Default());
+  LoadPipeline::Options options;
+  options.env = &env;
+  options.cache = &cache;
+  options.io_mode = IoMode::kBuffered;
+  options.chunk_bytes = 4096;
+  auto pipeline = LoadPipeline::Create(options);
+  ASSERT_TRUE(pipeline.ok());
+  LoadStats stats;
+  absl::StatusOr<std::unique_ptr<LoadedModel>> model;
+  std::thread load([&] {
+    model = (*pipeline)->Load(sources_[0], {&device_}, PlanOptions{}, nullptr, {}, &stats);
+  });
+  // Reserved up front, but not visible until the load completes.
+  for (int i = 0; i < 500 && cache.used_bytes() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(cache.used_bytes(), entry_bytes_);
+  EXPECT_FALSE(cache.Contains("m0"));
+  EXPECT_FALSE(cache.Lookup("m0").has_value());
+  EXPECT_TRUE(cache.Keys().empty());
+  EXPECT_EQ(cache.Evict("m0").code(), absl::StatusCode::kNotFound);
+  absl::Status prefetched = absl::UnknownError("not run");
+  std::thread prefetch([&] { prefetched = cache.Prefetch(sources_[0], **pipeline); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  env.Open();
+  load.join();
+  prefetch.join();
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_TRUE(stats.admitted);
+  EXPECT_TRUE(prefetched.ok()) << prefetched;
+  // The Prefetch found the admitted entry: the files were opened by one load only.
+  EXPECT_EQ(env.opened(), static_cast<int>(sources_[0].file_paths.size()));
+  EXPECT_EQ(cache.used_bytes(), entry_bytes_);
+  ExpectCachedBytes(cache, 0);
 }
 
 TEST_F(AdmissionTest, ChecksumMismatchAdmitsNothing) {
