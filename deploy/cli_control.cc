@@ -113,9 +113,9 @@ void PrintDeployments(const std::vector<v1::Deployment>& deployments) {
                 fmt::format("{}/{}", d.min_instances(), d.max_instances()).c_str(),
                 d.message().c_str());
   }
-  std::printf("\n%-20s %-24s %-12s %-14s %-10s %-6s %-12s %-10s %-10s %s\n", "INSTANCE",
-              "DEPLOYMENT", "WORKER", "DEVICES", "STATE", "LEASES", "QUANT", "SOURCE", "MEMORY",
-              "LOAD");
+  std::printf("\n%-20s %-24s %-12s %-14s %-10s %-6s %-12s %-10s %-11s %-10s %s\n", "INSTANCE",
+              "DEPLOYMENT", "WORKER", "DEVICES", "STATE", "LEASES", "QUANT", "SOURCE", "TIER",
+              "MEMORY", "LOAD");
   for (const v1::Deployment& d : deployments) {
     for (const v1::Instance& i : d.instances()) {
       std::string load = i.state() == "ready" ? fmt::format("{:.3f}s", i.load_seconds())
@@ -123,10 +123,12 @@ void PrintDeployments(const std::vector<v1::Deployment>& deployments) {
                              ? fmt::format("{:.0f}%", 100.0 * i.bytes_done() / i.bytes_total())
                              : "-";
       std::string state = i.outdated() ? i.state() + "*" : i.state();
-      std::printf("%-20s %-24s %-12s %-14s %-10s %-6u %-12s %-10s %-10s %s\n",
+      // TIER: where the load read its bytes (disk | host_cache | device_copy).
+      std::printf("%-20s %-24s %-12s %-14s %-10s %-6u %-12s %-10s %-11s %-10s %s\n",
                   i.instance_id().c_str(), d.name().c_str(), i.worker_id().c_str(),
                   Join(i.devices()).c_str(), state.c_str(), i.leases(),
                   i.quantization().c_str(), i.source().empty() ? "-" : i.source().c_str(),
+                  i.tier().empty() ? "-" : i.tier().c_str(),
                   FormatBytes(i.device_bytes()).c_str(), load.c_str());
     }
   }

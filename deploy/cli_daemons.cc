@@ -262,7 +262,8 @@ void RegisterDaemonCommands(CLI::App& app) {
   worker->add_option("--device-memory", wf->device_memory, "memory per host device, e.g. 16GiB");
   worker->add_option("--device-memory-pool", wf->device_memory_pool, kDeviceMemoryPoolHelp)
       ->check(CLI::IsMember({"true", "false"}));
-  worker->add_option("--host-cache-bytes", wf->host_cache_bytes, "host cache size, e.g. 8GiB");
+  worker->add_option("--host-cache-bytes", wf->host_cache_bytes,
+                     "host (DRAM) cache size, e.g. 8GiB: models loaded from disk stay there, LRU");
   worker->add_option("--id", wf->id, "worker id (default HOSTNAME-PORT)");
   worker->add_option("--max-read-bandwidth", wf->max_read_bandwidth,
                      "cap store reads, bytes per second (e.g. 200MB)");

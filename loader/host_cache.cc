@@ -139,6 +139,12 @@ void HostCache::Unpin(Entry* entry) {
 
 bool HostCache::MakeRoomLocked(uint64_t bytes) {
   if (bytes > options_.capacity_bytes) return false;
+  // Only evict when that is enough: a model that cannot fit must not empty the cache.
+  uint64_t freeable = options_.capacity_bytes - used_;
+  for (const auto& [key, entry] : entries_) {
+    if (entry->pins == 0 && entry->ready) freeable += entry->bytes;
+  }
+  if (freeable < bytes) return false;
   // Walk from the least recently used end, skipping pinned (and loading) entries.
   for (auto it = lru_.rbegin(); it != lru_.rend() && options_.capacity_bytes - used_ < bytes;) {
     auto e = entries_.find(*it);
@@ -155,10 +161,31 @@ bool HostCache::MakeRoomLocked(uint64_t bytes) {
   return options_.capacity_bytes - used_ >= bytes;
 }
 
+std::shared_ptr<HostCache::Entry> HostCache::ReserveLocked(const ModelSource& source,
+                                                           uint64_t bytes) {
+  if (!MakeRoomLocked(bytes)) return nullptr;
+  auto entry = std::make_shared<Entry>();
+  used_ += bytes;
+  entry->key = source.key;
+  entry->source = source;
+  entry->bytes = bytes;
+  entries_.emplace(source.key, entry);
+  lru_.push_front(source.key);
+  return entry;
+}
+
+void HostCache::DropLoadingLocked(const std::shared_ptr<Entry>& entry) {
+  auto it = entries_.find(entry->key);
+  if (it == entries_.end() || it->second != entry) return;
+  used_ -= entry->bytes;
+  entries_.erase(it);
+  lru_.remove(entry->key);
+}
+
 absl::Status HostCache::Prefetch(const ModelSource& source, UncachedModelReader& reader) {
   ASSIGN_OR_RETURN(LoadPlan plan, MakeLoadPlan(source.manifest, 1, PlanOptions{}));
   const uint64_t bytes = plan.device_bytes[0];
-  auto entry = std::make_shared<Entry>();
+  std::shared_ptr<Entry> entry;
   {
     absl::MutexLock lock(&mu_);
     for (;;) {
@@ -168,7 +195,8 @@ absl::Status HostCache::Prefetch(const ModelSource& source, UncachedModelReader&
         TouchLocked(source.key);
         return absl::OkStatus();
       }
-      // Another Prefetch is reading it: wait for it to finish (or fail and vanish).
+      // Another Prefetch (or a load admitting it) is reading it: wait for it to finish
+      // (or fail and vanish).
       std::shared_ptr<Entry> loading = it->second;
       std::pair<HostCache*, Entry*> arg(this, loading.get());
       mu_.Await(absl::Condition(
@@ -179,18 +207,16 @@ absl::Status HostCache::Prefetch(const ModelSource& source, UncachedModelReader&
           },
           &arg));
     }
-    if (!MakeRoomLocked(bytes)) {
+    entry = ReserveLocked(source, bytes);
+    if (entry == nullptr) {
+      uint64_t freeable = options_.capacity_bytes - used_;
+      for (const auto& [key, e] : entries_) {
+        if (e->pins == 0 && e->ready) freeable += e->bytes;
+      }
       return absl::ResourceExhaustedError(absl::StrCat(
-          "host cache: ", source.key, " needs ", bytes, " bytes; ",
-          options_.capacity_bytes - used_, " of ", options_.capacity_bytes,
-          " can be freed (the rest is pinned)"));
+          "host cache: ", source.key, " needs ", bytes, " bytes; ", freeable, " of ",
+          options_.capacity_bytes, " can be freed (the rest is pinned or being loaded)"));
     }
-    used_ += bytes;
-    entry->key = source.key;
-    entry->source = source;
-    entry->bytes = bytes;
-    entries_.emplace(source.key, entry);
-    lru_.push_front(source.key);
   }
   entry->memory = std::make_unique<CacheMemory>(
       options_.allocator != nullptr ? options_.allocator : DefaultHostAllocator());
@@ -198,14 +224,88 @@ absl::Status HostCache::Prefetch(const ModelSource& source, UncachedModelReader&
       reader.ReadUncached(source, entry->memory.get(), plan);
   absl::MutexLock lock(&mu_);
   if (!model.ok()) {
-    used_ -= bytes;
-    entries_.erase(source.key);
-    lru_.remove(source.key);
+    DropLoadingLocked(entry);
     return model.status();
   }
   entry->model = *std::move(model);
   entry->ready = true;
   return absl::OkStatus();
+}
+
+// --- Admission --------------------------------------------------------------------------
+
+HostCache::Admission::Admission(HostCache* cache, std::shared_ptr<Entry> entry, LoadPlan plan,
+                                Allocation allocation)
+    : cache_(cache), entry_(std::move(entry)), plan_(std::move(plan)),
+      allocation_(allocation) {}
+
+HostCache::Admission::Admission(Admission&& other) noexcept
+    : cache_(other.cache_), entry_(std::move(other.entry_)), plan_(std::move(other.plan_)),
+      allocation_(other.allocation_) {
+  other.cache_ = nullptr;
+}
+
+HostCache::Admission& HostCache::Admission::operator=(Admission&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    cache_ = other.cache_;
+    entry_ = std::move(other.entry_);
+    plan_ = std::move(other.plan_);
+    allocation_ = other.allocation_;
+    other.cache_ = nullptr;
+  }
+  return *this;
+}
+
+HostCache::Admission::~Admission() { Abandon(); }
+
+void HostCache::Admission::Abandon() {
+  if (cache_ == nullptr || entry_ == nullptr) return;
+  {
+    absl::MutexLock lock(&cache_->mu_);
+    cache_->DropLoadingLocked(entry_);
+  }
+  // The memory goes with the last reference (CacheMemory frees its allocation).
+  entry_.reset();
+  cache_ = nullptr;
+}
+
+char* HostCache::Admission::TensorData(int index) const {
+  return static_cast<char*>(allocation_.ptr) + plan_.tensors[index].offset;
+}
+
+void HostCache::Admission::Commit() {
+  if (cache_ == nullptr || entry_ == nullptr) return;
+  auto model = std::make_unique<LoadedModel>(entry_->key, std::vector<Device*>{entry_->memory.get()},
+                                             std::vector<Allocation>{allocation_}, plan_);
+  absl::MutexLock lock(&cache_->mu_);
+  entry_->model = std::move(model);
+  entry_->ready = true;
+  cache_->TouchLocked(entry_->key);
+  entry_.reset();
+  cache_ = nullptr;
+}
+
+std::optional<HostCache::Admission> HostCache::BeginAdmission(const ModelSource& source) {
+  absl::StatusOr<LoadPlan> plan = MakeLoadPlan(source.manifest, 1, PlanOptions{});
+  if (!plan.ok()) return std::nullopt;
+  const uint64_t bytes = plan->device_bytes[0];
+  std::shared_ptr<Entry> entry;
+  {
+    absl::MutexLock lock(&mu_);
+    if (entries_.contains(source.key)) return std::nullopt;  // cached, or being read
+    entry = ReserveLocked(source, bytes);
+    if (entry == nullptr) return std::nullopt;
+  }
+  entry->memory = std::make_unique<CacheMemory>(
+      options_.allocator != nullptr ? options_.allocator : DefaultHostAllocator());
+  absl::StatusOr<Allocation> allocation = entry->memory->Allocate(bytes);
+  if (!allocation.ok()) {
+    absl::MutexLock lock(&mu_);
+    DropLoadingLocked(entry);
+    return std::nullopt;
+  }
+  return Admission(this, std::move(entry), *std::move(plan), *allocation);
 }
 
 absl::Status HostCache::Evict(const std::string& key) {

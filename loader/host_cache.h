@@ -3,10 +3,19 @@
 // cached model copies from memory and skips the disk; the bytes were verified against
 // the manifest's checksums once, when they were inserted.
 //
+// Two ways in: Prefetch reads a model into the cache on purpose (Worker.Cache); an
+// Admission is taken by LoadPipeline when it reads a model from disk onto devices, and
+// receives the verified chunks as they stream (ServerlessLLM's multi-tier loading: the
+// next cold start of that model copies from DRAM, no second read of the files). Either
+// way the entry's bytes are reserved up front and it becomes visible (Lookup, Contains,
+// Keys) only once every byte was read and verified; a failed read leaves nothing.
+//
 // Entries are pinned while a Handle to them lives (a load in progress); pinned entries
 // are never evicted. When inserting needs room, unpinned entries are evicted least
-// recently used first; if that cannot make room the insert fails with ResourceExhausted
-// (the caller loads from disk instead).
+// recently used first, and only if that makes enough room (nothing is evicted for an
+// insert that cannot fit); otherwise Prefetch fails with ResourceExhausted (the caller
+// loads from disk instead) and BeginAdmission returns nullopt (the load proceeds
+// without admission).
 //
 // Memory comes from a HostMemoryAllocator so that with CUDA it is page-locked and copies
 // to the GPU run at DMA speed.
@@ -86,9 +95,44 @@ class HostCache {
   std::optional<Handle> Lookup(const std::string& key);
 
   // Reads `source` from disk into the cache with `reader` (a LoadPipeline; it verifies
-  // checksums). OK at once if it is cached already; waits if another Prefetch of it is
-  // running. ResourceExhausted when it cannot fit even after evicting every unpinned entry.
+  // checksums). OK at once if it is cached already; waits if another Prefetch of it (or a
+  // load admitting it) is running, and reads it itself if that one failed. ResourceExhausted when it cannot fit even after evicting every unpinned entry.
   absl::Status Prefetch(const ModelSource& source, UncachedModelReader& reader);
+
+  // A reservation of `source`'s whole bytes (laid out as Prefetch lays them out: one
+  // device, manifest order) that a load fills while it streams from disk. Invisible
+  // until Commit; destroyed uncommitted, it frees the reservation and leaves no entry.
+  // Movable; must not outlive its cache.
+  class Admission {
+   public:
+    Admission(Admission&& other) noexcept;
+    Admission& operator=(Admission&& other) noexcept;
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+    ~Admission();
+
+    // Where the bytes of manifest tensor `index` go (its size is the manifest's).
+    char* TensorData(int index) const;
+    // The load completed and verified every byte written through TensorData: the entry
+    // becomes visible (most recently used).
+    void Commit();
+
+   private:
+    friend class HostCache;
+    Admission(HostCache* cache, std::shared_ptr<Entry> entry, LoadPlan plan,
+              Allocation allocation);
+    void Abandon();
+    HostCache* cache_ = nullptr;
+    std::shared_ptr<Entry> entry_;
+    LoadPlan plan_;
+    Allocation allocation_;
+  };
+
+  // Reserves room for `source` (evicting unpinned entries, least recently used first, if
+  // that makes enough room) and allocates its memory. nullopt when it is cached or being
+  // read already (a concurrent load or Prefetch admits it once), when it cannot fit, or
+  // when the memory cannot be allocated: the caller loads without admitting.
+  std::optional<Admission> BeginAdmission(const ModelSource& source);
 
   // Drops a cached model. NotFound if absent, FailedPrecondition while pinned.
   absl::Status Evict(const std::string& key);
@@ -110,9 +154,16 @@ class HostCache {
     std::unique_ptr<LoadedModel> model;    // single-device, manifest order, verified
   };
 
-  // Evicts unpinned ready entries, LRU first, until `bytes` more fit. REQUIRES: mu_ held.
+  // Evicts unpinned ready entries, LRU first, until `bytes` more fit; evicts nothing and
+  // returns false when even evicting all of them would not make room.
   bool MakeRoomLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unpin(Entry* entry);
+  // Reserves `bytes` for a new, not yet ready entry of `source`; nullptr when it cannot
+  // fit. REQUIRES: no entry for source.key.
+  std::shared_ptr<Entry> ReserveLocked(const ModelSource& source, uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a not-ready entry (a failed read) and its reservation.
+  void DropLoadingLocked(const std::shared_ptr<Entry>& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;

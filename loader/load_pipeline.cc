@@ -33,6 +33,15 @@ uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 // Mapped chunks (fresh host memory) use the same size.
 constexpr uint64_t kInPlaceReadBytes = 512ull << 10;
 
+// Whether `plan` reads every tensor of `manifest` (a plan may leave tensors out).
+bool PlanCoversManifest(const LoadPlan& plan, const store::Manifest& manifest) {
+  std::vector<bool> read(manifest.tensors.size(), false);
+  for (const PlannedTensor& t : plan.tensors) {
+    if (t.source >= 0 && static_cast<size_t>(t.source) < read.size()) read[t.source] = true;
+  }
+  return std::all_of(read.begin(), read.end(), [](bool r) { return r; });
+}
+
 double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -74,11 +83,11 @@ class LoadPipeline::Run {
  public:
   Run(LoadPipeline* pipeline, const ModelSource& source, const std::vector<Device*>& devices,
       const LoadPlan& plan, TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, const HostCache::Handle* cached, bool in_place,
-      const SpreadOptions* spread)
+      const LoadProgressCallback& progress, const HostCache::Handle* cached,
+      HostCache::Admission* admission, bool in_place, const SpreadOptions* spread)
       : p_(*pipeline), in_place_(in_place), source_(source), manifest_(source.manifest), devices_(devices),
         plan_(plan), transform_(transform), cancel_(cancel), progress_(progress),
-        cached_(cached),
+        cached_(cached), admission_(admission),
         staged_(spread != nullptr && spread->path == SpreadPath::kStaged && devices.size() > 1),
         spread_(spread) {}
   ~Run();
@@ -160,6 +169,8 @@ class LoadPipeline::Run {
   const CancellationToken* cancel_;
   const LoadProgressCallback& progress_;
   const HostCache::Handle* cached_;
+  // Reading from disk with admission: every verified chunk is also copied here.
+  HostCache::Admission* admission_;
   const bool staged_;
   const SpreadOptions* spread_;
   std::string io_;
@@ -440,6 +451,11 @@ absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
       }
     }
   }
+  if (admission_ != nullptr && tensors_[aj.job->source].in_place) {
+    // Read into its device in place: the cache gets a copy of the verified bytes. (Other
+    // tensors were read into the cache entry itself; see Stream.)
+    std::memcpy(admission_->TensorData(aj.job->source) + c.pos, c.data, c.length);
+  }
   if (!aj.transforms.empty()) {
     RETURN_IF_ERROR(Transform(aj, c));
   } else if (!tensors_[aj.job->source].in_place) {
@@ -519,6 +535,12 @@ absl::Status LoadPipeline::Run::Stream() {
       if (st.in_place) {
         const PlannedTensor& out = plan_.tensors[st.outputs[0]];
         chunk->data = static_cast<char*>(allocations_[out.device].ptr) + out.offset + aj.next;
+      } else if (admission_ != nullptr) {
+        // Admitting: the chunk lands in its place in the cache entry (4 KiB-aligned
+        // tensors, padded as Prefetch's in-place reads need) and is verified, delivered
+        // or transformed from there: no ring slot, no extra copy. The store's source
+        // bytes stay there whatever this load makes of them.
+        chunk->data = admission_->TensorData(aj.job->source) + aj.next;
       } else {
         // Block for a slot only with nothing in flight; otherwise finish older chunks
         // first (they free slots), so workers sharing the ring cannot deadlock.
@@ -853,28 +875,31 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::Load(
   ASSIGN_OR_RETURN(LoadPlan plan,
                    MakeLoadPlan(source.manifest, static_cast<int>(devices.size()), plan_options));
   return LoadWithPlan(source, devices, plan, plan_options.transform, cancel, progress, stats,
-                      plan_options.spread);
+                      plan_options.spread, plan_options.admit_to_cache);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadWithPlan(
     const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
     TransformProvider* transform, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats, const SpreadOptions* spread) {
+    const LoadProgressCallback& progress, LoadStats* stats, const SpreadOptions* spread,
+    bool admit_to_cache) {
   return LoadImpl(source, devices, plan, transform, cancel, progress, stats,
-                  /*use_cache=*/true, /*in_place=*/options_.in_place_reads, spread);
+                  /*use_cache=*/true, admit_to_cache, /*in_place=*/options_.in_place_reads,
+                  spread);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::ReadUncached(
     const ModelSource& source, Device* memory, const LoadPlan& plan) {
   return LoadImpl(source, {memory}, plan, /*transform=*/nullptr, /*cancel=*/nullptr,
-                  /*progress=*/{}, /*stats=*/nullptr, /*use_cache=*/false, /*in_place=*/true);
+                  /*progress=*/{}, /*stats=*/nullptr, /*use_cache=*/false, /*admit=*/false,
+                  /*in_place=*/true);
 }
 
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
     TransformProvider* transform, const CancellationToken* cancel,
-    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place,
-    const SpreadOptions* spread) {
+    const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool admit,
+    bool in_place, const SpreadOptions* spread) {
   for (const PlannedTensor& t : plan.tensors) {
     if (t.transformed && transform == nullptr) {
       return absl::InvalidArgumentError(
@@ -883,13 +908,20 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
   }
   std::optional<HostCache::Handle> cached;
   if (use_cache && options_.cache != nullptr) cached = options_.cache->Lookup(source.key);
+  // Admission (host_cache.h): only a load that reads every source tensor from its files
+  // and verifies it can vouch for the bytes it leaves in the cache.
+  std::optional<HostCache::Admission> admission;
+  if (admit && !cached && options_.cache != nullptr && options_.verify_checksums &&
+      PlanCoversManifest(plan, source.manifest)) {
+    admission = options_.cache->BeginAdmission(source);
+  }
   const double start = NowSeconds();
   absl::Status status;
   std::vector<Allocation> allocations;
   std::string io;
   {
     Run run(this, source, devices, plan, transform, cancel, progress,
-            cached ? &*cached : nullptr, in_place, spread);
+            cached ? &*cached : nullptr, admission ? &*admission : nullptr, in_place, spread);
     status = run.Execute();
     allocations = run.TakeAllocations();
     io = run.io_description();
@@ -899,8 +931,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     for (size_t d = 0; d < allocations.size(); ++d) {
       if (allocations[d].ptr != nullptr) devices[d]->Free(allocations[d]).IgnoreError();
     }
-    return status;
+    return status;  // an uncommitted admission frees its reservation as it goes
   }
+  if (admission) admission->Commit();
   const double seconds = NowSeconds() - start;
   if (stats != nullptr) {
     stats->bytes = plan.source_bytes;
@@ -908,6 +941,7 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> LoadPipeline::LoadImpl(
     stats->seconds = seconds;
     stats->gbps = seconds > 0 ? static_cast<double>(plan.source_bytes) / seconds / 1e9 : 0;
     stats->from_cache = cached.has_value();
+    stats->admitted = admission.has_value();
     stats->io = io;
     stats->spread = devices.size() <= 1 ? ""
                     : spread != nullptr ? SpreadPathName(spread->path)

@@ -16,6 +16,15 @@
 //    (its offset is 4 KiB-aligned by the plan) and verified there;
 //  - cache: a model in the HostCache is copied from there; it was verified when inserted.
 //
+// Admission (ServerlessLLM's multi-tier loading): a load that reads a model from disk with
+// a HostCache set (and PlanOptions::admit_to_cache, the default) takes a
+// HostCache::Admission for source.key and reads every chunk of source bytes into its
+// place in the entry instead of a ring slot (a tensor read in place into a host device is
+// copied there after verification); chunks are verified there, then delivered or
+// transformed from there. The entry is committed only when the whole load succeeded. A model that cannot fit (or is already being read into
+// the cache) is loaded without admission: the cache never makes a load fail. Not with
+// verify_checksums off, nor when the plan leaves tensors out.
+//
 // I/O mode: kDirect opens data files with O_DIRECT (the kernel DMAs into our buffers; the
 // right choice when the page cache is cold); kBuffered reads through the page cache with
 // pread on the workers themselves (a page-cache hit is then one memcpy on the worker's
@@ -79,6 +88,7 @@ struct LoadStats {
   double seconds = 0;
   double gbps = 0;
   bool from_cache = false;
+  bool admitted = false;  // read from disk and left in the host cache
   std::string io;  // "io_uring+direct", "pread+buffered", "cache", ...
   // Multi-device loads: "per_device" or "staged" (loader/spread.h); "" on one device.
   std::string spread;
@@ -117,13 +127,13 @@ class LoadPipeline final : public UncachedModelReader {
       const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr);
 
   // Same, with a plan made by the caller (MakeLoadPlan); the plan must come from
-  // source.manifest and devices.size(). `spread` (nullptr: per device) as
-  // PlanOptions::spread.
+  // source.manifest and devices.size(). `spread` (nullptr: per device) and
+  // `admit_to_cache` as PlanOptions::spread and PlanOptions::admit_to_cache.
   absl::StatusOr<std::unique_ptr<LoadedModel>> LoadWithPlan(
       const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
       TransformProvider* transform, const CancellationToken* cancel = nullptr,
       const LoadProgressCallback& progress = {}, LoadStats* stats = nullptr,
-      const SpreadOptions* spread = nullptr);
+      const SpreadOptions* spread = nullptr, bool admit_to_cache = true);
 
   // UncachedModelReader, for HostCache::Prefetch: a load that skips the cache and reads
   // in place (cache memory is resident host memory).
@@ -144,8 +154,8 @@ class LoadPipeline final : public UncachedModelReader {
   absl::StatusOr<std::unique_ptr<LoadedModel>> LoadImpl(
       const ModelSource& source, const std::vector<Device*>& devices, const LoadPlan& plan,
       TransformProvider* transform, const CancellationToken* cancel,
-      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool in_place,
-      const SpreadOptions* spread = nullptr);
+      const LoadProgressCallback& progress, LoadStats* stats, bool use_cache, bool admit,
+      bool in_place, const SpreadOptions* spread = nullptr);
 
   const Options options_;
   const int threads_;

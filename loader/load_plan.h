@@ -60,6 +60,10 @@ struct PlanOptions {
   // How a multi-device load moves its bytes (loader/spread.h); nullptr: per device. Not
   // part of the plan (placement is the same either way): LoadPipeline::Load passes it on.
   const SpreadOptions* spread = nullptr;
+  // When LoadPipeline has a HostCache and reads this model from disk, keep its verified
+  // source bytes in the cache (load_pipeline.h "Admission"). Off: the load leaves the
+  // cache as it was. Not part of the plan either.
+  bool admit_to_cache = true;
 };
 
 // How a shard's bytes are cut out of the source tensor.
