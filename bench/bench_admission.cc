@@ -86,16 +86,8 @@ class Memcpy {
 };
 
 void DropCaches(const loader::ModelSource& source) {
-  absl::Status s = loader::DropFromPageCache(source);
+  absl::Status s = bench::DropCaches(source);
   if (!s.ok()) Die(s);
-  if (::geteuid() == 0) {
-    ::sync();
-    int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
-    if (fd >= 0) {
-      (void)!::write(fd, "1", 1);
-      ::close(fd);
-    }
-  }
 }
 
 struct Flags {
@@ -107,17 +99,12 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) Die(absl::InvalidArgumentError(a + " needs a value"));
-      return argv[++i];
-    };
-    if (a == "--data") f.data = next();
-    else if (a == "--gib") f.gib = std::stod(next());
-    else if (a == "--runs") f.runs = std::stoi(next());
-    else if (a == "--threads") f.threads = std::stoi(next());
-    else Die(absl::InvalidArgumentError("unknown flag " + a));
+  for (bench::FlagReader r(argc, argv, "bench_admission"); r.Next();) {
+    if (r.Is("--data")) f.data = r.Value();
+    else if (r.Is("--gib")) f.gib = std::stod(r.Value());
+    else if (r.Is("--runs")) f.runs = std::stoi(r.Value());
+    else if (r.Is("--threads")) f.threads = std::stoi(r.Value());
+    else r.Unknown();
   }
   if (f.runs < 1) Die(absl::InvalidArgumentError("--runs must be at least 1"));
   if (f.gib <= 0) Die(absl::InvalidArgumentError("--gib must be positive"));

@@ -66,20 +66,15 @@ int Main(int argc, char** argv) {
   int runs = 3, threads = 0;
   std::string quant_name = "nf4";
   bool keep = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) Die(absl::InvalidArgumentError(a + " needs a value"));
-      return argv[++i];
-    };
-    if (a == "--gib") gib = std::stod(next());
-    else if (a == "--dir") dir = next();
-    else if (a == "--vocab") vocab = std::stoll(next());
-    else if (a == "--runs") runs = std::stoi(next());
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--quant") quant_name = next();
-    else if (a == "--keep") keep = true;
-    else Die(absl::InvalidArgumentError("unknown flag " + a));
+  for (bench::FlagReader r(argc, argv, "bench_quant_load"); r.Next();) {
+    if (r.Is("--gib")) gib = std::stod(r.Value());
+    else if (r.Is("--dir")) dir = r.Value();
+    else if (r.Is("--vocab")) vocab = std::stoll(r.Value());
+    else if (r.Is("--runs")) runs = std::stoi(r.Value());
+    else if (r.Is("--threads")) threads = std::stoi(r.Value());
+    else if (r.Is("--quant")) quant_name = r.Value();
+    else if (r.Is("--keep")) keep = true;
+    else r.Unknown();
   }
   quant::QuantConfig config;
   {

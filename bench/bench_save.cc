@@ -55,27 +55,22 @@ struct Flags {
 
 Flags ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) Die(absl::InvalidArgumentError(a + " needs a value"));
-      return argv[++i];
-    };
-    if (a == "--data") {
-      f.data = next();
-    } else if (a == "--gib") {
-      f.gib = std::stod(next());
-    } else if (a == "--runs") {
-      f.runs = std::stoi(next());
+  for (bench::FlagReader r(argc, argv, "bench_save"); r.Next();) {
+    if (r.Is("--data")) {
+      f.data = r.Value();
+    } else if (r.Is("--gib")) {
+      f.gib = std::stod(r.Value());
+    } else if (r.Is("--runs")) {
+      f.runs = std::stoi(r.Value());
       if (f.runs < 1) Die(absl::InvalidArgumentError("--runs must be >= 1"));
-    } else if (a == "--source") {
-      std::string v = next();
+    } else if (r.Is("--source")) {
+      std::string v = r.Value();
       if (v != "warm" && v != "cold") {
-        Die(absl::InvalidArgumentError("--source " + v + ": expected warm or cold"));
+        r.Fail("--source " + v + ": expected warm or cold");
       }
       f.cold_source = v == "cold";
     } else {
-      Die(absl::InvalidArgumentError("unknown flag " + a));
+      r.Unknown();
     }
   }
   return f;

@@ -2,19 +2,25 @@
 #ifndef LOADSTAR_BENCH_BENCH_UTIL_H_
 #define LOADSTAR_BENCH_BENCH_UTIL_H_
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "absl/status/status.h"
 #include "base/env.h"
+#include "loader/load_pipeline.h"
 #include "store/safetensors_writer.h"
 
 namespace loadstar::bench {
@@ -109,6 +115,59 @@ inline absl::Status MakeLlamaCheckpoint(const std::string& dir, double gib,
   return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
                                  {{"format", "pt"}});
 }
+
+// Evicts the model's files from the page cache (posix_fadvise DONTNEED) before a cold
+// figure; as root it also syncs and drops the whole page cache, so no other file's
+// pages are in the way either.
+inline absl::Status DropCaches(const loader::ModelSource& source) {
+  absl::Status s = loader::DropFromPageCache(source);
+  if (!s.ok()) return s;
+  if (::geteuid() == 0) {
+    ::sync();
+    int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (fd >= 0) {
+      (void)!::write(fd, "1", 1);
+      ::close(fd);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// "--flag value" command lines of the benches:
+//   for (bench::FlagReader r(argc, argv, "bench_x"); r.Next();) {
+//     if (r.Is("--runs")) runs = std::stoi(r.Value()); else r.Unknown();
+//   }
+// A flag without its value, or one no branch took, ends the bench with a line naming it.
+class FlagReader {
+ public:
+  FlagReader(int argc, char** argv, std::string program)
+      : argc_(argc), argv_(argv), program_(std::move(program)) {}
+  // Moves to the next flag; false after the last.
+  bool Next() {
+    if (++i_ >= argc_) return false;
+    flag_ = argv_[i_];
+    return true;
+  }
+  bool Is(const char* name) const { return flag_ == name; }
+  const std::string& flag() const { return flag_; }
+  // The value after the current flag.
+  std::string Value() {
+    if (i_ + 1 >= argc_) Fail(flag_ + " needs a value");
+    return argv_[++i_];
+  }
+  [[noreturn]] void Unknown() const { Fail("unknown flag " + flag_); }
+  [[noreturn]] void Fail(const std::string& message) const {
+    std::fprintf(stderr, "%s: %s\n", program_.c_str(), message.c_str());
+    std::exit(2);
+  }
+
+ private:
+  const int argc_;
+  char** const argv_;
+  const std::string program_;
+  int i_ = 0;
+  std::string flag_;
+};
 
 }  // namespace loadstar::bench
 

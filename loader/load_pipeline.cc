@@ -333,8 +333,10 @@ absl::Status LoadPipeline::Run::Execute() {
                   first.offset % kDirectIoAlignment == 0 &&
                   reinterpret_cast<uintptr_t>(allocations_[first.device].ptr) %
                           kDirectIoAlignment == 0;
-    // Host devices only: CUDA copies want the ring's page-locked memory (DMA).
-    st.mapped = !st.in_place && cached_ == nullptr && file_maps_[mt.file] != nullptr &&
+    // Host devices only: CUDA copies want the ring's page-locked memory (DMA). Not while
+    // admitting: those chunks are read into the cache entry, which is the one copy.
+    st.mapped = !st.in_place && cached_ == nullptr && admission_ == nullptr &&
+                file_maps_[mt.file] != nullptr &&
                 !staged_ && devices_[first.device]->kind() == DeviceKind::kHost;
     uint64_t pieces = std::max<uint64_t>(1, (mt.size + piece - 1) / piece);
     if (mt.checksums.size() != pieces) {
