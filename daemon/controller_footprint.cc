@@ -62,7 +62,10 @@ absl::StatusOr<std::optional<Controller::Footprint>> Controller::PlanFootprint(
 void Controller::RefreshFootprintLocked(const std::string& name, Deployment& d) {
   const int64_t now = options_.clock->NowMillis();
   if (d.footprint_pending || now < d.footprint_retry_ms) return;
-  auto [bytes, address] = ModelListingLocked(d.config.model);
+  // Named copies, not a structured binding: the fuzz build's clang 14 cannot capture one.
+  const std::pair<uint64_t, std::string> listing = ModelListingLocked(d.config.model);
+  const uint64_t bytes = listing.first;
+  const std::string address = listing.second;
   if (bytes == 0 || bytes == d.footprint_for_bytes) return;
   d.footprint_pending = true;
   tasks_.Spawn([this, name, config = d.config, digest = d.digest, address, bytes] {
