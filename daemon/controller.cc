@@ -100,7 +100,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   // The exact footprint, planned by a worker holding the model before anything is
   // written: a config that can never load (an uncovered layer map, a cap below its plan,
   // a split that does not divide) is refused here with the worker's reason.
-  std::optional<Footprint> footprint;
+  std::optional<std::vector<uint64_t>> footprint;
   {
     std::pair<uint64_t, std::string> listing;
     {
@@ -108,7 +108,7 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
       listing = ModelListingLocked(config.model);
     }
     if (listing.first > 0) {
-      ASSIGN_OR_RETURN(footprint, PlanFootprint(config, listing.second, listing.first));
+      ASSIGN_OR_RETURN(footprint, PlanFootprint(config, listing.second));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -138,8 +138,8 @@ absl::StatusOr<v1::Deployment> Controller::Deploy(const std::string& config_yaml
   d.created_ms = existing != deployments_.end() ? existing->second.created_ms
                                                  : options_.clock->NowMillis();
   if (footprint) {
-    d.footprint = footprint->device_bytes;
-    d.footprint_for_bytes = footprint->checkpoint_bytes;
+    d.footprint = *footprint;
+    d.footprint_planned = true;
   }
   // Fail fast on what can never work: an unknown model or a placement no worker can take.
   PlacementRequest request = PlacementRequestLocked(name, d);
@@ -511,6 +511,7 @@ absl::Status Controller::RegisterWorker(const v1::WorkerInfo& info) {
   }
   for (const std::string& model : changed) {
     ClearFailuresLocked(model, fmt::format("model {} changed on worker {}", model, info.worker_id()));
+    ForgetFootprintsLocked(model);
   }
   ReconcileWorkerLocked(info);
   changed_.SignalAll();
@@ -545,6 +546,7 @@ absl::Status Controller::Heartbeat(const v1::WorkerInfo& info) {
   }
   for (const std::string& model : changed) {
     ClearFailuresLocked(model, fmt::format("model {} changed on worker {}", model, info.worker_id()));
+    ForgetFootprintsLocked(model);
   }
   ReconcileWorkerLocked(info);
   return absl::OkStatus();

@@ -162,19 +162,15 @@ class Controller {
     uint32_t failures = 0;          // consecutive failed loads (reset by a success)
     bool failed = false;            // failures reached max_load_failures: not placed
     // The exact footprint (bytes per GPU index of the load), planned by a worker that holds
-    // the model (Worker.PlanLoad) for the listing of `footprint_for_bytes` checkpoint bytes;
-    // empty: not known (placement falls back to EstimateLoadedBytes).
+    // the model (Worker.PlanLoad); empty: not known (placement falls back to
+    // EstimateLoadedBytes). Kept until a worker's listing of the model changes.
     std::vector<uint64_t> footprint;
-    uint64_t footprint_for_bytes = 0;  // the listing planned (also when the plan failed)
+    bool footprint_planned = false;    // a worker answered (a plan or a refusal)
     bool footprint_pending = false;    // a PlanLoad of it is in flight
     int64_t footprint_retry_ms = 0;    // a worker could not tell: not asked again before
   };
 
-  // A worker's plan of a config: per-device bytes, for the listing of `checkpoint_bytes`.
-  struct Footprint {
-    std::vector<uint64_t> device_bytes;
-    uint64_t checkpoint_bytes = 0;
-  };
+
 
   explicit Controller(ControllerOptions options);
   absl::Status Recover();
@@ -250,12 +246,15 @@ class Controller {
   // config can never load: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION) is
   // returned as that error; nullopt when the worker cannot tell (unreachable, the model
   // gone meanwhile), so placement estimates. REQUIRES: mu_ is not held.
-  absl::StatusOr<std::optional<Footprint>> PlanFootprint(const DeploymentConfig& config,
-                                                         const std::string& address,
-                                                         uint64_t checkpoint_bytes)
+  // The plan is the bytes per GPU index of the load.
+  absl::StatusOr<std::optional<std::vector<uint64_t>>> PlanFootprint(
+      const DeploymentConfig& config, const std::string& address)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Plans `d` again in the background when its footprint is not for the current listing
-  // of its model (recovered after a restart, the model re-saved, a worker joined).
+  // A worker's listing of `model` changed (appeared, re-saved): its deployments' plans are
+  // stale and are made again.
+  void ForgetFootprintsLocked(const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans `d` in the background when it has no plan (recovered after a restart, planned
+  // while no worker could answer, or forgotten because its model changed).
   void RefreshFootprintLocked(const std::string& name, Deployment& d)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -32,8 +32,8 @@ std::pair<uint64_t, std::string> Controller::ModelListingLocked(const std::strin
   return best;
 }
 
-absl::StatusOr<std::optional<Controller::Footprint>> Controller::PlanFootprint(
-    const DeploymentConfig& config, const std::string& address, uint64_t checkpoint_bytes) {
+absl::StatusOr<std::optional<std::vector<uint64_t>>> Controller::PlanFootprint(
+    const DeploymentConfig& config, const std::string& address) {
   absl::StatusOr<v1::PlanLoadResponse> plan =
       options_.workers->ForAddress(address)->PlanLoad(ToLoadSpec(config));
   if (!plan.ok()) {
@@ -56,20 +56,29 @@ absl::StatusOr<std::optional<Controller::Footprint>> Controller::PlanFootprint(
         plan->device_bytes_size(), config.name, config.num_gpus);
     return std::nullopt;
   }
-  return Footprint{{plan->device_bytes().begin(), plan->device_bytes().end()}, checkpoint_bytes};
+  return std::vector<uint64_t>(plan->device_bytes().begin(), plan->device_bytes().end());
+}
+
+void Controller::ForgetFootprintsLocked(const std::string& model) {
+  for (auto& [name, d] : deployments_) {
+    if (d.config.model != model) continue;
+    d.footprint.clear();
+    d.footprint_planned = false;
+    d.footprint_retry_ms = 0;
+  }
 }
 
 void Controller::RefreshFootprintLocked(const std::string& name, Deployment& d) {
   const int64_t now = options_.clock->NowMillis();
-  if (d.footprint_pending || now < d.footprint_retry_ms) return;
+  if (d.footprint_planned || d.footprint_pending || now < d.footprint_retry_ms) return;
   // Named copies, not a structured binding: the fuzz build's clang 14 cannot capture one.
   const std::pair<uint64_t, std::string> listing = ModelListingLocked(d.config.model);
   const uint64_t bytes = listing.first;
   const std::string address = listing.second;
-  if (bytes == 0 || bytes == d.footprint_for_bytes) return;
+  if (bytes == 0) return;  // no live worker lists the model
   d.footprint_pending = true;
-  tasks_.Spawn([this, name, config = d.config, digest = d.digest, address, bytes] {
-    absl::StatusOr<std::optional<Footprint>> planned = PlanFootprint(config, address, bytes);
+  tasks_.Spawn([this, name, config = d.config, digest = d.digest, address] {
+    absl::StatusOr<std::optional<std::vector<uint64_t>>> planned = PlanFootprint(config, address);
     absl::MutexLock lock(&mu_);
     auto it = deployments_.find(name);
     if (it == deployments_.end() || it->second.digest != digest) return;  // gone or updated
@@ -80,9 +89,9 @@ void Controller::RefreshFootprintLocked(const std::string& name, Deployment& d) 
       return;
     }
     // A refusal is planned too: its load fails the same way and backs off; no plan loop.
-    dep.footprint_for_bytes = bytes;
+    dep.footprint_planned = true;
     if (planned.ok()) {
-      dep.footprint = (*planned)->device_bytes;
+      dep.footprint = **planned;
     } else {
       dep.footprint.clear();
       Log(Level::warn, "controller", {{"deployment", name}}, "{}",

@@ -290,7 +290,7 @@ PlacementRequest Controller::PlacementRequestLocked(const std::string& name, con
       if (m.name() == r.model) r.checkpoint_bytes = std::max(r.checkpoint_bytes, m.bytes());
     }
   }
-  if (!d.footprint.empty() && d.footprint_for_bytes == r.checkpoint_bytes) {
+  if (!d.footprint.empty()) {
     // The worker's plan: what the load allocates on each device.
     r.loaded_bytes = 0;
     for (uint64_t b : d.footprint) r.loaded_bytes += b;

@@ -92,7 +92,10 @@ TEST_F(ControllerTest, AFootprintUnknownAtDeployIsPlannedOnceAWorkerCanAnswer) {
   w->loader->AddModel("m", 11 * MiB);
   w->loader->SetPlan("m", {14 * MiB, 13 * MiB});
   Pass(*c, 1);
-  ASSERT_TRUE(Eventually([&] { return c->GetDeployment("m")->footprint_bytes(0) == 14 * MiB; }));
+  ASSERT_TRUE(Eventually([&] {
+    auto fp = c->GetDeployment("m")->footprint_bytes();
+    return fp.size() == 2 && fp[0] == 14 * MiB;
+  }));
   EXPECT_THAT(c->GetDeployment("m")->footprint_bytes(), ElementsAre(14 * MiB, 13 * MiB));
   EXPECT_EQ(w->loader->plan_calls(), calls + 1);
 }
