@@ -313,21 +313,10 @@ void PrintRow(const char* what, double gbps, double ratio, double target, const 
 
 int Main(int argc, char** argv) {
   Flags flags = ParseFlags(argc, argv);
-  Env* env = Env::Default();
   const std::string ckpt = JoinPath(flags.data, "ckpt");
   const std::string name = "bench-llama";
-  if (!env->FileExists(JoinPath(ckpt, "model.safetensors"))) {
-    std::printf("writing a %.2f GiB fp16 checkpoint to %s ...\n", flags.gib, ckpt.c_str());
-    absl::Status s = bench::MakeLlamaCheckpoint(ckpt, flags.gib, bench::LlamaShape{});
-    if (!s.ok()) Die(s);
-  }
-  auto store = store::Store::Open({.root = JoinPath(flags.data, "store")});
+  auto store = bench::OpenStoreWithLlama(flags.data, ckpt, name, flags.gib);
   if (!store.ok()) Die(store.status());
-  if (!(*store)->GetManifest(name).ok()) {
-    std::printf("saving it into the bench store ...\n");
-    auto saved = (*store)->Save(ckpt, name);
-    if (!saved.ok()) Die(saved.status());
-  }
   auto source = loader::ModelSourceFromStore(**store, name);
   if (!source.ok()) Die(source.status());
   const uint64_t bytes = source->manifest.TotalBytes();

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "base/env.h"
 #include "loader/load_pipeline.h"
 #include "store/safetensors_writer.h"
+#include "store/store.h"
 
 namespace loadstar::bench {
 
@@ -114,6 +116,28 @@ inline absl::Status MakeLlamaCheckpoint(const std::string& dir, double gib,
   }
   return store::WriteSafetensors(env, JoinPath(dir, "model.safetensors"), std::move(tensors),
                                  {{"format", "pt"}});
+}
+
+// The bench store under `data` holding the Llama checkpoint `name` of about `gib` GiB:
+// the checkpoint is written to `ckpt` and saved into the store on the first run, and
+// reused by later runs.
+inline absl::StatusOr<std::unique_ptr<store::Store>> OpenStoreWithLlama(
+    const std::string& data, const std::string& ckpt, const std::string& name, double gib) {
+  Env* env = Env::Default();
+  if (!env->FileExists(JoinPath(ckpt, "model.safetensors"))) {
+    std::printf("writing a %.2f GiB fp16 checkpoint to %s ...\n", gib, ckpt.c_str());
+    absl::Status s = MakeLlamaCheckpoint(ckpt, gib, LlamaShape{});
+    if (!s.ok()) return s;
+  }
+  absl::StatusOr<std::unique_ptr<store::Store>> store =
+      store::Store::Open({.root = JoinPath(data, "store")});
+  if (!store.ok()) return store.status();
+  if (!(*store)->GetManifest(name).ok()) {
+    std::printf("saving it into the bench store ...\n");
+    absl::StatusOr<store::Manifest> saved = (*store)->Save(ckpt, name);
+    if (!saved.ok()) return saved.status();
+  }
+  return store;
 }
 
 // Evicts the model's files from the page cache (posix_fadvise DONTNEED) before a cold

@@ -42,6 +42,14 @@ class ControllerFailureTest : public ControllerTest {
     })) << c.GetDeployment("m")->DebugString();
   }
 
+  // Lets the 5 loads of a deployment whose every load fails happen, past each backoff.
+  void FailUntilFailed(Controller& c) {
+    for (uint32_t n = 1; n <= 5; ++n) {
+      WaitFailures(c, n);
+      Step(c, 30'000);
+    }
+  }
+
   // Advances the clock by `ms` in one step, heartbeats every worker (unchanged listings)
   // and ticks once.
   void Step(Controller& c, int64_t ms) {
@@ -130,10 +138,7 @@ TEST_F(ControllerFailureTest, TheFailedStateSurvivesARestart) {
     w = AddWorker(*c, "w1");
     w->loader->SetLoadError("m", absl::DataLossError("checksum mismatch in chunk 3"));
     ASSERT_TRUE(c->Deploy(kConfig).ok());
-    for (uint32_t n = 1; n <= 5; ++n) {
-      WaitFailures(*c, n);
-      Step(*c, 30'000);
-    }
+    FailUntilFailed(*c);
     ASSERT_EQ(c->GetDeployment("m")->state(), "failed");
   }
   EXPECT_EQ(w->loader->load_calls(), 5);
@@ -184,10 +189,7 @@ TEST_F(ControllerFailureTest, NewWorkerOrChangedModelRetriesAFailedDeployment) {
   FakeWorkers::Node* w = AddWorker(*c, "w1");
   w->loader->SetLoadError("m", absl::DataLossError("checksum mismatch"));
   ASSERT_TRUE(c->Deploy(kConfig).ok());
-  for (uint32_t n = 1; n <= 5; ++n) {
-    WaitFailures(*c, n);
-    Step(*c, 30'000);
-  }
+  FailUntilFailed(*c);
   ASSERT_EQ(c->GetDeployment("m")->state(), "failed");
   EXPECT_EQ(w->loader->load_calls(), 5);
 

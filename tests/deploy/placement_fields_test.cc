@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <utility>
 #include <vector>
@@ -23,28 +24,20 @@ using testing::Eventually;
 
 class PlacementFieldsTest : public testing::ClusterTest {
  protected:
-  // Deploys `yaml` (waiting for ready) and returns tensor name -> device of its instance.
-  std::map<std::string, int> DeployAndPlace(const std::string& addr, const std::string& yaml) {
-    std::string path = dir_.Join("deploy.yaml");
-    std::ofstream(path) << yaml;
-    CliResult r = Cli(addr, {"deploy", "--config", path, "--wait-seconds", "30"});
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    nlohmann::json instances = Instances(addr);
-    if (instances.size() != 1) {
-      ADD_FAILURE() << "instances: " << instances.dump();
-      return {};
-    }
-    EXPECT_EQ(instances[0]["state"], "ready");
-    CliResult shown = Cli(addr, {"instance", instances[0]["instance_id"], "-o", "json"});
-    EXPECT_EQ(shown.exit_code, 0) << shown.err;
-    nlohmann::json handle = nlohmann::json::parse(shown.out, nullptr, false);
-    std::map<std::string, int> device;
-    for (const auto& t : handle["tensors"]) device[t["name"]] = t["device"].get<int>();
-    EXPECT_EQ(handle["devices"].size(), 4u);
-    return device;
+  // Starts a host:4 worker on the test's store and waits for it to register.
+  std::unique_ptr<testing::Daemon> StartHost4Worker(const std::string& addr) {
+    auto worker = std::make_unique<testing::Daemon>(
+        std::vector<std::string>{"--log-level", "info", "worker", "--controller", addr, "--store",
+                                 store_dir_, "--devices", "host:4", "--device-memory", "64MiB",
+                                 "--id", "w1"},
+        dir_.Join("daemons.log"));
+    EXPECT_TRUE(worker->ok());
+    EXPECT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+    return worker;
   }
 
-  // As DeployAndPlace, for a tensor-parallel instance: tensor name -> devices with a shard.
+  // Deploys `yaml` (waiting for ready) and returns tensor name -> the devices holding it
+  // (one each, or every shard's under tensor_parallel) in `loadstar instance -o json`.
   std::map<std::string, std::set<int>> DeployAndShard(const std::string& addr,
                                                       const std::string& yaml) {
     std::string path = dir_.Join("deploy.yaml");
@@ -59,21 +52,28 @@ class PlacementFieldsTest : public testing::ClusterTest {
     CliResult shown = Cli(addr, {"instance", instances[0]["instance_id"], "-o", "json"});
     EXPECT_EQ(shown.exit_code, 0) << shown.err;
     nlohmann::json handle = nlohmann::json::parse(shown.out, nullptr, false);
-    std::map<std::string, std::set<int>> shards;
-    for (const auto& t : handle["tensors"]) shards[t["name"]].insert(t["device"].get<int>());
-    return shards;
+    EXPECT_EQ(handle["devices"].size(), 4u);
+    std::map<std::string, std::set<int>> devices;
+    for (const auto& t : handle["tensors"]) devices[t["name"]].insert(t["device"].get<int>());
+    return devices;
+  }
+
+  // As DeployAndShard for a placement that puts each tensor on one device.
+  std::map<std::string, int> DeployAndPlace(const std::string& addr, const std::string& yaml) {
+    std::map<std::string, int> device;
+    for (const auto& [name, on] : DeployAndShard(addr, yaml)) {
+      EXPECT_EQ(on.size(), 1u) << name;
+      device[name] = *on.begin();
+    }
+    return device;
   }
 };
 
 TEST_F(PlacementFieldsTest, LayerMapAndMaxMemoryReachTheWorker) {
   std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
   auto controller = StartController(addr);
-  testing::Daemon worker({"--log-level", "info", "worker", "--controller", addr, "--store",
-                          store_dir_, "--devices", "host:4", "--device-memory", "64MiB", "--id",
-                          "w1"},
-                         dir_.Join("daemons.log"));
-  ASSERT_TRUE(worker.ok());
-  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  auto worker = StartHost4Worker(addr);
+  ASSERT_TRUE(worker->ok());
 
   // Longest prefix wins: up_proj has its own entry, down_proj falls under the layer.
   std::map<std::string, int> custom = DeployAndPlace(addr,
@@ -119,12 +119,8 @@ TEST_F(PlacementFieldsTest, LayerMapAndMaxMemoryReachTheWorker) {
 TEST_F(PlacementFieldsTest, ConfigsThePlanRefusesAreRefusedAtDeploy) {
   std::string addr = "127.0.0.1:" + std::to_string(testing::FreePort());
   auto controller = StartController(addr);
-  testing::Daemon worker({"--log-level", "info", "worker", "--controller", addr, "--store",
-                          store_dir_, "--devices", "host:4", "--device-memory", "64MiB", "--id",
-                          "w1"},
-                         dir_.Join("daemons.log"));
-  ASSERT_TRUE(worker.ok());
-  ASSERT_TRUE(Eventually([&] { return WorkersRegistered(addr, 1); }));
+  auto worker = StartHost4Worker(addr);
+  ASSERT_TRUE(worker->ok());
   const std::string head = "model: org/tiny\nauto_scaling_config: {min_instances: 1}\n";
   const std::vector<std::pair<std::string, std::string>> refused = {
       // A layer map that leaves a tensor uncovered.
