@@ -4,11 +4,20 @@
 //   (b) the checkpoint quantized to nf4 while it streams (QuantizeTransformProvider),
 //   (c) the stored nf4 artifact (store variant, read directly),
 // each with the model dropped from the page cache first and O_DIRECT reads (as
-// `loadstar load --cold`). Targets: (b) <= 1.1 x (a); (c) <= 0.35 x (a). Runs alternate
-// (a, b, c, a, b, c, ...) and medians are reported, so a busy neighbour hurts all three.
+// `loadstar load --cold`). Targets (SPEC §8 "deploy nf4"): (b) <= 1.1 x (a);
+// (c) <= 1.05 x (artifact bytes / fp16 bytes) x (a). Runs alternate (a, b, c, a, b, c,
+// ...) and medians are reported, so a busy neighbour hurts all three.
+//
+// A deploy lands on a worker, whose host devices are pools populated at start
+// (HostDevice::CreatePooled), so by default the loads go into one such pool, populated
+// before the first run. `--device fresh` loads into fresh shm instead (as `loadstar
+// load`): there the fp16 load pays the first touch of 3.6x more fresh memory than the
+// nf4 one (0.2-1.3 GB/s on this VM), which measures the VM's page reporting, not the
+// quantizer.
 //
 //   bench_quant_load [--gib 1.0] [--vocab 4096] [--dir /tmp/loadstar-bench-quant]
-//                    [--runs 3] [--threads 0] [--quant nf4|nf4-dq|fp4|int8] [--keep]
+//                    [--runs 3] [--threads 0] [--quant nf4|nf4-dq|fp4|int8]
+//                    [--device pooled|fresh] [--keep]
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -16,6 +25,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +64,7 @@ absl::Status MakeCheckpoint(const std::string& dir, double gib, int64_t vocab) {
 
 struct Run {
   double seconds = 0;
+  double pipeline_seconds = 0;  // LoadStats: the streaming itself, without plan and finish
   double cpu = 0;
   uint64_t read_bytes = 0;
   uint64_t resident = 0;
@@ -66,6 +77,7 @@ int Main(int argc, char** argv) {
   int runs = 3, threads = 0;
   std::string quant_name = "nf4";
   bool keep = false;
+  std::string device_kind = "pooled";
   for (bench::FlagReader r(argc, argv, "bench_quant_load"); r.Next();) {
     if (r.Is("--gib")) gib = std::stod(r.Value());
     else if (r.Is("--dir")) dir = r.Value();
@@ -73,6 +85,7 @@ int Main(int argc, char** argv) {
     else if (r.Is("--runs")) runs = std::stoi(r.Value());
     else if (r.Is("--threads")) threads = std::stoi(r.Value());
     else if (r.Is("--quant")) quant_name = r.Value();
+    else if (r.Is("--device")) device_kind = r.Value();
     else if (r.Is("--keep")) keep = true;
     else r.Unknown();
   }
@@ -118,7 +131,25 @@ int Main(int argc, char** argv) {
   options.io_mode = loader::IoMode::kDirect;
   auto pipeline = loader::LoadPipeline::Create(options);
   if (!pipeline.ok()) Die(pipeline.status());
-  loader::HostDevice device(0, 8ull << 30);
+  const uint64_t device_bytes = ckpt->manifest.TotalBytes() + art->manifest.TotalBytes() +
+                                (64ull << 20);
+  std::unique_ptr<loader::HostDevice> owned_device;
+  if (device_kind == "pooled") {
+    auto pooled = loader::HostDevice::CreatePooled(0, device_bytes);
+    if (!pooled.ok()) Die(pooled.status());
+    double t0 = Now();
+    if (absl::Status s = (*pooled)->WaitPopulated(); !s.ok()) Die(s);
+    std::printf("device: pool of %.2f GiB populated in %.2f s (off the load path, as a "
+                "worker's)\n",
+                device_bytes / double(1ull << 30), Now() - t0);
+    owned_device = std::move(*pooled);
+  } else if (device_kind == "fresh") {
+    owned_device = std::make_unique<loader::HostDevice>(0, device_bytes);
+    std::printf("device: fresh shm per load (as `loadstar load`)\n");
+  } else {
+    Die(absl::InvalidArgumentError("--device must be pooled or fresh, not " + device_kind));
+  }
+  loader::HostDevice& device = *owned_device;
 
   const std::string fp16_name = "fp16 checkpoint";
   std::string streaming_name = config.VariantKey() + " quantized while streaming";
@@ -144,12 +175,14 @@ int Main(int argc, char** argv) {
       run.seconds = Now() - t0;
       run.cpu = CpuSeconds() - c0;
       run.read_bytes = stats.bytes;
+      run.pipeline_seconds = stats.seconds;
       run.resident = loaded->quantized_bytes;
       if (absl::Status f = loaded->model->Free(); !f.ok()) Die(f);
       results[k].push_back(run);
-      std::printf("  run %d %-40s %.3f s  %.2f CPU-s  read %.3f GiB  resident %.3f GiB\n", r,
-                  (k == 0 ? fp16_name : k == 1 ? streaming_name : artifact_name).c_str(),
-                  run.seconds, run.cpu, run.read_bytes / double(1ull << 30),
+      std::printf("  run %d %-40s %.3f s (pipeline %.3f s)  %.2f CPU-s  read %.3f GiB  "
+                  "resident %.3f GiB\n",
+                  r, (k == 0 ? fp16_name : k == 1 ? streaming_name : artifact_name).c_str(),
+                  run.seconds, run.pipeline_seconds, run.cpu, run.read_bytes / double(1ull << 30),
                   run.resident / double(1ull << 30));
     }
   }
@@ -169,9 +202,11 @@ int Main(int argc, char** argv) {
   std::printf("  %-44s %.3f s  %.2f CPU-s  ratio %.3f (target <= 1.10) %s\n",
               streaming_name.c_str(), med[1], cpu[1], med[1] / med[0],
               med[1] / med[0] <= 1.10 ? "MET" : "MISSED");
-  std::printf("  %-44s %.3f s  %.2f CPU-s  ratio %.3f (target <= 0.35) %s\n",
-              artifact_name.c_str(), med[2], cpu[2], med[2] / med[0],
-              med[2] / med[0] <= 0.35 ? "MET" : "MISSED");
+  const double artifact_target = 1.05 * static_cast<double>(art->manifest.TotalBytes()) /
+                                 static_cast<double>(ckpt->manifest.TotalBytes());
+  std::printf("  %-44s %.3f s  %.2f CPU-s  ratio %.3f (target <= 1.05 x bytes = %.3f) %s\n",
+              artifact_name.c_str(), med[2], cpu[2], med[2] / med[0], artifact_target,
+              med[2] / med[0] <= artifact_target ? "MET" : "MISSED");
   if (!keep) (void)env->RemoveRecursively(dir);
   return 0;
 }

@@ -30,7 +30,8 @@ Before every measurement (the limit included) the same two steps run:
 
 The fresh-memory limit of a round: a fresh Python process maps new memory of the
 checkpoint's size and fills it from a pre-faulted 64 MiB buffer with one thread per core
-(numpy copies and os.pwrite release the GIL), three ways: (1) memcpy into anonymous
+(numpy copies and os.pwrite release the GIL), three ways, each in its own process after
+the same two steps as a tool: (1) memcpy into anonymous
 private memory (what torch's allocator gets: 4 KiB pages, one minor fault each, as the
 peers' fault counts show; the peers' kind), (2) memcpy into a new memfd mapped shared
 (4 KiB shmem pages faulted one by one), (3) pwrite into a new memfd (how a host device's
@@ -104,8 +105,11 @@ def worker(tool, path):
                       "tensors": len(tensors), "usage": usage}))
 
 
-def fresh_memory(nbytes):
-    """Copies into newly mapped memory, three ways; prints GB/s and faults of each."""
+FRESH_KINDS = ("anon", "shm", "shm_pwrite")
+
+
+def fresh_memory(nbytes, kind):
+    """Copies into newly mapped memory of one kind; prints GB/s and faults."""
     import mmap
     import resource
     import threading
@@ -115,45 +119,39 @@ def fresh_memory(nbytes):
     threads = os.cpu_count() or 1
     piece = 64 << 20
     src = np.ones(piece, dtype=np.uint8)
-    out = {"threads": threads}
-    for kind in ("anon", "shm", "shm_pwrite"):
-        fd = -1
-        if kind == "anon":
-            # No MADV_HUGEPAGE: torch's CPU allocator does not ask for huge pages (the
-            # peers take one minor fault per 4 KiB, as this copy does); THP is "madvise"
-            # here, and asking for it made this copy 2-3x slower (2 MiB zeroing).
-            m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        else:
-            fd = os.memfd_create("peers-fresh")
-            os.ftruncate(fd, nbytes)
-            m = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED)
-        dst = np.frombuffer(m, dtype=np.uint8)
-        src_bytes = memoryview(src)
+    fd = -1
+    if kind == "anon":
+        # No MADV_HUGEPAGE: torch's CPU allocator does not ask for huge pages (the
+        # peers take one minor fault per 4 KiB, as this copy does); THP is "madvise"
+        # here, and asking for it made this copy 2-3x slower (2 MiB zeroing).
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        fd = os.memfd_create("peers-fresh")
+        os.ftruncate(fd, nbytes)
+        m = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED)
+    dst = np.frombuffer(m, dtype=np.uint8)
+    src_bytes = memoryview(src)
 
-        def copy(t):
-            # Thread t copies every threads-th 64 MiB piece (numpy and pwrite drop the GIL).
-            for off in range(t * piece, nbytes, threads * piece):
-                n = min(piece, nbytes - off)
-                if kind == "shm_pwrite":
-                    os.pwrite(fd, src_bytes[:n], off)
-                else:
-                    dst[off:off + n] = src[:n]
+    def copy(t):
+        # Thread t copies every threads-th 64 MiB piece (numpy and pwrite drop the GIL).
+        for off in range(t * piece, nbytes, threads * piece):
+            n = min(piece, nbytes - off)
+            if kind == "shm_pwrite":
+                os.pwrite(fd, src_bytes[:n], off)
+            else:
+                dst[off:off + n] = src[:n]
 
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
-        pool = [threading.Thread(target=copy, args=(t,)) for t in range(threads)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
-        seconds = time.perf_counter() - start
-        usage = rusage_delta(r0, resource.getrusage(resource.RUSAGE_SELF))
-        out[kind] = {"gbps": nbytes / seconds / 1e9, "seconds": seconds, "usage": usage}
-        del dst
-        m.close()
-        if fd >= 0:
-            os.close(fd)
-    print(json.dumps(out))
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    pool = [threading.Thread(target=copy, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    seconds = time.perf_counter() - start
+    usage = rusage_delta(r0, resource.getrusage(resource.RUSAGE_SELF))
+    print(json.dumps({"threads": threads, "kind": kind, "gbps": nbytes / seconds / 1e9,
+                      "seconds": seconds, "usage": usage}))
 
 
 # --- driver side ------------------------------------------------------------------------
@@ -303,13 +301,14 @@ def main():
                         help="seconds of pause before every measurement")
     parser.add_argument("--json", help="summary path (default <data>/peers.json)")
     parser.add_argument("--worker", nargs=2, metavar=("TOOL", "FILE"), help=argparse.SUPPRESS)
-    parser.add_argument("--fresh-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh-memory", nargs=2, metavar=("BYTES", "KIND"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
         return
     if args.fresh_memory:
-        fresh_memory(args.fresh_memory)
+        fresh_memory(int(args.fresh_memory[0]), args.fresh_memory[1])
         return
     for m in args.modes.split(","):
         if m not in ("warm", "cold"):
@@ -333,9 +332,16 @@ def main():
     results = {(t, m): [] for t in tools for m in modes}
     limits = []
     for r in range(args.runs):
-        prepare([], "none", args.settle)
-        limit, _ = run_child([python, os.path.abspath(__file__), "--fresh-memory",
-                              str(nbytes)])
+        limit = {}
+        for kind in FRESH_KINDS:
+            # Each kind in its own process after the same settle as every tool: run back
+            # to back, the later kinds would get the pages the earlier ones just freed
+            # (not yet reported to the host), a cheaper state than any tool starts from.
+            prepare([], "none", args.settle)
+            one, _ = run_child([python, os.path.abspath(__file__), "--fresh-memory",
+                                str(nbytes), kind])
+            limit["threads"] = one["threads"]
+            limit[kind] = one
         limits.append(limit)
         print(f"round {r + 1} fresh-memory limit ({limit['threads']} threads): anon "
               f"{limit['anon']['gbps']:5.2f} GB/s, shm memcpy {limit['shm']['gbps']:5.2f} "

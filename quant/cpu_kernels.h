@@ -34,7 +34,24 @@ struct CpuKernels {
   float (*half_row_absmax)(const Half* row, int64_t cols);
   // Casts n elements between F32/F16/BF16 with one RNE rounding (torch_dtype cast).
   void (*cast)(DType from, const void* in, int64_t n, DType to, void* out);
+  // 8-bit dynamic codes (double quant's absmax nesting): out[i] = QuantizeDynamic(code,
+  // x[i] * scale), with `midpoints` as DynamicCode takes them.
+  void (*dynamic_codes)(const float* code, const float* midpoints, const float* x, int64_t n,
+                        float scale, uint8_t* out);
 };
+
+// QuantizeDynamic(code, v) for a sorted 256-entry `code`, given midpoints[k] = (code[k] +
+// code[k+1]) * 0.5f (as dQuantize computes them) and midpoints[255] = +inf. dQuantize ends
+// next to v's interval and picks the upper/lower neighbour by strict midpoint comparisons,
+// so its result is #{k : midpoints[k] < v} except when v equals a midpoint, where the
+// search path decides: defer to the exact search there. The count is a branch-free binary
+// search (the SIMD sets run it on 8 / 16 values at once with gathers).
+inline uint8_t DynamicCode(const float* code, const float* midpoints, float v) {
+  int idx = 0;
+  for (int step = 128; step >= 1; step >>= 1) idx += (midpoints[idx + step - 1] < v) ? step : 0;
+  if (midpoints[idx] == v) return QuantizeDynamic(code, v);
+  return static_cast<uint8_t>(idx);
+}
 
 // True if this CPU and build can run `isa`.
 bool IsaSupported(Isa isa);

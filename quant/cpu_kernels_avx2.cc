@@ -315,11 +315,44 @@ LOADSTAR_AVX2 void Avx2Cast(DType from, const void* in, int64_t n, DType to, voi
   }
 }
 
+// DynamicCode on 8 values at once: the same binary search, one gather per step. Lanes
+// whose value equals the midpoint found (a tie, which the search path decides) and the
+// tail take the scalar DynamicCode.
+LOADSTAR_AVX2 void Avx2DynamicCodes(const float* code, const float* midpoints, const float* x,
+                                    int64_t n, float scale, uint8_t* out) {
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256 first = _mm256_set1_ps(midpoints[127]);  // the first probe is the same for all
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), s);
+    __m256i idx = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(first, v, _CMP_LT_OQ)),
+                                   _mm256_set1_epi32(128));
+    for (int step = 64; step >= 1; step >>= 1) {
+      const __m256i probe = _mm256_add_epi32(idx, _mm256_set1_epi32(step - 1));
+      const __m256 m = _mm256_i32gather_ps(midpoints, probe, 4);
+      const __m256 lt = _mm256_cmp_ps(m, v, _CMP_LT_OQ);
+      idx = _mm256_add_epi32(idx, _mm256_and_si256(_mm256_castps_si256(lt),
+                                                   _mm256_set1_epi32(step)));
+    }
+    const __m256 at = _mm256_i32gather_ps(midpoints, idx, 4);
+    const int ties = _mm256_movemask_ps(_mm256_cmp_ps(at, v, _CMP_EQ_OQ));
+    alignas(32) int32_t lane[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lane), idx);
+    for (int k = 0; k < 8; ++k) out[i + k] = static_cast<uint8_t>(lane[k]);
+    if (ties != 0) {
+      for (int k = 0; k < 8; ++k) {
+        if (ties & (1 << k)) out[i + k] = QuantizeDynamic(code, x[i + k] * scale);
+      }
+    }
+  }
+  for (; i < n; ++i) out[i] = DynamicCode(code, midpoints, x[i] * scale);
+}
+
 }  // namespace
 
 const CpuKernels& Avx2Kernels() {
-  static const CpuKernels k = {Avx2Quantize4bit, Avx2Dequantize4bit, Avx2Int8Row,
-                               Avx2HalfRowAbsmax, Avx2Cast};
+  static const CpuKernels k = {Avx2Quantize4bit,  Avx2Dequantize4bit, Avx2Int8Row,
+                               Avx2HalfRowAbsmax, Avx2Cast,           Avx2DynamicCodes};
   return k;
 }
 

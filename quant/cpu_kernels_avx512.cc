@@ -261,11 +261,39 @@ LOADSTAR_AVX512 void Avx512Cast(DType from, const void* in, int64_t n, DType to,
   }
 }
 
+// DynamicCode on 16 values at once (as Avx2DynamicCodes, one gather per search step).
+LOADSTAR_AVX512 void Avx512DynamicCodes(const float* code, const float* midpoints,
+                                        const float* x, int64_t n, float scale, uint8_t* out) {
+  const __m512 s = _mm512_set1_ps(scale);
+  const __m512 first = _mm512_set1_ps(midpoints[127]);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), s);
+    __m512i idx = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(first, v, _CMP_LT_OQ),
+                                         _mm512_set1_epi32(128));
+    for (int step = 64; step >= 1; step >>= 1) {
+      const __m512i probe = _mm512_add_epi32(idx, _mm512_set1_epi32(step - 1));
+      const __m512 m = _mm512_i32gather_ps(probe, midpoints, 4);
+      idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ), idx,
+                                  _mm512_set1_epi32(step));
+    }
+    const __m512 at = _mm512_i32gather_ps(idx, midpoints, 4);
+    const __mmask16 ties = _mm512_cmp_ps_mask(at, v, _CMP_EQ_OQ);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(idx));
+    if (ties != 0) {
+      for (int k = 0; k < 16; ++k) {
+        if (ties & (1u << k)) out[i + k] = QuantizeDynamic(code, x[i + k] * scale);
+      }
+    }
+  }
+  for (; i < n; ++i) out[i] = DynamicCode(code, midpoints, x[i] * scale);
+}
+
 }  // namespace
 
 const CpuKernels& Avx512Kernels() {
-  static const CpuKernels k = {Avx512Quantize4bit, Avx512Dequantize4bit, Avx512Int8Row,
-                               Avx512HalfRowAbsmax, Avx512Cast};
+  static const CpuKernels k = {Avx512Quantize4bit,  Avx512Dequantize4bit, Avx512Int8Row,
+                               Avx512HalfRowAbsmax, Avx512Cast,           Avx512DynamicCodes};
   return k;
 }
 

@@ -120,9 +120,16 @@ void GenericCast(DType from, const void* in, int64_t n, DType to, void* out) {
   }
 }
 
+namespace {
+void GenericDynamicCodes(const float* code, const float* midpoints, const float* x, int64_t n,
+                         float scale, uint8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = DynamicCode(code, midpoints, x[i] * scale);
+}
+}  // namespace
+
 const CpuKernels& GenericKernels() {
   static const CpuKernels k = {GenericQuantize4bit, GenericDequantize4bit, GenericInt8Row,
-                               GenericHalfRowAbsmax, GenericCast};
+                               GenericHalfRowAbsmax, GenericCast,        GenericDynamicCodes};
   return k;
 }
 

@@ -1,5 +1,6 @@
 #include "quant/double_quant.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -7,11 +8,14 @@
 #include <gtest/gtest.h>
 
 #include "quant/blockwise_math.h"
+#include "quant/cpu_kernels.h"
 
 namespace loadstar::quant {
 namespace {
 
-TEST(DoubleQuantTest, FastSearchEqualsDQuantizeEverywhere) {
+// Every code value and midpoint with their neighbours (the ties), specials, and random
+// values over eight decades.
+std::vector<float> SearchCases() {
   std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, -2.0f,
                            std::numeric_limits<float>::infinity(),
                            -std::numeric_limits<float>::infinity(),
@@ -31,9 +35,45 @@ TEST(DoubleQuantTest, FastSearchEqualsDQuantizeEverywhere) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (int i = 0; i < 200000; ++i) xs.push_back(u(rng) * std::pow(10.0f, -(i % 8)));
-  for (float x : xs) {
+  return xs;
+}
+
+TEST(DoubleQuantTest, FastSearchEqualsDQuantizeEverywhere) {
+  for (float x : SearchCases()) {
     ASSERT_EQ(QuantizeDynamicFast(x), QuantizeDynamic(kDynamicMapSigned, x)) << x;
   }
+}
+
+// The SIMD code search (8 / 16 lanes, gathers) against dQuantize, on every ISA this CPU
+// runs: ties in every lane position (the cases are shuffled), an odd length (the scalar
+// tail), and a scale that is not 1 (the multiply happens inside the kernel).
+TEST(DoubleQuantTest, DynamicCodeKernelsEqualDQuantizeOnEveryIsa) {
+  float midpoints[256];
+  for (int k = 0; k < 255; ++k) {
+    midpoints[k] = (kDynamicMapSigned[k] + kDynamicMapSigned[k + 1]) * 0.5f;
+  }
+  midpoints[255] = std::numeric_limits<float>::infinity();
+  std::vector<float> xs = SearchCases();
+  std::shuffle(xs.begin(), xs.end(), std::mt19937(7));
+  xs.push_back(0.5f);  // odd length: 16 * k + 7 values are not all in full vectors
+  while (xs.size() % 16 != 7) xs.push_back(-0.25f);
+  int ran = 0;
+  for (internal::Isa isa :
+       {internal::Isa::kGeneric, internal::Isa::kAvx2, internal::Isa::kAvx512}) {
+    if (!internal::IsaSupported(isa)) continue;
+    ++ran;
+    for (float scale : {1.0f, 1.0f / 0.37f}) {
+      std::vector<uint8_t> got(xs.size(), 0xAA);
+      internal::KernelsFor(isa).dynamic_codes(kDynamicMapSigned, midpoints, xs.data(),
+                                              static_cast<int64_t>(xs.size()), scale,
+                                              got.data());
+      for (size_t i = 0; i < xs.size(); ++i) {
+        ASSERT_EQ(got[i], QuantizeDynamic(kDynamicMapSigned, xs[i] * scale))
+            << internal::IsaName(isa) << " x=" << xs[i] << " scale=" << scale << " i=" << i;
+      }
+    }
+  }
+  EXPECT_GE(ran, 1);
 }
 
 TEST(DoubleQuantTest, NestAndUnnestShapes) {
