@@ -1,5 +1,7 @@
 #include "loader/model_source.h"
 
+#include <utility>
+
 #include "base/status_macros.h"
 
 namespace loadstar::loader {
@@ -11,11 +13,15 @@ std::string ModelKey(const std::string& name, const std::string& variant) {
 absl::StatusOr<ModelSource> ModelSourceFromStore(const store::Store& store,
                                                  const std::string& name,
                                                  const std::string& variant) {
+  ASSIGN_OR_RETURN(store::Manifest manifest, store.GetManifest(name, variant));
+  return ModelSourceFromManifest(store, std::move(manifest));
+}
+
+absl::StatusOr<ModelSource> ModelSourceFromManifest(const store::Store& store,
+                                                    store::Manifest manifest) {
   ModelSource source;
-  // GetManifest is logically const (it only reads); Store declares it non-const.
-  ASSIGN_OR_RETURN(source.manifest,
-                   const_cast<store::Store&>(store).GetManifest(name, variant));
-  source.key = ModelKey(name, variant);
+  source.manifest = std::move(manifest);
+  source.key = ModelKey(source.manifest.name, source.manifest.variant);
   for (uint32_t i = 0; i < source.manifest.files.size(); ++i) {
     ASSIGN_OR_RETURN(std::string path, store.DataFilePath(source.manifest, i));
     source.file_paths.push_back(std::move(path));

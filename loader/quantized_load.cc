@@ -4,6 +4,8 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -19,30 +21,37 @@
 
 namespace loadstar::loader {
 
-std::string MatchingVariant(const store::Store& store, const std::string& name,
-                            const quant::QuantConfig& config) {
-  if (config.type == quant::QuantType::kNone) return "";
+std::optional<store::Manifest> MatchingVariantManifest(const store::Store& store,
+                                               const std::string& name,
+                                               const quant::QuantConfig& config) {
+  if (config.type == quant::QuantType::kNone) return std::nullopt;
   const std::string key = config.VariantKey();
   absl::StatusOr<store::Manifest> m = store.GetManifest(name, key);
-  if (!m.ok()) return "";
+  if (!m.ok()) return std::nullopt;
   // The key fixes type, blocksize and double quant; of the rest only what changes the
   // bytes must match (not compute_dtype or the int8 threshold): the skipped modules here,
   // torch_dtype below.
   nlohmann::json q = nlohmann::json::parse(m->quantization_json, nullptr, false);
-  if (!q.is_object()) return "";
+  if (!q.is_object()) return std::nullopt;
   absl::StatusOr<quant::QuantConfig> stored = quant::ParseQuantizationConfig(q);
   if (!stored.ok() || stored->type != config.type || stored->skip_modules != config.skip_modules) {
-    return "";
+    return std::nullopt;
   }
   // Unquantized floating tensors must already be in torch_dtype.
   for (const store::ManifestTensor& t : m->tensors) {
     bool floating = t.dtype == DType::kF32 || t.dtype == DType::kF16 || t.dtype == DType::kBF16;
     if (floating && t.dtype != config.torch_dtype && !quant::IsQuantStateTensorName(t.name) &&
         !t.name.ends_with(".SCB")) {
-      return "";
+      return std::nullopt;
     }
   }
-  return key;
+  return *std::move(m);
+}
+
+std::string MatchingVariant(const store::Store& store, const std::string& name,
+                            const quant::QuantConfig& config) {
+  std::optional<store::Manifest> m = MatchingVariantManifest(store, name, config);
+  return m ? m->variant : "";
 }
 
 namespace {
@@ -160,8 +169,10 @@ absl::StatusOr<Recipe> ChooseRecipe(const store::Store& store, const std::string
   // their own blocks (each shard as its own tensor), so they always stream.
   const bool tensor_parallel =
       plan_options.placement == Placement::kTensorParallel && num_devices > 1;
+  std::optional<store::Manifest> variant;
   if (config.type != quant::QuantType::kNone && options.use_artifact && !tensor_parallel) {
-    r.variant = MatchingVariant(store, name, config);
+    variant = MatchingVariantManifest(store, name, config);
+    if (variant) r.variant = variant->variant;
   }
   bool cast = false;
   if (config.type == quant::QuantType::kNone && options.cast_to_torch_dtype) {
@@ -172,7 +183,11 @@ absl::StatusOr<Recipe> ChooseRecipe(const store::Store& store, const std::string
     }
   }
   if ((config.type == quant::QuantType::kNone && !cast) || !r.variant.empty()) {
-    ASSIGN_OR_RETURN(r.source, ModelSourceFromStore(store, name, r.variant));
+    if (variant) {
+      ASSIGN_OR_RETURN(r.source, ModelSourceFromManifest(store, *std::move(variant)));
+    } else {
+      ASSIGN_OR_RETURN(r.source, ModelSourceFromStore(store, name));
+    }
     if (r.variant.empty()) {
       r.finish = Unchanged();
     } else {

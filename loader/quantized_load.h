@@ -18,6 +18,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,11 @@ struct QuantizedLoad {
 // The key of the stored variant usable for `config`, or "" when there is none.
 std::string MatchingVariant(const store::Store& store, const std::string& name,
                             const quant::QuantConfig& config);
+// The same variant's manifest (read once: LoadQuantized loads from it without parsing
+// it again), or nullopt.
+std::optional<store::Manifest> MatchingVariantManifest(const store::Store& store,
+                                                       const std::string& name,
+                                                       const quant::QuantConfig& config);
 
 // Pre-quantized checkpoints (store/prequant_info.h: a stored GGUF file, GPTQ or AWQ
 // directory): `keep` (config.keep_prequantized, and the
