@@ -454,6 +454,33 @@ absl::StatusOr<CopyTicket> HostDevice::CopyToDeviceAsync(const Allocation& dst,
     if (bytes != 0) std::memcpy(static_cast<char*>(dst.ptr) + offset, src, bytes);
     return CopyTicket{0};
   }
+  if (dst.ptr != nullptr && bytes != 0) {
+    // Fresh pages through the mapping: MADV_POPULATE_WRITE allocates them (and reports a
+    // full /dev/shm as an error, where a plain store would SIGBUS), then memcpy. Not
+    // pwrite: shmem's write path holds the object's inode lock for every write, so the
+    // loader's threads filling one allocation ran one at a time and the waiting ones
+    // spun on the lock (perf: 35% of a 4 GiB fresh load's CPU in rwsem_spin_on_owner,
+    // 0.3 GB/s); page faults of one object run in parallel. (Serializing pwrite in our
+    // own lock instead measured 0.64-0.87 GB/s for 4 GiB, one writer, against 1.0-1.6
+    // for two threads populating.)
+    char* d = static_cast<char*>(dst.ptr) + offset;
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(d) / page * page;
+    const uintptr_t hi = reinterpret_cast<uintptr_t>(d) + bytes;
+    if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0) {
+      std::memcpy(d, src, bytes);
+      return CopyTicket{0};
+    }
+    const int err = errno;
+    if (err != EINVAL) {  // EINVAL: a kernel before 5.14 (no POPULATE_WRITE): pwrite below
+      std::string msg = absl::StrCat(name(), ": allocating pages of allocation ", dst.id, ": ",
+                                     std::strerror(err), " (/dev/shm full?)");
+      if (err == ENOMEM || err == EFAULT || err == ENOSPC) {
+        return absl::ResourceExhaustedError(msg);
+      }
+      return absl::InternalError(msg);
+    }
+  }
   const char* p = static_cast<const char*>(src);
   while (bytes > 0) {
     ssize_t n = ::pwrite(*fd, p, bytes, static_cast<off_t>(offset));

@@ -6,12 +6,14 @@
 //
 // Two kinds of memory:
 //  - Fresh (the constructor; `loadstar load`, tests): one shm object per allocation,
-//    created by Allocate. Copies write through the object's descriptor (pwrite), not
-//    through our mapping: filling fresh shared memory through a mapping costs a page
-//    fault per 4 KiB page (about 1 GB/s here), while pwrite fills the pages in the kernel
-//    without mapping them in this process. Pages are not reserved up front (fallocate
-//    would cost a zeroing pass inside every load): a full /dev/shm shows up as
-//    ResourceExhausted from the copy that hits it, never as a SIGBUS. Freed memory may be
+//    created by Allocate. A copy allocates its pages with MADV_POPULATE_WRITE on our
+//    mapping and then memcpys. Not pwrite: shmem's write path holds the object's inode
+//    lock, so the loader's threads filling one allocation ran one at a time while the
+//    others spun on the lock (0.3 GB/s for a 4 GiB model here); populating faults run in
+//    parallel. (pwrite remains the fallback on kernels without POPULATE_WRITE.) Pages are
+//    not reserved up front (fallocate would cost a zeroing pass inside every load): a
+//    full /dev/shm shows up as ResourceExhausted from the copy that hits it (the populate
+//    fails), never as a SIGBUS. Freed memory may be
 //    kept for reuse (`retain_bytes`, renamed at reuse).
 //  - Pooled (CreatePooled; a worker's devices, bench_load's steady state): the device's
 //    whole memory is one shm object, created and populated at start (MADV_POPULATE_WRITE
