@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <memory>
@@ -131,14 +132,27 @@ class StoredBytes : public SourceTensorBytes {
  public:
   StoredBytes(const Store& store, Manifest manifest)
       : store_(store), manifest_(std::move(manifest)) {}
+  // The reader's buffer of the last tensor read stays valid until the next Read, so a
+  // repeated Get (GetPrefix, piece by piece) of that tensor is answered from it.
   absl::StatusOr<std::string_view> Get(size_t index) override {
-    return reader_.Read(store_, manifest_, index);
+    if (index == last_index_) return last_;
+    ASSIGN_OR_RETURN(last_, reader_.Read(store_, manifest_, index));
+    last_index_ = index;
+    return last_;
   }
 
  private:
   const Store& store_;
   const Manifest manifest_;
+  size_t last_index_ = SIZE_MAX;
+  std::string_view last_;
   StoredTensorReader reader_;  // last: its read-ahead uses store_ and manifest_
+};
+
+// One output of a prepared source tensor: its name, dtype and shape, and its bytes.
+struct PreparedOutput {
+  const quant::NamedTensor* meta;  // data empty when `bytes` are the source's own
+  std::string_view bytes;
 };
 
 // Shared by the fillers of one QuantizedInputs list: the prepared outputs of the source
@@ -150,26 +164,48 @@ struct PrepareState {
   std::shared_ptr<SourceTensorBytes> bytes;
   int current = -1;  // source index whose outputs `prepared` holds
   quant::PreparedTensor prepared;
-  int64_t quantized = 0;  // source tensors the fillers quantized (PrepareTensor calls)
+  // Set when the current source passes through unchanged: its bytes are written from the
+  // source's own (GetPrefix, piece by piece, held until the next source) instead of a
+  // PrepareTensor copy, which would need the whole tensor first and a fresh buffer (a
+  // page fault per 4 KiB); the embeddings and lm_head are the largest tensors of a model,
+  // and a source that streams (the one-pass save's tap) lets the variant write them
+  // while they are still being copied.
+  bool passing = false;
+  int64_t quantized = 0;  // source tensors the fillers prepared (PrepareTensor or passed)
+
+  // Whether PrepareTensor would return `tensor`'s bytes as they are: not quantized and
+  // not cast (EffectiveType kNone and no torch_dtype cast, as in PrepareTensor).
+  bool PassesThrough(const ManifestTensor& tensor) const {
+    std::vector<int64_t> shape;
+    return EffectiveType(config, model_type, tensor, &shape) == quant::QuantType::kNone &&
+           (!IsFloatingDType(tensor.dtype) || tensor.dtype == config.torch_dtype);
+  }
 
   // Output `index` of source tensor `source`, quantizing the source when it is not the
-  // one held. `spec` is what the writer planned; its shape is not checked when
-  // `check_shape` is false (a quant_state sized at write time).
-  absl::StatusOr<const quant::NamedTensor*> Output(int source, size_t index,
-                                                   const TensorSpec& spec,
-                                                   bool check_shape = true) {
+  // one held; its bytes are valid at least up to `needed`. `spec` is what the writer
+  // planned; its shape is not checked when `check_shape` is false (a quant_state sized
+  // at write time).
+  absl::StatusOr<PreparedOutput> Output(int source, size_t index, const TensorSpec& spec,
+                                        bool check_shape, uint64_t needed) {
     if (current != source) {
+      if (passing) bytes->Release(static_cast<size_t>(current));
       prepared = {};
+      passing = false;
       current = -1;
       const ManifestTensor& tensor = tensors[source];
-      ASSIGN_OR_RETURN(std::string_view data, bytes->Get(static_cast<size_t>(source)));
-      absl::StatusOr<quant::PreparedTensor> p = quant::PrepareTensor(
-          config, tensor.name, tensor.dtype, tensor.shape, data.data(), {},
-          quant::IsConv1DWeight(model_type, tensor.name, tensor.shape));
-      // The outputs are copies: the source bytes are not needed any more.
-      bytes->Release(static_cast<size_t>(source));
-      if (!p.ok()) return p.status();
-      prepared = *std::move(p);
+      if (PassesThrough(tensor)) {
+        prepared.tensors.push_back({tensor.name, tensor.dtype, tensor.shape, {}});
+        passing = true;
+      } else {
+        ASSIGN_OR_RETURN(std::string_view data, bytes->Get(static_cast<size_t>(source)));
+        absl::StatusOr<quant::PreparedTensor> p = quant::PrepareTensor(
+            config, tensor.name, tensor.dtype, tensor.shape, data.data(), {},
+            quant::IsConv1DWeight(model_type, tensor.name, tensor.shape));
+        // The outputs are copies: the source bytes are not needed any more.
+        bytes->Release(static_cast<size_t>(source));
+        if (!p.ok()) return p.status();
+        prepared = *std::move(p);
+      }
       ++quantized;
       current = source;
     }
@@ -185,7 +221,13 @@ struct PrepareState {
           tensors[source].name, t.name, DTypeName(t.dtype), ShapeToString(t.shape),
           spec.name, DTypeName(spec.dtype), ShapeToString(spec.shape)));
     }
-    return &t;
+    if (passing) {
+      ASSIGN_OR_RETURN(std::string_view data,
+                       bytes->GetPrefix(static_cast<size_t>(source), needed));
+      return PreparedOutput{&t, data};
+    }
+    return PreparedOutput{
+        &t, std::string_view(reinterpret_cast<const char*>(t.data.data()), t.data.size())};
   }
 };
 
@@ -231,20 +273,20 @@ absl::StatusOr<std::vector<TensorInput>> BuildQuantizedInputs(
       const bool at_write = state_at_write && k + 1 == specs.size();
       in.fill = [state, source, k, spec, at_write](uint64_t offset, char* dst,
                                                    size_t n) -> absl::Status {
-        ASSIGN_OR_RETURN(const quant::NamedTensor* t,
-                         state->Output(source, k, spec, /*check_shape=*/!at_write));
-        if (offset + n > t->data.size()) {
-          return absl::InternalError(fmt::format("{}: read past its end", t->name));
+        ASSIGN_OR_RETURN(PreparedOutput out,
+                         state->Output(source, k, spec, /*check_shape=*/!at_write, offset + n));
+        if (offset + n > out.bytes.size()) {
+          return absl::InternalError(fmt::format("{}: read past its end", out.meta->name));
         }
-        if (n) std::memcpy(dst, t->data.data() + offset, n);
+        if (n) std::memcpy(dst, out.bytes.data() + offset, n);
         return absl::OkStatus();
       };
       if (at_write) {
         // Called after the weight and absmax were written: the source is still held.
         in.shape_at_write = [state, source, k, spec]() -> absl::StatusOr<std::vector<int64_t>> {
-          ASSIGN_OR_RETURN(const quant::NamedTensor* t,
-                           state->Output(source, k, spec, /*check_shape=*/false));
-          return t->shape;
+          ASSIGN_OR_RETURN(PreparedOutput out,
+                           state->Output(source, k, spec, /*check_shape=*/false, 0));
+          return out.meta->shape;
         };
       }
       inputs.push_back(std::move(in));

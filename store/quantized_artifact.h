@@ -87,7 +87,9 @@ int64_t QuantStateJsonBytes(const quant::QuantConfig& config, const std::vector<
 enum class StateSizing { kUpFront, kAtWrite };
 
 // How many times QuantizedInputs' tensors were quantized (quant::PrepareTensor calls):
-// by the sizing pass, and by the fillers (a function: read it after the write).
+// by the sizing pass, and by the fillers (a function: read it after the write; it also
+// counts the tensors the fillers pass through unchanged, which need no PrepareTensor:
+// once per non-empty source tensor when each is prepared once).
 struct QuantizedInputsStats {
   int64_t sizing_quantizations = 0;
   std::function<int64_t()> fill_quantizations;
@@ -107,6 +109,13 @@ class SourceTensorBytes {
   // The bytes of source tensor `index` (all of them), valid until Release(index) or the
   // next Get. Called from the writer's thread, for increasing indices.
   virtual absl::StatusOr<std::string_view> Get(size_t index) = 0;
+  // At least the first `end` bytes of tensor `index` (a tensor passed through unchanged
+  // is copied piece by piece, so a source that streams can answer before the whole
+  // tensor arrived). Called repeatedly with growing `end`; by default Get(index).
+  virtual absl::StatusOr<std::string_view> GetPrefix(size_t index, uint64_t end) {
+    (void)end;
+    return Get(index);
+  }
   // The fillers no longer need tensor `index`'s bytes (its outputs are held apart).
   virtual void Release(size_t index) { (void)index; }
 };

@@ -12,6 +12,9 @@ class TapBytes : public SourceTensorBytes {
  public:
   explicit TapBytes(TapReader reader) : reader_(std::move(reader)) {}
   absl::StatusOr<std::string_view> Get(size_t index) override { return reader_.Get(index); }
+  absl::StatusOr<std::string_view> GetPrefix(size_t index, uint64_t end) override {
+    return reader_.GetPrefix(index, end);
+  }
   void Release(size_t index) override { reader_.Release(index); }
 
  private:

@@ -56,37 +56,46 @@ absl::Status TensorTap::Copy(size_t index, uint64_t offset, const char* data, si
       free->capacity = sizes_[index];
     }
     free->index = index;
-    free->ready = false;
     free->filled = 0;
     filling_ = free;
   } else {
     std::lock_guard<std::mutex> lock(mu_);
     if (!error_.ok()) return error_;
   }
-  // Only the producer touches the filling slot's bytes until it is marked ready.
+  // Only the producer writes the filling slot: consumers read its first `filled` bytes
+  // (GetPrefix), and these bytes lie past them.
   Slot* slot = filling_;
   if (slot == nullptr || slot->index != index || slot->filled != offset) {
     return absl::InternalError(fmt::format(
         "tensor tap: bytes at {} of tensor {} out of order", offset, index));
   }
   if (n > 0) std::memcpy(slot->data.get() + offset, data, n);
-  slot->filled += n;
-  if (slot->filled == sizes_[index]) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      slot->ready = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slot->filled += n;
+    if (slot->filled == sizes_[index]) {
       filling_ = nullptr;
     }
-    cv_.notify_all();
   }
+  cv_.notify_all();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string_view> TensorTap::Get(size_t consumer, size_t index) {
-  std::unique_lock<std::mutex> lock(mu_);
   if (index >= sizes_.size()) {
     return absl::InternalError(
         fmt::format("tensor tap: tensor {} of {} requested", index, sizes_.size()));
+  }
+  return GetPrefix(consumer, index, sizes_[index]);
+}
+
+absl::StatusOr<std::string_view> TensorTap::GetPrefix(size_t consumer, size_t index,
+                                                      uint64_t end) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (index >= sizes_.size() || end > sizes_[index]) {
+    return absl::InternalError(
+        fmt::format("tensor tap: bytes [0, {}) of tensor {} of {} requested", end, index,
+                    sizes_.size()));
   }
   if (index < position_[consumer]) {
     return absl::InternalError(fmt::format(
@@ -95,14 +104,14 @@ absl::StatusOr<std::string_view> TensorTap::Get(size_t consumer, size_t index) {
   }
   position_[consumer] = index;  // earlier tensors are released
   cv_.notify_all();
-  if (sizes_[index] == 0) return std::string_view();
+  if (end == 0) return std::string_view();
   Slot* slot = nullptr;
   cv_.wait(lock, [&] {
     slot = Find(index);
-    return !error_.ok() || (slot != nullptr && slot->ready);
+    return !error_.ok() || (slot != nullptr && slot->filled >= end);
   });
   if (!error_.ok()) return error_;
-  return std::string_view(slot->data.get(), sizes_[index]);
+  return std::string_view(slot->data.get(), end);
 }
 
 void TensorTap::Release(size_t consumer, size_t index) {

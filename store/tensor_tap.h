@@ -11,6 +11,9 @@
 // released tensor i. So memory is at most two tensors (the largest ones) and the
 // producer runs at most one tensor ahead of the slowest consumer.
 //
+// A consumer that needs no whole tensor (a copy of it) can read one while it arrives:
+// GetPrefix waits only for the bytes it asks for.
+//
 // Zero-byte tensors are never copied (writers make no filler call for them): Get returns
 // an empty view for them at once, from the sizes given at construction.
 //
@@ -58,6 +61,10 @@ class TensorTap {
   // or Internal for an index this consumer already released.
   absl::StatusOr<std::string_view> Get(size_t consumer, size_t index);
 
+  // The same for the first `end` bytes of tensor `index` (the view has `end` bytes):
+  // returns as soon as they arrived, while the producer may still copy the rest.
+  absl::StatusOr<std::string_view> GetPrefix(size_t consumer, size_t index, uint64_t end);
+
   // Consumer `consumer` no longer needs tensors up to and including `index`.
   void Release(size_t consumer, size_t index);
 
@@ -71,8 +78,7 @@ class TensorTap {
   struct Slot {
     static constexpr size_t kEmpty = std::numeric_limits<size_t>::max();
     size_t index = kEmpty;  // tensor held (kEmpty: none)
-    bool ready = false;     // every byte arrived
-    uint64_t filled = 0;
+    uint64_t filled = 0;    // bytes arrived (written by the producer under mu_)
     std::unique_ptr<char[]> data;  // reused; grows to the largest tensor it held
     uint64_t capacity = 0;
   };
@@ -98,6 +104,9 @@ struct TapReader {
   size_t consumer = 0;
 
   absl::StatusOr<std::string_view> Get(size_t index) const { return tap->Get(consumer, index); }
+  absl::StatusOr<std::string_view> GetPrefix(size_t index, uint64_t end) const {
+    return tap->GetPrefix(consumer, index, end);
+  }
   void Release(size_t index) const { tap->Release(consumer, index); }
 };
 

@@ -89,6 +89,24 @@ TEST(TensorTapTest, ProducerRunsAtMostOneTensorAhead) {
   EXPECT_EQ(completed.load(), 6);
 }
 
+// GetPrefix answers as soon as the bytes asked for arrived, before the tensor is whole.
+TEST(TensorTapTest, PrefixIsReadableWhileTheTensorArrives) {
+  TensorTap tap({1000, 10}, 1);
+  const std::string bytes = Bytes(0, 1000);
+  ASSERT_TRUE(tap.Copy(0, 0, bytes.data(), 300).ok());
+  absl::StatusOr<std::string_view> prefix = tap.GetPrefix(0, 0, 300);
+  ASSERT_TRUE(prefix.ok()) << prefix.status();
+  EXPECT_EQ(*prefix, bytes.substr(0, 300));
+  absl::StatusOr<std::string_view> more;
+  std::thread consumer([&] { more = tap.GetPrefix(0, 0, 800); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(tap.Copy(0, 300, bytes.data() + 300, 700).ok());
+  consumer.join();
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_EQ(*more, bytes.substr(0, 800));
+  EXPECT_EQ(tap.GetPrefix(0, 0, 1001).status().code(), absl::StatusCode::kInternal);
+}
+
 TEST(TensorTapTest, ConsumerFailureStopsTheWaitingProducer) {
   TensorTap tap(std::vector<uint64_t>(4, 100), 1);
   absl::Status produced;
