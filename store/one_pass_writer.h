@@ -4,9 +4,11 @@
 // variant, which makes the variant's tensors from them (quantizes) and writes them with
 // its own WriteModelDir (and its own write-behind thread) into <dir>/variants/<key>/.
 // The disk sees the model's and the variants' bytes once each, nothing is read back, and
-// the quantization runs on the variant's thread, overlapped with the copy. Memory: the
-// tap's two tensor buffers (the producer is at most one tensor ahead of the slowest
-// variant) plus each variant's outputs of one tensor.
+// the quantization runs on the variant's thread, overlapped with the copy. A tensor a
+// variant keeps as it is (embeddings, lm_head) it writes while the copy still reads it
+// (TensorTap::GetPrefix). Memory: the tap's two buffers of a whole tensor each (the
+// producer is at most one tensor ahead of the slowest variant; 2 x the largest tensor)
+// plus each variant's outputs of one tensor.
 //
 // Like WriteModelDir this is the non-atomic layer: Store::SaveWithVariants writes into the
 // model's temp directory and publishes the model and its variants with one rename.

@@ -17,6 +17,10 @@
 // its state-dict entries (weight, absmax, quant_map, [nested_absmax, nested_quant_map],
 // quant_state for 4-bit; weight, SCB, weight_format for int8; a cast copy otherwise).
 //
+// A tensor the config leaves as it is (not quantized, not cast) is written from the
+// source's bytes (SourceTensorBytes::GetPrefix) without a PrepareTensor copy: the same
+// bytes.
+//
 // Double quant: the quant_state JSON holds the nested offset (the mean of the absmax),
 // so its length is known only after quantizing. WriteModelDir (SaveQuantizedVariant)
 // takes that size when it reaches the quant_state (TensorInput::shape_at_write), right
