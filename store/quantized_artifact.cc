@@ -165,12 +165,13 @@ struct PrepareState {
   int current = -1;  // source index whose outputs `prepared` holds
   quant::PreparedTensor prepared;
   // Set when the current source passes through unchanged: its bytes are written from the
-  // source's own (GetPrefix, piece by piece, held until the next source) instead of a
-  // PrepareTensor copy, which would need the whole tensor first and a fresh buffer (a
-  // page fault per 4 KiB); the embeddings and lm_head are the largest tensors of a model,
-  // and a source that streams (the one-pass save's tap) lets the variant write them
-  // while they are still being copied.
+  // source's own (GetPrefix, piece by piece, held until its last byte is written) instead
+  // of a PrepareTensor copy, which would need the whole tensor first and a fresh buffer
+  // (a page fault per 4 KiB); the embeddings and lm_head are the largest tensors of a
+  // model, and a source that streams (the one-pass save's tap) lets the variant write
+  // them while they are still being copied.
   bool passing = false;
+  bool released = false;  // the passed-through source was released at its last byte
   int64_t quantized = 0;  // source tensors the fillers prepared (PrepareTensor or passed)
 
   // Whether PrepareTensor would return `tensor`'s bytes as they are: not quantized and
@@ -188,9 +189,10 @@ struct PrepareState {
   absl::StatusOr<PreparedOutput> Output(int source, size_t index, const TensorSpec& spec,
                                         bool check_shape, uint64_t needed) {
     if (current != source) {
-      if (passing) bytes->Release(static_cast<size_t>(current));
+      if (passing && !released) bytes->Release(static_cast<size_t>(current));
       prepared = {};
       passing = false;
+      released = false;
       current = -1;
       const ManifestTensor& tensor = tensors[source];
       if (PassesThrough(tensor)) {
@@ -222,12 +224,26 @@ struct PrepareState {
           spec.name, DTypeName(spec.dtype), ShapeToString(spec.shape)));
     }
     if (passing) {
+      if (released) {
+        return absl::InternalError(
+            fmt::format("{}: bytes asked for after the last one", tensors[source].name));
+      }
       ASSIGN_OR_RETURN(std::string_view data,
                        bytes->GetPrefix(static_cast<size_t>(source), needed));
       return PreparedOutput{&t, data};
     }
     return PreparedOutput{
         &t, std::string_view(reinterpret_cast<const char*>(t.data.data()), t.data.size())};
+  }
+
+  // A filler copied output bytes up to `end` of source `source`. A passed-through source
+  // is released at its last byte, not at the next source: the writer may wait for a free
+  // block in between, and a producer (the tap) may be waiting for this tensor's buffer.
+  void Copied(int source, uint64_t end) {
+    if (passing && current == source && end == tensors[source].size && !released) {
+      bytes->Release(static_cast<size_t>(source));
+      released = true;
+    }
   }
 };
 
@@ -279,6 +295,7 @@ absl::StatusOr<std::vector<TensorInput>> BuildQuantizedInputs(
           return absl::InternalError(fmt::format("{}: read past its end", out.meta->name));
         }
         if (n) std::memcpy(dst, out.bytes.data() + offset, n);
+        state->Copied(source, offset + n);
         return absl::OkStatus();
       };
       if (at_write) {
