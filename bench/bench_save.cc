@@ -6,9 +6,13 @@
 //       one write in flight), io_uring, one fsync at the end;
 //   (b) Store::Save of a ~1 GiB fp16 Llama-shaped safetensors checkpoint (what
 //       `loadstar store save` does);
-//   (c) Store::Save + SaveQuantizedVariant nf4 (`store save --quantize nf4`);
+//   (c) SaveQuantized nf4 (`store save --quantize nf4`: the variant quantized from the
+//       source bytes while the model is copied and written at the same time, one pass);
 //   (d) the same with double quant (`--quantize nf4 --double-quant`);
-// rounds alternate a, b, c, d so a drift of the (virtual) disk hits all alike; ratios
+//   (e) the limit of (c): fio writing the model's bytes and the nf4 variant's bytes into
+//       two files at the same time (two jobs, each at the writer's block size and depth,
+//       as the one-pass save's two writers do); its time is the slower job's.
+// rounds alternate a, e, b, c, d so a drift of the (virtual) disk hits all alike; ratios
 // are medians of per-round ratios. Before each measurement the source checkpoint is
 // either read once (--source warm, the default: a save right after a download) or
 // evicted with posix_fadvise(DONTNEED) (--source cold), and the previous round's copy is
@@ -32,6 +36,7 @@
 #include "quant/policy.h"
 #include "store/model_writer.h"
 #include "store/quantized_artifact.h"
+#include "store/quantized_save.h"
 #include "store/store.h"
 
 namespace loadstar {
@@ -91,39 +96,52 @@ void PrepareSource(const std::string& path, bool cold) {
   ::close(fd);
 }
 
-// (a) seconds fio takes to write `bytes` as the writer does; 0 when fio is missing.
-double FioSeconds(const std::string& dir, uint64_t bytes, std::string* how) {
+// Seconds fio takes to write files of `bytes` (one job per entry, all at once) as the
+// writer does: the slowest job's; 0 when fio is missing. (a) is one file, (e) two.
+double FioSeconds(const std::string& dir, const std::vector<uint64_t>& bytes,
+                  std::string* how) {
   if (std::system("command -v fio >/dev/null 2>&1") != 0) return 0;
-  const std::string file = JoinPath(dir, "fio-write.tmp");
   const uint64_t block = store::kWriteBlockBytes;
-  const uint64_t size = (bytes + block - 1) / block * block;
-  *how = fmt::format(
-      "fio --rw=write --direct=1 --bs={} --iodepth=1 --ioengine=io_uring --size={} "
-      "--end_fsync=1",
-      block, size);
-  std::string cmd = fmt::format(
-      "fio --name=seqwrite --filename='{}' --rw=write --direct=1 --bs={} --iodepth=1 "
-      "--ioengine=io_uring --size={} --end_fsync=1 --output-format=json 2>/dev/null",
-      file, block, size);
+  std::vector<uint64_t> sizes;
+  std::vector<std::string> files;
+  std::string jobs, sizes_text;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    sizes.push_back((bytes[i] + block - 1) / block * block);
+    files.push_back(JoinPath(dir, fmt::format("fio-write-{}.tmp", i)));
+    jobs += fmt::format(" --name=seqwrite{} --filename='{}' --size={}", i, files[i], sizes[i]);
+    sizes_text += fmt::format("{}{}", i ? " + " : "", sizes[i]);
+  }
+  const std::string common = fmt::format(
+      "--rw=write --direct=1 --bs={} --iodepth=1 --ioengine=io_uring --end_fsync=1", block);
+  *how = fmt::format("fio {} --size={}{}", common, sizes_text,
+                     bytes.size() > 1 ? ", one job per file, concurrently" : "");
+  std::string cmd = fmt::format("fio {} --output-format=json{} 2>/dev/null", common, jobs);
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
   size_t n;
   while (p != nullptr && (n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   const bool ok = p != nullptr && ::pclose(p) == 0;
-  Env::Default()->RemoveFile(file).IgnoreError();
+  for (const std::string& file : files) Env::Default()->RemoveFile(file).IgnoreError();
   if (!ok) Die(absl::InternalError("fio failed: " + cmd));
   auto j = nlohmann::json::parse(out, nullptr, false);
-  if (j.is_discarded()) Die(absl::InternalError("fio printed no JSON"));
-  // fio's runtime covers the writes (its start-up is not in it); add the end fsync's
-  // latency where fio reports it.
-  const auto& w = j["jobs"][0]["write"];
-  double seconds = w["runtime"].get<double>() / 1e3;
-  const auto& sync = j["jobs"][0]["sync"];
-  if (sync.contains("lat_ns") && sync["lat_ns"].contains("max")) {
-    seconds += sync["lat_ns"]["max"].get<double>() / 1e9;
+  if (j.is_discarded() || j["jobs"].size() != bytes.size()) {
+    Die(absl::InternalError("fio printed no JSON for every job"));
   }
-  return seconds * static_cast<double>(bytes) / static_cast<double>(size);
+  double slowest = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    // fio's runtime covers the writes (its start-up is not in it); add the end fsync's
+    // latency where fio reports it.
+    const auto& job = j["jobs"][i];
+    double seconds = job["write"]["runtime"].get<double>() / 1e3;
+    const auto& sync = job["sync"];
+    if (sync.contains("lat_ns") && sync["lat_ns"].contains("max")) {
+      seconds += sync["lat_ns"]["max"].get<double>() / 1e9;
+    }
+    slowest = std::max(slowest, seconds * static_cast<double>(bytes[i]) /
+                                    static_cast<double>(sizes[i]));
+  }
+  return slowest;
 }
 
 struct Sample {
@@ -153,7 +171,7 @@ int Main(int argc, char** argv) {
   quant::QuantConfig nf4dq = nf4;
   nf4dq.double_quant = true;
 
-  uint64_t bytes = 0;
+  uint64_t bytes = 0, nf4_bytes = 0;
   size_t source_tensors = 0;
   int64_t dq_sizing = 0, dq_fill = 0, dq_weights = 0;
   // One save; `config` null for a plain one. Returns wall and CPU seconds.
@@ -163,40 +181,43 @@ int Main(int argc, char** argv) {
       if (!s.ok()) Die(s);
     }
     PrepareSource(src, flags.cold_source);
+    std::vector<quant::QuantConfig> configs;
+    if (config != nullptr) configs.push_back(*config);
+    std::vector<store::QuantizedInputsStats> stats;
     double t0 = Now(), c0 = CpuSeconds();
-    auto m = (*store)->Save(ckpt, name);
+    auto m = store::SaveQuantized(**store, ckpt, name, configs, {}, {}, &stats);
     if (!m.ok()) Die(m.status());
-    bytes = m->TotalBytes();
-    source_tensors = m->tensors.size();
-    if (config != nullptr) {
-      store::QuantizedInputsStats stats;
-      auto v = store::SaveQuantizedVariant(**store, name, *config, {}, false, &stats);
-      if (!v.ok()) Die(v.status());
-      if (config->double_quant) {
-        dq_sizing = stats.sizing_quantizations;
-        dq_fill = stats.fill_quantizations();
-        dq_weights = 0;
-        for (const auto& t : v->tensors) {
-          if (t.name.ends_with(".nested_absmax")) ++dq_weights;
-        }
+    Sample sample{Now() - t0, CpuSeconds() - c0};
+    bytes = m->model.TotalBytes();
+    source_tensors = m->model.tensors.size();
+    if (config != nullptr && !config->double_quant) nf4_bytes = m->variants[0].TotalBytes();
+    if (config != nullptr && config->double_quant) {
+      dq_sizing = stats[0].sizing_quantizations;
+      dq_fill = stats[0].fill_quantizations();
+      dq_weights = 0;
+      for (const auto& t : m->variants[0].tensors) {
+        if (t.name.ends_with(".nested_absmax")) ++dq_weights;
       }
     }
-    return Sample{Now() - t0, CpuSeconds() - c0};
+    return sample;
   };
 
-  // A first plain save learns the size (and warms the code paths); not counted.
+  // A first plain and nf4 save learn the sizes (and warm the code paths); not counted.
   save(nullptr);
+  save(&nf4);
   std::printf("checkpoint %s: %.3f GB; source %s; store %s\n", src.c_str(),
               static_cast<double>(bytes) / 1e9,
               flags.cold_source ? "cold (posix_fadvise DONTNEED before each save)"
                                 : "warm (read once before each save)",
               root.c_str());
 
-  std::string fio_how;
+  std::string fio_how, limit_how;
   std::vector<double> fio, plain, q, qdq, r_plain, r_q, r_qdq, cpu_plain, cpu_q;
+  std::vector<double> limit, r_limit, r_limit_plain;
   auto gbps = [&](double s) { return static_cast<double>(bytes) / s / 1e9; };
   for (int r = 0; r < flags.runs; ++r) {
-    double f = FioSeconds(root, bytes, &fio_how);
+    double f = FioSeconds(root, {bytes}, &fio_how);
+    double l = FioSeconds(root, {bytes, nf4_bytes}, &limit_how);
     Sample p = save(nullptr);
     Sample n = save(&nf4);
     Sample d = save(&nf4dq);
@@ -211,10 +232,15 @@ int Main(int argc, char** argv) {
       fio.push_back(gbps(f));
       r_plain.push_back(f / p.seconds);
     }
-    std::printf("round %d: fio %.2f GB/s, save %.2f GB/s (%.2f CPU-s), save+nf4 %.2f s "
-                "(%.2f CPU-s), save+nf4-dq %.2f s\n",
-                r + 1, f > 0 ? gbps(f) : 0.0, gbps(p.seconds), p.cpu, n.seconds, n.cpu,
-                d.seconds);
+    if (l > 0) {
+      limit.push_back(l);
+      r_limit.push_back(n.seconds / l);
+      r_limit_plain.push_back(l / p.seconds);
+    }
+    std::printf("round %d: fio %.2f GB/s, fio model+nf4 files %.2f s, save %.2f s = %.2f GB/s "
+                "(%.2f CPU-s), save+nf4 %.2f s (%.2f CPU-s), save+nf4-dq %.2f s\n",
+                r + 1, f > 0 ? gbps(f) : 0.0, l, p.seconds, gbps(p.seconds), p.cpu,
+                n.seconds, n.cpu, d.seconds);
   }
   auto range = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -242,6 +268,14 @@ int Main(int argc, char** argv) {
               Median(qdq), range(qdq).c_str(), Median(r_qdq), range(r_qdq).c_str(),
               static_cast<long long>(dq_sizing), static_cast<long long>(dq_fill),
               source_tensors, static_cast<long long>(dq_weights));
+  if (!limit.empty()) {
+    std::printf("(e) limit of (c): %.3f GB model + %.3f GB nf4 variant written at once by "
+                "fio  %.2f s (%s)\n    [%s]\n    (c) time / (e) time %.2f (%s); (e) time / (b) "
+                "time %.2f (%s): the least (c) / (b) this disk allows\n",
+                static_cast<double>(bytes) / 1e9, static_cast<double>(nf4_bytes) / 1e9,
+                Median(limit), range(limit).c_str(), limit_how.c_str(), Median(r_limit),
+                range(r_limit).c_str(), Median(r_limit_plain), range(r_limit_plain).c_str());
+  }
   std::printf("    CPU seconds: plain %.2f, nf4 %.2f (medians)\n", Median(cpu_plain),
               Median(cpu_q));
   nlohmann::json out = {{"bytes", bytes},
@@ -253,6 +287,11 @@ int Main(int argc, char** argv) {
                         {"save_nf4_dq_gbps", qdq},
                         {"save_ratio_fio", r_plain.empty() ? 0.0 : Median(r_plain)},
                         {"nf4_time_ratio", Median(r_q)},
+                        {"nf4_bytes", nf4_bytes},
+                        {"limit_fio", limit_how},
+                        {"limit_seconds", limit},
+                        {"nf4_time_over_limit", r_limit.empty() ? 0.0 : Median(r_limit)},
+                        {"limit_over_plain", r_limit_plain.empty() ? 0.0 : Median(r_limit_plain)},
                         {"nf4_dq_time_ratio", Median(r_qdq)},
                         {"dq_sizing_quantizations", dq_sizing},
                         {"dq_fill_quantizations", dq_fill},

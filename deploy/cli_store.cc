@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "store/gguf.h"
 #include "store/quantized_artifact.h"
+#include "store/quantized_save.h"
 #include "store/store.h"
 #include "store/tensor.h"
 
@@ -68,31 +69,26 @@ absl::Status RunSave(const SaveFlags& flags) {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(flags.store));
   uint64_t start = Env::Default()->NowMicros();
-  Manifest manifest;
+  // One pass: every variant is quantized from the source bytes as the copy passes them
+  // (store/quantized_save.h); the model and its variants appear together or not at all.
+  store::ModelWithVariants saved;
   {
-    Progress progress(fmt::format("saving {}", flags.name));
-    ASSIGN_OR_RETURN(manifest, store->Save(flags.src, flags.name, ProgressTo(progress),
-                                           {.overwrite = flags.overwrite}));
+    Progress progress(configs.empty() ? fmt::format("saving {}", flags.name)
+                                      : fmt::format("saving and quantizing {}", flags.name));
+    ASSIGN_OR_RETURN(saved, store::SaveQuantized(*store, flags.src, flags.name, configs,
+                                                 ProgressTo(progress),
+                                                 {.overwrite = flags.overwrite}));
     progress.Finish();
   }
   double seconds = SecondsSince(start);
+  const Manifest& manifest = saved.model;
   std::printf("saved %s: %zu tensors, %s in %.2f s (%.2f GB/s)\n", flags.name.c_str(),
               manifest.tensors.size(), FormatBytes(manifest.TotalBytes()).c_str(), seconds,
               seconds > 0 ? static_cast<double>(manifest.TotalBytes()) / seconds / 1e9 : 0.0);
-  for (const quant::QuantConfig& config : configs) {
-    const std::string key = config.VariantKey();
-    uint64_t qstart = Env::Default()->NowMicros();
-    Manifest variant;
-    {
-      Progress progress(fmt::format("quantizing {} ({})", flags.name, key));
-      ASSIGN_OR_RETURN(variant, store::SaveQuantizedVariant(*store, flags.name, config,
-                                                            ProgressTo(progress),
-                                                            flags.overwrite));
-      progress.Finish();
-    }
-    std::printf("saved variant %s of %s: %zu tensors, %s in %.2f s\n", key.c_str(),
-                flags.name.c_str(), variant.tensors.size(),
-                FormatBytes(variant.TotalBytes()).c_str(), SecondsSince(qstart));
+  for (const Manifest& variant : saved.variants) {
+    std::printf("saved variant %s of %s: %zu tensors, %s (same pass)\n",
+                variant.variant.c_str(), flags.name.c_str(), variant.tensors.size(),
+                FormatBytes(variant.TotalBytes()).c_str());
   }
   return absl::OkStatus();
 }

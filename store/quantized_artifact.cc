@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <memory>
@@ -126,54 +127,191 @@ class StoredTensorReader {
   size_t pending_index_ = 0;
 };
 
+// SourceTensorBytes of a stored manifest: its tensors read by a StoredTensorReader.
+class StoredBytes : public SourceTensorBytes {
+ public:
+  StoredBytes(const Store& store, Manifest manifest)
+      : store_(store), manifest_(std::move(manifest)) {}
+  // The reader's buffer of the last tensor read stays valid until the next Read, so a
+  // repeated Get (GetPrefix, piece by piece) of that tensor is answered from it.
+  absl::StatusOr<std::string_view> Get(size_t index) override {
+    if (index == last_index_) return last_;
+    ASSIGN_OR_RETURN(last_, reader_.Read(store_, manifest_, index));
+    last_index_ = index;
+    return last_;
+  }
+
+ private:
+  const Store& store_;
+  const Manifest manifest_;
+  size_t last_index_ = SIZE_MAX;
+  std::string_view last_;
+  StoredTensorReader reader_;  // last: its read-ahead uses store_ and manifest_
+};
+
+// One output of a prepared source tensor: its name, dtype and shape, and its bytes.
+struct PreparedOutput {
+  const quant::NamedTensor* meta;  // data empty when `bytes` are the source's own
+  std::string_view bytes;
+};
+
 // Shared by the fillers of one QuantizedInputs list: the prepared outputs of the source
 // tensor being written (one at a time).
 struct PrepareState {
-  const Store* store = nullptr;
-  Manifest manifest;
+  std::vector<ManifestTensor> tensors;  // the source tensors (name, dtype, shape)
   quant::QuantConfig config;
   std::string model_type;
+  std::shared_ptr<SourceTensorBytes> bytes;
   int current = -1;  // source index whose outputs `prepared` holds
   quant::PreparedTensor prepared;
+  // Set when the current source passes through unchanged: its bytes are written from the
+  // source's own (GetPrefix, piece by piece, held until its last byte is written) instead
+  // of a PrepareTensor copy, which would need the whole tensor first and a fresh buffer
+  // (a page fault per 4 KiB); the embeddings and lm_head are the largest tensors of a
+  // model, and a source that streams (the one-pass save's tap) lets the variant write
+  // them while they are still being copied.
+  bool passing = false;
+  bool released = false;  // the passed-through source was released at its last byte
+  int64_t quantized = 0;  // source tensors the fillers prepared (PrepareTensor or passed)
+
+  // Whether PrepareTensor would return `tensor`'s bytes as they are: not quantized and
+  // not cast (EffectiveType kNone and no torch_dtype cast, as in PrepareTensor).
+  bool PassesThrough(const ManifestTensor& tensor) const {
+    std::vector<int64_t> shape;
+    return EffectiveType(config, model_type, tensor, &shape) == quant::QuantType::kNone &&
+           (!IsFloatingDType(tensor.dtype) || tensor.dtype == config.torch_dtype);
+  }
 
   // Output `index` of source tensor `source`, quantizing the source when it is not the
-  // one held. `spec` is what the writer planned; its shape is not checked when
-  // `check_shape` is false (a quant_state sized at write time).
-  absl::StatusOr<const quant::NamedTensor*> Output(int source, size_t index,
-                                                   const TensorSpec& spec,
-                                                   bool check_shape = true) {
+  // one held; its bytes are valid at least up to `needed`. `spec` is what the writer
+  // planned; its shape is not checked when `check_shape` is false (a quant_state sized
+  // at write time).
+  absl::StatusOr<PreparedOutput> Output(int source, size_t index, const TensorSpec& spec,
+                                        bool check_shape, uint64_t needed) {
     if (current != source) {
+      if (passing && !released) bytes->Release(static_cast<size_t>(current));
       prepared = {};
+      passing = false;
+      released = false;
       current = -1;
-      const ManifestTensor& tensor = manifest.tensors[source];
-      ASSIGN_OR_RETURN(std::string_view bytes,
-                       reader.Read(*store, manifest, static_cast<size_t>(source)));
-      ASSIGN_OR_RETURN(prepared, quant::PrepareTensor(
-                                     config, tensor.name, tensor.dtype, tensor.shape,
-                                     bytes.data(), {},
-                                     quant::IsConv1DWeight(model_type, tensor.name,
-                                                           tensor.shape)));
+      const ManifestTensor& tensor = tensors[source];
+      if (PassesThrough(tensor)) {
+        prepared.tensors.push_back({tensor.name, tensor.dtype, tensor.shape, {}});
+        passing = true;
+      } else {
+        ASSIGN_OR_RETURN(std::string_view data, bytes->Get(static_cast<size_t>(source)));
+        absl::StatusOr<quant::PreparedTensor> p = quant::PrepareTensor(
+            config, tensor.name, tensor.dtype, tensor.shape, data.data(), {},
+            quant::IsConv1DWeight(model_type, tensor.name, tensor.shape));
+        // The outputs are copies: the source bytes are not needed any more.
+        bytes->Release(static_cast<size_t>(source));
+        if (!p.ok()) return p.status();
+        prepared = *std::move(p);
+      }
       ++quantized;
       current = source;
     }
     if (index >= prepared.tensors.size()) {
       return absl::InternalError(
           fmt::format("{}: quantization produced {} tensors, expected more",
-                      manifest.tensors[source].name, prepared.tensors.size()));
+                      tensors[source].name, prepared.tensors.size()));
     }
     const quant::NamedTensor& t = prepared.tensors[index];
     if (t.name != spec.name || t.dtype != spec.dtype || (check_shape && t.shape != spec.shape)) {
       return absl::InternalError(fmt::format(
           "{}: quantized output {} {} {} differs from the planned {} {} {}",
-          manifest.tensors[source].name, t.name, DTypeName(t.dtype), ShapeToString(t.shape),
+          tensors[source].name, t.name, DTypeName(t.dtype), ShapeToString(t.shape),
           spec.name, DTypeName(spec.dtype), ShapeToString(spec.shape)));
     }
-    return &t;
+    if (passing) {
+      if (released) {
+        return absl::InternalError(
+            fmt::format("{}: bytes asked for after the last one", tensors[source].name));
+      }
+      ASSIGN_OR_RETURN(std::string_view data,
+                       bytes->GetPrefix(static_cast<size_t>(source), needed));
+      return PreparedOutput{&t, data};
+    }
+    return PreparedOutput{
+        &t, std::string_view(reinterpret_cast<const char*>(t.data.data()), t.data.size())};
   }
 
-  int64_t quantized = 0;  // source tensors the fillers quantized (PrepareTensor calls)
-  StoredTensorReader reader;
+  // A filler copied output bytes up to `end` of source `source`. A passed-through source
+  // is released at its last byte, not at the next source: the writer may wait for a free
+  // block in between, and a producer (the tap) may be waiting for this tensor's buffer.
+  void Copied(int source, uint64_t end) {
+    if (passing && current == source && end == tensors[source].size && !released) {
+      bytes->Release(static_cast<size_t>(source));
+      released = true;
+    }
+  }
 };
+
+// QuantizedInputs' list. `upfront_state_bytes`, when set, sizes a double-quant
+// quant_state before writing (StateSizing::kUpFront); else it is sized at write.
+using StateBytesFn = std::function<absl::StatusOr<int64_t>(size_t source)>;
+
+absl::StatusOr<std::vector<TensorInput>> BuildQuantizedInputs(
+    std::vector<ManifestTensor> tensors, const quant::QuantConfig& config,
+    std::string_view model_type, std::shared_ptr<SourceTensorBytes> bytes,
+    const StateBytesFn& upfront_state_bytes, QuantizedInputsStats* stats) {
+  if (config.type == quant::QuantType::kNone) {
+    return absl::InvalidArgumentError("no quantization requested (type none)");
+  }
+  auto state = std::make_shared<PrepareState>();
+  state->tensors = std::move(tensors);
+  state->config = config;
+  state->model_type = std::string(model_type);
+  state->bytes = std::move(bytes);
+  std::vector<TensorInput> inputs;
+  for (size_t i = 0; i < state->tensors.size(); ++i) {
+    const ManifestTensor& t = state->tensors[i];
+    std::vector<int64_t> shape;
+    quant::QuantType type = EffectiveType(config, model_type, t, &shape);
+    const bool four_bit = type == quant::QuantType::kNf4 || type == quant::QuantType::kFp4;
+    // With double quant the quant_state's length depends on the weight's absmax.
+    const bool state_at_write = four_bit && config.double_quant && !upfront_state_bytes;
+    int64_t state_bytes = 0;
+    if (four_bit) {
+      if (config.double_quant && !state_at_write) {
+        ASSIGN_OR_RETURN(state_bytes, upfront_state_bytes(i));
+      } else {
+        state_bytes = QuantStateJsonBytes(config, shape);
+      }
+    }
+    std::vector<TensorSpec> specs = QuantizedTensorSpecs(config, model_type, t, state_bytes);
+    for (size_t k = 0; k < specs.size(); ++k) {
+      TensorInput in;
+      in.spec = specs[k];
+      const int source = static_cast<int>(i);
+      const TensorSpec spec = specs[k];
+      // The quant_state is the last output of a 4-bit weight.
+      const bool at_write = state_at_write && k + 1 == specs.size();
+      in.fill = [state, source, k, spec, at_write](uint64_t offset, char* dst,
+                                                   size_t n) -> absl::Status {
+        ASSIGN_OR_RETURN(PreparedOutput out,
+                         state->Output(source, k, spec, /*check_shape=*/!at_write, offset + n));
+        if (offset + n > out.bytes.size()) {
+          return absl::InternalError(fmt::format("{}: read past its end", out.meta->name));
+        }
+        if (n) std::memcpy(dst, out.bytes.data() + offset, n);
+        state->Copied(source, offset + n);
+        return absl::OkStatus();
+      };
+      if (at_write) {
+        // Called after the weight and absmax were written: the source is still held.
+        in.shape_at_write = [state, source, k, spec]() -> absl::StatusOr<std::vector<int64_t>> {
+          ASSIGN_OR_RETURN(PreparedOutput out,
+                           state->Output(source, k, spec, /*check_shape=*/false, 0));
+          return out.meta->shape;
+        };
+      }
+      inputs.push_back(std::move(in));
+    }
+  }
+  if (stats != nullptr) stats->fill_quantizations = [state] { return state->quantized; };
+  return inputs;
+}
 
 }  // namespace
 
@@ -183,9 +321,7 @@ std::string StoredModelType(const Store& store, const std::string& name) {
   absl::StatusOr<std::string> text =
       ReadFileToString(store.env(), JoinPath(*dir, "config.json"), 16 << 20);
   if (!text.ok()) return "";
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("model_type") || !j["model_type"].is_string()) return "";
-  return j["model_type"].get<std::string>();
+  return ModelTypeOfConfig(*text);
 }
 
 absl::StatusOr<std::string> ReadStoredTensor(const Store& store, const Manifest& manifest,
@@ -272,6 +408,20 @@ std::vector<TensorSpec> QuantizedTensorSpecs(const quant::QuantConfig& config,
   return out;
 }
 
+absl::Status PrequantizedModelError(std::string_view model, std::string_view format,
+                                    const quant::QuantConfig& config) {
+  return absl::InvalidArgumentError(fmt::format(
+      "model {} is a pre-quantized {} checkpoint: its bnb variants are made while loading "
+      "(deploy or load it with quantization {}), not stored or exported",
+      model, format, config.VariantKey()));
+}
+
+std::string ModelTypeOfConfig(std::string_view config_json) {
+  nlohmann::json j = nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("model_type") || !j["model_type"].is_string()) return "";
+  return j["model_type"].get<std::string>();
+}
+
 absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
                                                          const Manifest& manifest,
                                                          const quant::QuantConfig& config,
@@ -283,69 +433,28 @@ absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(const Store& store,
   }
   // A stored GGUF file's tensors are packed blocks, not weights this path can quantize.
   ASSIGN_OR_RETURN(std::optional<PrequantInfo> prequant, ReadPrequantInfo(store, manifest.name));
-  if (prequant) {
-    return absl::InvalidArgumentError(fmt::format(
-        "model {} is a pre-quantized {} checkpoint: its bnb variants are made while loading "
-        "(deploy or load it with quantization {}), not stored or exported",
-        manifest.name, prequant->format, config.VariantKey()));
+  if (prequant) return PrequantizedModelError(manifest.name, prequant->format, config);
+  StateBytesFn upfront;
+  if (sizing == StateSizing::kUpFront) {
+    // Sizing pass: the JSON prints the nested offset (see the header).
+    upfront = [&store, &manifest, &config, model_type, stats](size_t i) -> absl::StatusOr<int64_t> {
+      ASSIGN_OR_RETURN(quant::PreparedTensor p,
+                       PrepareStoredTensor(store, manifest, manifest.tensors[i], config,
+                                           model_type));
+      if (stats != nullptr) ++stats->sizing_quantizations;
+      return static_cast<int64_t>(p.tensors.back().data.size());
+    };
   }
-  auto state = std::make_shared<PrepareState>();
-  state->store = &store;
-  state->manifest = manifest;
-  state->config = config;
-  state->model_type = std::string(model_type);
-  std::vector<TensorInput> inputs;
-  for (size_t i = 0; i < manifest.tensors.size(); ++i) {
-    const ManifestTensor& t = manifest.tensors[i];
-    std::vector<int64_t> shape;
-    quant::QuantType type = EffectiveType(config, model_type, t, &shape);
-    const bool four_bit = type == quant::QuantType::kNf4 || type == quant::QuantType::kFp4;
-    // With double quant the quant_state's length depends on the weight's absmax.
-    const bool state_at_write =
-        four_bit && config.double_quant && sizing == StateSizing::kAtWrite;
-    int64_t state_bytes = 0;
-    if (four_bit) {
-      if (config.double_quant && !state_at_write) {
-        // Sizing pass: the JSON prints the nested offset (see the header).
-        ASSIGN_OR_RETURN(quant::PreparedTensor p,
-                         PrepareStoredTensor(store, manifest, t, config, model_type));
-        if (stats != nullptr) ++stats->sizing_quantizations;
-        state_bytes = static_cast<int64_t>(p.tensors.back().data.size());
-      } else {
-        state_bytes = QuantStateJsonBytes(config, shape);
-      }
-    }
-    std::vector<TensorSpec> specs = QuantizedTensorSpecs(config, model_type, t, state_bytes);
-    for (size_t k = 0; k < specs.size(); ++k) {
-      TensorInput in;
-      in.spec = specs[k];
-      const int source = static_cast<int>(i);
-      const TensorSpec spec = specs[k];
-      // The quant_state is the last output of a 4-bit weight.
-      const bool at_write = state_at_write && k + 1 == specs.size();
-      in.fill = [state, source, k, spec, at_write](uint64_t offset, char* dst,
-                                                   size_t n) -> absl::Status {
-        ASSIGN_OR_RETURN(const quant::NamedTensor* t,
-                         state->Output(source, k, spec, /*check_shape=*/!at_write));
-        if (offset + n > t->data.size()) {
-          return absl::InternalError(fmt::format("{}: read past its end", t->name));
-        }
-        if (n) std::memcpy(dst, t->data.data() + offset, n);
-        return absl::OkStatus();
-      };
-      if (at_write) {
-        // Called after the weight and absmax were written: the source is still held.
-        in.shape_at_write = [state, source, k, spec]() -> absl::StatusOr<std::vector<int64_t>> {
-          ASSIGN_OR_RETURN(const quant::NamedTensor* t,
-                           state->Output(source, k, spec, /*check_shape=*/false));
-          return t->shape;
-        };
-      }
-      inputs.push_back(std::move(in));
-    }
-  }
-  if (stats != nullptr) stats->fill_quantizations = [state] { return state->quantized; };
-  return inputs;
+  return BuildQuantizedInputs(manifest.tensors, config, model_type,
+                              std::make_shared<StoredBytes>(store, manifest), upfront, stats);
+}
+
+absl::StatusOr<std::vector<TensorInput>> QuantizedInputsFrom(
+    std::vector<ManifestTensor> tensors, const quant::QuantConfig& config,
+    std::string_view model_type, std::shared_ptr<SourceTensorBytes> bytes,
+    QuantizedInputsStats* stats) {
+  return BuildQuantizedInputs(std::move(tensors), config, model_type, std::move(bytes), {},
+                              stats);
 }
 
 std::vector<TensorInput> StoredInputs(const Store& store, const Manifest& manifest) {

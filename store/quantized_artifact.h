@@ -9,10 +9,17 @@
 //                          HF export writes them to safetensors).
 //   StoredInputs           the tensors of a stored manifest (a variant) as TensorInputs,
 //                          read from its data files with their checksums verified.
+//   QuantizedInputsFrom    the same as QuantizedInputs from source bytes handed over by
+//                          another writer (the one-pass `store save --quantize`,
+//                          store/quantized_save.h).
 //
 // Tensor order: the source manifest's order; each source tensor expands in place into
 // its state-dict entries (weight, absmax, quant_map, [nested_absmax, nested_quant_map],
 // quant_state for 4-bit; weight, SCB, weight_format for int8; a cast copy otherwise).
+//
+// A tensor the config leaves as it is (not quantized, not cast) is written from the
+// source's bytes (SourceTensorBytes::GetPrefix) without a PrepareTensor copy: the same
+// bytes.
 //
 // Double quant: the quant_state JSON holds the nested offset (the mean of the absmax),
 // so its length is known only after quantizing. WriteModelDir (SaveQuantizedVariant)
@@ -27,6 +34,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +51,14 @@ namespace loadstar::store {
 // "model_type" of the stored model's config.json ("" when absent or unreadable): decides
 // whether GPT-2-style Conv1D weights are transposed before quantizing.
 std::string StoredModelType(const Store& store, const std::string& name);
+
+// The same from config.json's text.
+std::string ModelTypeOfConfig(std::string_view config_json);
+
+// InvalidArgument: the pre-quantized (`format`: gguf, gptq, ...) `model` cannot be given a
+// stored variant under `config`.
+absl::Status PrequantizedModelError(std::string_view model, std::string_view format,
+                                    const quant::QuantConfig& config);
 
 // The bytes of one tensor of a stored manifest (model or variant), checksums verified
 // (DataLoss naming the tensor on a mismatch).
@@ -75,7 +91,9 @@ int64_t QuantStateJsonBytes(const quant::QuantConfig& config, const std::vector<
 enum class StateSizing { kUpFront, kAtWrite };
 
 // How many times QuantizedInputs' tensors were quantized (quant::PrepareTensor calls):
-// by the sizing pass, and by the fillers (a function: read it after the write).
+// by the sizing pass, and by the fillers (a function: read it after the write; it also
+// counts the tensors the fillers pass through unchanged, which need no PrepareTensor:
+// once per non-empty source tensor when each is prepared once).
 struct QuantizedInputsStats {
   int64_t sizing_quantizations = 0;
   std::function<int64_t()> fill_quantizations;
@@ -86,6 +104,32 @@ struct QuantizedInputsStats {
 absl::StatusOr<std::vector<TensorInput>> QuantizedInputs(
     const Store& store, const Manifest& manifest, const quant::QuantConfig& config,
     std::string_view model_type, StateSizing sizing = StateSizing::kUpFront,
+    QuantizedInputsStats* stats = nullptr);
+
+// Where QuantizedInputsFrom's fillers get the bytes of the source tensors.
+class SourceTensorBytes {
+ public:
+  virtual ~SourceTensorBytes() = default;
+  // The bytes of source tensor `index` (all of them), valid until Release(index) or the
+  // next Get. Called from the writer's thread, for increasing indices.
+  virtual absl::StatusOr<std::string_view> Get(size_t index) = 0;
+  // At least the first `end` bytes of tensor `index` (a tensor passed through unchanged
+  // is copied piece by piece, so a source that streams can answer before the whole
+  // tensor arrived). Called repeatedly with growing `end`; by default Get(index).
+  virtual absl::StatusOr<std::string_view> GetPrefix(size_t index, uint64_t end) {
+    (void)end;
+    return Get(index);
+  }
+  // The fillers no longer need tensor `index`'s bytes (its outputs are held apart).
+  virtual void Release(size_t index) { (void)index; }
+};
+
+// QuantizedInputs of the source `tensors` (name, dtype, shape; in the variant's order)
+// whose bytes come from `bytes`, a double-quant quant_state sized at write
+// (StateSizing::kAtWrite: for WriteModelDir). No pre-quantized check: the caller's.
+absl::StatusOr<std::vector<TensorInput>> QuantizedInputsFrom(
+    std::vector<ManifestTensor> tensors, const quant::QuantConfig& config,
+    std::string_view model_type, std::shared_ptr<SourceTensorBytes> bytes,
     QuantizedInputsStats* stats = nullptr);
 
 // The tensors of `manifest` as stored (e.g. a quantized variant), streamed from its data

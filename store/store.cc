@@ -26,7 +26,6 @@ namespace {
 
 constexpr char kTempDirName[] = ".tmp";
 constexpr char kManifestName[] = "manifest.json";
-constexpr char kVariantsDirName[] = "variants";
 // Manifests are a few hundred bytes per tensor; this bounds what a corrupt file can cost.
 constexpr uint64_t kMaxManifestBytes = 256ull << 20;
 
@@ -158,6 +157,15 @@ absl::Status Store::Publish(const std::string& tmp, const std::string& final_dir
 absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::string& name,
                                      const ProgressCallback& progress,
                                      const SaveOptions& options) {
+  ASSIGN_OR_RETURN(ModelWithVariants saved, SaveWithVariants(src_dir, name, {}, progress, options));
+  return std::move(saved.model);
+}
+
+absl::StatusOr<ModelWithVariants> Store::SaveWithVariants(const std::string& src_dir,
+                                                          const std::string& name,
+                                                          std::vector<InPassVariant> variants,
+                                                          const ProgressCallback& progress,
+                                                          const SaveOptions& options) {
   Env* env = options_.env;
   RETURN_IF_ERROR(ValidateModelName(name));
   std::string final_dir = JoinPath(options_.root, name);
@@ -182,8 +190,11 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
   // them: a GGUF file's generated config.json and prequant.json, or an HF directory's own.
   std::vector<std::vector<TensorInput>> groups;
   std::vector<std::pair<std::string, std::string>> extras;  // relative path, bytes
+  SaveSource source;  // what variants made in the same pass know of the model
+  source.name = name;
   if (LooksLikeGguf(env, src_dir)) {
     RETURN_IF_ERROR(GgufInputs(env, src_dir, &groups, &extras));
+    source.prequant_format = "gguf";
   } else {
     ASSIGN_OR_RETURN(HfCheckpoint checkpoint, OpenHfCheckpoint(env, src_dir));
     for (const SafetensorsFile& shard : checkpoint.shards) {
@@ -220,13 +231,23 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
       } else {
         info = *std::move(bnb);
       }
+      source.prequant_format = info.format;
       extras.emplace_back(kPrequantInfoFileName, SerializePrequantInfo(info));
       std::sort(extras.begin(), extras.end());
     }
   }
 
+  for (const auto& group : groups) {
+    for (const TensorInput& tensor : group) source.tensors.push_back(tensor.spec);
+  }
+  for (const auto& extra : extras) {
+    if (extra.first == "config.json") source.config_json = extra.second;
+  }
+  // The variants' tensors are planned (a refusal returned) before anything is written.
+  ASSIGN_OR_RETURN(VariantPass pass, VariantPass::Plan(std::move(source), std::move(variants)));
+
   ASSIGN_OR_RETURN(std::string tmp, MakeTempDir("save"));
-  absl::StatusOr<Manifest> written = [&]() -> absl::StatusOr<Manifest> {
+  absl::StatusOr<ModelWithVariants> written = [&]() -> absl::StatusOr<ModelWithVariants> {
     Manifest fields;
     fields.name = name;
     for (const auto& [extra, data] : extras) {
@@ -236,10 +257,11 @@ absl::StatusOr<Manifest> Store::Save(const std::string& src_dir, const std::stri
       RETURN_IF_ERROR(WriteFileDurably(env, JoinPath(tmp, extra), data));
       fields.extra_files.push_back(extra);
     }
-    ASSIGN_OR_RETURN(Manifest manifest,
-                     WriteModelDir(env, tmp, std::move(fields), std::move(groups), progress));
+    ASSIGN_OR_RETURN(ModelWithVariants saved,
+                     std::move(pass).Write(env, tmp, std::move(fields), std::move(groups),
+                                           progress));
     RETURN_IF_ERROR(Publish(tmp, final_dir, options.overwrite, what));
-    return manifest;
+    return saved;
   }();
   if (!written.ok()) env->RemoveRecursively(tmp).IgnoreError();
   return written;

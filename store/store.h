@@ -25,6 +25,7 @@
 #include "base/env.h"
 #include "store/manifest.h"
 #include "store/model_writer.h"
+#include "store/one_pass_writer.h"
 #include "store/tensor.h"
 
 namespace loadstar::store {
@@ -74,6 +75,20 @@ class Store {
   absl::StatusOr<Manifest> Save(const std::string& src_dir, const std::string& name,
                                 const ProgressCallback& progress = {},
                                 const SaveOptions& options = {});
+
+  // Save, and in the same pass the variants `variants` of the saved model
+  // (one_pass_writer.h: they are made from the source tensors' bytes as the copy passes
+  // them, and written concurrently with it). They are written inside the model's temp
+  // directory and published with it by one rename: on any error (a variant's included)
+  // neither the model nor any variant appears, and the old model stays when
+  // `options.overwrite` replaces one (whose variants are replaced by these). Errors as
+  // Save, plus InvalidArgument for a bad or repeated key and the variants' own errors
+  // (make_tensors' before anything is written). With no variants this is Save.
+  absl::StatusOr<ModelWithVariants> SaveWithVariants(const std::string& src_dir,
+                                                     const std::string& name,
+                                                     std::vector<InPassVariant> variants,
+                                                     const ProgressCallback& progress = {},
+                                                     const SaveOptions& options = {});
 
   // Writes a variant of a stored model from `tensors` (streamed through their fillers,
   // never all in memory), atomically, into <model>/variants/<key>/. For example:

@@ -68,6 +68,30 @@ TEST_F(CliStoreTest, SaveListInspectVerifyRemove) {
   EXPECT_EQ(RunCli("store inspect org/m" + flags_).exit_code, 1);
 }
 
+// `--quantize` values are written in the same pass as the copy; a key given twice is
+// refused before anything is written.
+TEST_F(CliStoreTest, SaveQuantizeWritesEveryVariantInOnePass) {
+  Result twice = RunCli("store save " + dir_.Join("src") + " --name m --quantize nf4 "
+                        "--quantize nf4-bs64" + flags_);
+  EXPECT_NE(twice.exit_code, 0);
+  EXPECT_THAT(twice.output, HasSubstr("variant nf4-bs64 of model m requested twice"));
+  Result none = RunCli("store ls -o json" + flags_);
+  ASSERT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_EQ(nlohmann::json::parse(none.stdout_only).size(), 0u);
+
+  Result saved = RunCli("store save " + dir_.Join("src") + " --name m --quantize nf4 "
+                        "--quantize int8" + flags_);
+  ASSERT_EQ(saved.exit_code, 0) << saved.output;
+  EXPECT_THAT(saved.output, HasSubstr("saved m: 2 tensors"));
+  EXPECT_THAT(saved.output, HasSubstr("saved variant nf4-bs64 of m: 2 tensors"));
+  EXPECT_THAT(saved.output, HasSubstr("saved variant int8 of m: 2 tensors"));
+  Result listed = RunCli("store ls -o json" + flags_);
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_EQ(nlohmann::json::parse(listed.stdout_only)[0]["variants"],
+            nlohmann::json({"int8", "nf4-bs64"}));
+  EXPECT_EQ(RunCli("store verify m" + flags_).exit_code, 0);
+}
+
 TEST_F(CliStoreTest, ErrorsAreOneLineAndNonZero) {
   Result bad_name = RunCli("store save " + dir_.Join("src") + " --name ../evil" + flags_);
   EXPECT_EQ(bad_name.exit_code, 2);

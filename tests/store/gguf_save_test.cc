@@ -10,6 +10,7 @@
 #include "store/gguf.h"
 #include "store/prequant_info.h"
 #include "store/quantized_artifact.h"
+#include "store/quantized_save.h"
 #include "store/store.h"
 #include "tests/store/store_test_util.h"
 #include "tests/util/checkpoint_builder.h"
@@ -98,6 +99,13 @@ TEST_F(GgufSaveTest, StoresPackedTensorsUnderHfNames) {
       *store_, "org/tiny-gguf", loadstar::testing::QuantConfigOf(quant::QuantType::kNf4));
   EXPECT_THAT(std::string(variant.status().message()),
               HasSubstr("is a pre-quantized gguf checkpoint"));
+  // Nor by the one-pass save, which refuses before it writes anything.
+  absl::StatusOr<ModelWithVariants> one_pass = SaveQuantized(
+      *store_, path, "org/tiny-gguf-q", {loadstar::testing::QuantConfigOf(quant::QuantType::kNf4)});
+  EXPECT_EQ(one_pass.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(one_pass.status().message()),
+              HasSubstr("model org/tiny-gguf-q is a pre-quantized gguf checkpoint"));
+  EXPECT_FALSE(Env::Default()->FileExists(store_->ModelDir("org/tiny-gguf-q").value()));
 }
 
 // The tokenizer metadata is kept as tokenizer.gguf: the same key-value section (every

@@ -15,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "quant/prepare.h"
 #include "store/hf_export.h"
+#include "store/quantized_save.h"
 #include "store/safetensors.h"
 #include "store/safetensors_writer.h"
 #include "tests/util/checkpoint_builder.h"
@@ -178,6 +179,40 @@ TEST_F(QuantizedArtifactTest, DoubleQuantVariantQuantizesEachWeightOnce) {
   ASSERT_TRUE(inputs.ok()) << inputs.status();
   EXPECT_GT(stats.sizing_quantizations, 0);
   for (const TensorInput& in : *inputs) EXPECT_FALSE(in.shape_at_write) << in.spec.name;
+}
+
+// The one-pass save (store/quantized_save.h) quantizes each weight once, from the source
+// bytes the copy reads once, and reads nothing back from the store; its variants hold
+// PrepareTensor's bytes.
+TEST_F(QuantizedArtifactTest, OnePassSaveQuantizesEachWeightOnceAndReadsNothingBack) {
+  ReadCountingEnv from_store(Env::Default(), "/one-pass/");
+  ReadCountingEnv from_source(&from_store, "/src/model.safetensors");
+  auto counted = Store::Open({.root = dir_.Join("one-pass"), .env = &from_source});
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  const std::vector<quant::QuantConfig> configs = {
+      QuantConfigOf(quant::QuantType::kNf4, 64, true),
+      QuantConfigOf(quant::QuantType::kFp4, 128, true, DType::kBF16),
+      QuantConfigOf(quant::QuantType::kInt8)};
+  std::vector<QuantizedInputsStats> stats;
+  auto saved = SaveQuantized(**counted, dir_.Join("src"), "org/m", configs, {}, {}, &stats);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(from_store.bytes_read(), 0);
+  // The source file once: its header when opened, then every tensor's bytes by the copy.
+  const int64_t source_bytes = static_cast<int64_t>(
+      Env::Default()->GetFileSize(dir_.Join("src/model.safetensors")).value());
+  EXPECT_LE(from_source.bytes_read(), source_bytes);
+  EXPECT_GE(from_source.bytes_read(), static_cast<int64_t>(saved->model.TotalBytes()));
+  ASSERT_EQ(stats.size(), configs.size());
+  for (size_t i = 0; i < configs.size(); ++i) {
+    SCOPED_TRACE(configs[i].VariantKey());
+    EXPECT_EQ(stats[i].sizing_quantizations, 0);
+    EXPECT_EQ(stats[i].fill_quantizations(), static_cast<int64_t>(saved->model.tensors.size()));
+    // Read back here only to compare (through store_, not the counted Env).
+    store_ = Store::Open({.root = dir_.Join("one-pass")}).value();
+    auto read = store_->GetManifest("org/m", configs[i].VariantKey());
+    ASSERT_TRUE(read.ok()) << read.status();
+    ExpectVariantEquals(*read, configs[i]);
+  }
 }
 
 // A writer that needs every size first refuses a tensor sized at write time.
