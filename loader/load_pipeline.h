@@ -11,9 +11,11 @@
 //    the model may be any size), are verified there while hot in cache, then copied to
 //    the device (or fed to the transform, or scattered to tensor-parallel shards) and the
 //    slot is released;
-//  - in place (Options::in_place_reads, and host-cache inserts): an untransformed,
-//    unsharded tensor on host-addressable memory is read straight into its destination
-//    (its offset is 4 KiB-aligned by the plan) and verified there;
+//  - in place (Options::in_place_reads, host-cache inserts, and every buffered read into
+//    a host device: resident pool memory, or fresh shm whose pages each chunk populates
+//    first): an untransformed, unsharded tensor on host-addressable memory is read
+//    straight into its destination (its offset is 4 KiB-aligned by the plan) and
+//    verified there;
 //  - cache: a model in the HostCache is copied from there; it was verified when inserted.
 //
 // Admission (ServerlessLLM's multi-tier loading): a load that reads a model from disk with
@@ -107,10 +109,10 @@ class LoadPipeline final : public UncachedModelReader {
     uint64_t ring_bytes = 256ull << 20;
     HostMemoryAllocator* ring_allocator = nullptr;  // nullptr: aligned_alloc
     // Read untransformed, unsharded tensors straight into host-device memory instead of
-    // staging them in the ring. Off by default: fresh shared memory is mapped page by
-    // page when the kernel writes into it through our mapping (~1 GB/s here), while
-    // HostDevice's pwrite fills it several times faster. Host-cache inserts (anonymous
-    // huge-page memory) always read in place.
+    // staging them in the ring, also O_DIRECT ones (whose reads then pin the destination's
+    // 4 KiB pages one by one: slower than the ring's huge pages, so off by default; buffered
+    // reads into host devices go in place anyway). Host-cache inserts (anonymous huge-page
+    // memory) always read in place.
     bool in_place_reads = false;
     bool verify_checksums = true;
     HostCache* cache = nullptr;  // consulted first when set

@@ -1,9 +1,7 @@
 #include "loader/host_device.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "loader/device.h"
+#include "tests/util/small_shm.h"
 
 namespace loadstar::loader {
 namespace {
@@ -116,61 +115,25 @@ TEST(HostDeviceTest, ParallelCopiesIntoDisjointRanges) {
 }
 
 // A /dev/shm too small for the model: the copy that runs out is RESOURCE_EXHAUSTED
-// (the populate fails) and nothing faults with SIGBUS. The small /dev/shm is a 1 MiB
-// tmpfs mounted over it in a child's own user and mount namespace.
+// (the populate fails) and nothing faults with SIGBUS.
 TEST(HostDeviceTest, FullShmIsResourceExhaustedNotSigbus) {
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(pipe_fds[0]);
-    auto report = [&](char code) {
-      (void)!::write(pipe_fds[1], &code, 1);
-      ::_exit(0);
-    };
-    const uid_t uid = ::getuid();
-    const gid_t gid = ::getgid();
-    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) report('u');
-    // Files can only be created by an id mapped in the namespace: map ours to root.
-    auto write_file = [](const char* path, const std::string& text) {
-      const int fd = ::open(path, O_WRONLY);
-      const bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) ==
-                                     static_cast<ssize_t>(text.size());
-      if (fd >= 0) ::close(fd);
-      return ok;
-    };
-    if (!write_file("/proc/self/setgroups", "deny") ||
-        !write_file("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
-        !write_file("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1")) {
-      report('u');
-    }
-    if (::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) report('u');
-    if (::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0) report('u');
+  loadstar::testing::SmallShmResult r = loadstar::testing::RunWithSmallShm(1 << 20, []() -> std::string {
     HostDevice device(0, 64 << 20);
     auto a = device.Allocate(8 << 20);
-    if (!a.ok()) report('a');
+    if (!a.ok()) return "Allocate: " + a.status().ToString();
     std::string src(8 << 20, 'x');
     auto ticket = device.CopyToDeviceAsync(*a, 0, src.data(), src.size());
-    if (ticket.ok()) report('o');
-    if (ticket.status().code() != absl::StatusCode::kResourceExhausted) report('c');
-    if (std::string(ticket.status().message()).find("host:0") == std::string::npos) {
-      report('m');
+    if (ticket.ok()) return "the copy into a full /dev/shm succeeded";
+    if (ticket.status().code() != absl::StatusCode::kResourceExhausted ||
+        std::string(ticket.status().message()).find("host:0") == std::string::npos) {
+      return "not RESOURCE_EXHAUSTED naming host:0: " + ticket.status().ToString();
     }
-    if (!device.Free(*a).ok()) report('f');
-    report('y');
-  }
-  ::close(pipe_fds[1]);
-  char code = 0;
-  const ssize_t n = ::read(pipe_fds[0], &code, 1);
-  ::close(pipe_fds[0]);
-  int wstatus = 0;
-  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
-  ASSERT_FALSE(WIFSIGNALED(wstatus)) << "child died of signal " << WTERMSIG(wstatus);
-  ASSERT_EQ(n, 1);
-  if (code == 'u') GTEST_SKIP() << "cannot mount a small tmpfs over /dev/shm here";
-  EXPECT_EQ(code, 'y') << "a: Allocate failed, o: copy succeeded, c: wrong code, "
-                          "m: message lacks the device, f: Free failed";
+    if (!device.Free(*a).ok()) return "Free failed";
+    return "";
+  });
+  if (r.namespace_unavailable) GTEST_SKIP() << "cannot mount a small tmpfs over /dev/shm here";
+  EXPECT_EQ(r.signal, 0) << "the child died of signal " << r.signal;
+  EXPECT_EQ(r.failure, "");
 }
 
 TEST(HostDeviceTest, DestructorReleasesEverything) {

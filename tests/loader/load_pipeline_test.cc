@@ -13,6 +13,7 @@
 #include "loader/host_device.h"
 #include "loader/tensor_transform.h"
 #include "tests/loader/loader_test_util.h"
+#include "tests/util/small_shm.h"
 
 namespace loadstar::loader {
 namespace {
@@ -186,6 +187,35 @@ TEST(LoadPipelineTest, ChecksumMismatchIsDataLossNamingTensorAndFile) {
       EXPECT_EQ(device.live_allocations(), 0) << "nothing half-loaded survives";
     }
   }
+}
+
+// A model larger than /dev/shm, loaded buffered into a fresh host device (read in place,
+// each chunk's pages populated first) and through the ring (O_DIRECT, the device's copy):
+// RESOURCE_EXHAUSTED naming the device, nothing half-loaded, no SIGBUS.
+TEST(LoadPipelineTest, FullShmFailsTheLoadAsResourceExhausted) {
+  TestStore store;
+  CheckpointBuilder builder = TinyLlama(2, 256, 4096);  // ~10 MiB
+  ModelSource source = store.Save(builder, "tiny");
+  loadstar::testing::SmallShmResult r = loadstar::testing::RunWithSmallShm(2 << 20, [&]() -> std::string {
+    for (IoMode mode : {IoMode::kBuffered, IoMode::kDirect}) {
+      LoadPipeline::Options options;
+      options.io_mode = mode;
+      auto pipeline = MakePipeline(options);
+      HostDevice device(0, 1ull << 30);
+      auto model = pipeline->Load(source, {&device}, PlanOptions{});
+      const std::string how = mode == IoMode::kBuffered ? "buffered: " : "direct: ";
+      if (model.ok()) return how + "loaded into a full /dev/shm";
+      if (model.status().code() != absl::StatusCode::kResourceExhausted ||
+          std::string(model.status().message()).find("host:0") == std::string::npos) {
+        return how + model.status().ToString();
+      }
+      if (device.live_allocations() != 0) return how + "allocations left";
+    }
+    return "";
+  });
+  if (r.namespace_unavailable) GTEST_SKIP() << "cannot mount a small tmpfs over /dev/shm here";
+  EXPECT_EQ(r.signal, 0) << "the child died of signal " << r.signal;
+  EXPECT_EQ(r.failure, "");
 }
 
 TEST(LoadPipelineTest, CancelMidLoadFreesEverything) {
