@@ -30,29 +30,13 @@ using loadstar::testing::PreparedTensors;
 using loadstar::testing::QuantConfigOf;
 using loadstar::testing::TempDir;
 
-CheckpointBuilder SmallLlama() {
-  CheckpointBuilder b(7);
-  b.Add("model.embed_tokens.weight", DType::kF16, {96, 64});
-  for (int i = 0; i < 2; ++i) {
-    std::string p = "model.layers." + std::to_string(i) + ".";
-    b.Add(p + "input_layernorm.weight", DType::kF32, {64})
-        .Add(p + "self_attn.q_proj.weight", DType::kF16, {64, 64})
-        .Add(p + "self_attn.o_proj.bias", DType::kF32, {64})
-        .Add(p + "mlp.up_proj.weight", DType::kBF16, {130, 64})  // 8320 elts: a tail block
-        .Add(p + "mlp.down_proj.weight", DType::kF32, {64, 130});
-  }
-  b.Add("model.norm.weight", DType::kF32, {64}).Add("lm_head.weight", DType::kF16, {96, 64});
-  b.ExtraFile("generation_config.json", "{\"do_sample\": false}\n");
-  return b;
-}
-
 class QuantizedArtifactTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto s = Store::Open({.root = dir_.Join("store")});
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = *std::move(s);
-    builder_ = SmallLlama();
+    builder_ = loadstar::testing::MixedLlama();
     ASSERT_TRUE(builder_.Write(dir_.Join("src")).ok());
     ASSERT_TRUE(store_->Save(dir_.Join("src"), "org/m").ok());
   }

@@ -30,4 +30,20 @@ std::map<std::string, quant::NamedTensor> PreparedTensors(const CheckpointBuilde
   return out;
 }
 
+CheckpointBuilder MixedLlama() {
+  CheckpointBuilder b(7);
+  b.Add("model.embed_tokens.weight", DType::kF16, {96, 64});
+  for (int i = 0; i < 2; ++i) {
+    std::string p = "model.layers." + std::to_string(i) + ".";
+    b.Add(p + "input_layernorm.weight", DType::kF32, {64})
+        .Add(p + "self_attn.q_proj.weight", DType::kF16, {64, 64})
+        .Add(p + "self_attn.o_proj.bias", DType::kF32, {64})
+        .Add(p + "mlp.up_proj.weight", DType::kBF16, {130, 64})
+        .Add(p + "mlp.down_proj.weight", DType::kF32, {64, 130});
+  }
+  b.Add("model.norm.weight", DType::kF32, {64}).Add("lm_head.weight", DType::kF16, {96, 64});
+  b.ExtraFile("generation_config.json", "{\"do_sample\": false}\n");
+  return b;
+}
+
 }  // namespace loadstar::testing

@@ -22,4 +22,9 @@ std::map<std::string, quant::NamedTensor> PreparedTensors(const CheckpointBuilde
                                                           const quant::QuantConfig& config,
                                                           const std::string& model_type = "");
 
+// A small Llama whose tensors take every path of a quantized save: embeddings, norms and
+// lm_head stay unquantized, f32/bf16 tensors are cast, up_proj (8320 elements) ends in a
+// tail block; plus a generation_config.json to keep.
+CheckpointBuilder MixedLlama();
+
 }  // namespace loadstar::testing
