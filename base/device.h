@@ -81,6 +81,17 @@ class Device {
   // speed. False by default: device memory, or fresh memory whose first touch through a
   // mapping costs a page fault per page.
   virtual bool ReadsInPlace(const Allocation& allocation) const { return false; }
+
+  // Before the load pipeline reads file bytes straight into [offset, offset+bytes) of a
+  // host-addressable allocation that is not ReadsInPlace: makes that range writable,
+  // allocating its pages where the memory needs it (fresh shared memory, whose first
+  // touch past a full /dev/shm would SIGBUS), so that running out of memory is
+  // RESOURCE_EXHAUSTED naming the device instead of a failed read. The default has
+  // nothing to prepare (memory a plain store may touch).
+  virtual absl::Status PrepareInPlaceWrite(const Allocation& allocation, uint64_t offset,
+                                           uint64_t bytes) {
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace loadstar

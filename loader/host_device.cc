@@ -58,13 +58,24 @@ double MonotonicSeconds() {
       .count();
 }
 
+// Maps the whole pages under [p, p+n) writable, allocating the missing ones
+// (MADV_POPULATE_WRITE, Linux 5.14): 0, or the errno (EINVAL: the kernel lacks it;
+// EFAULT/ENOMEM/ENOSPC: no memory for them, e.g. a full tmpfs, where a touch would SIGBUS).
+int PopulateWrite(char* p, uint64_t n) {
+  if (n == 0) return 0;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p) / page * page;
+  const uintptr_t hi = reinterpret_cast<uintptr_t>(p) + n;
+  return ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+}
+
 // Maps the pages of [p, p+n) of a shared mapping writable, allocating the missing ones
 // (zero-filled). MADV_POPULATE_WRITE (Linux 5.14) fails cleanly (EFAULT) where a touch
 // would SIGBUS (tmpfs full); without it, fallocate reserves the pages (ENOSPC when full)
 // and a write per page maps them.
 int PopulateRange(int fd, char* base, uint64_t offset, uint64_t n) {
-  if (::madvise(base + offset, n, MADV_POPULATE_WRITE) == 0) return 0;
-  if (errno != EINVAL) return errno;
+  const int err = PopulateWrite(base + offset, n);
+  if (err != EINVAL) return err;
   if (::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(n)) != 0) return errno;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   for (uint64_t o = 0; o < n; o += page) {
@@ -243,6 +254,24 @@ bool HostDevice::ReadsInPlace(const Allocation& allocation) const {
   absl::MutexLock lock(&mu_);
   auto it = regions_.find(allocation.id);
   return it != regions_.end() && it->second.populated && it->second.ptr == allocation.ptr;
+}
+
+absl::Status HostDevice::PrepareInPlaceWrite(const Allocation& allocation, uint64_t offset,
+                                              uint64_t bytes) {
+  absl::StatusOr<int> fd = CheckRange(allocation, offset, bytes);
+  if (!fd.ok()) return fd.status();
+  if (ReadsInPlace(allocation)) return absl::OkStatus();
+  const int err = PopulateWrite(static_cast<char*>(allocation.ptr) + offset, bytes);
+  // EINVAL: no POPULATE_WRITE (Linux < 5.14); the read then faults the pages in itself.
+  if (err == 0 || err == EINVAL) return absl::OkStatus();
+  return PopulateError(allocation, err);
+}
+
+absl::Status HostDevice::PopulateError(const Allocation& a, int err) const {
+  std::string msg = absl::StrCat(name(), ": allocating pages of allocation ", a.id, ": ",
+                                 std::strerror(err), " (/dev/shm full?)");
+  if (err == ENOMEM || err == EFAULT || err == ENOSPC) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
 }
 
 std::string HostDevice::name() const { return absl::StrCat("host:", index_); }
@@ -455,31 +484,21 @@ absl::StatusOr<CopyTicket> HostDevice::CopyToDeviceAsync(const Allocation& dst,
     return CopyTicket{0};
   }
   if (dst.ptr != nullptr && bytes != 0) {
-    // Fresh pages through the mapping: MADV_POPULATE_WRITE allocates them (and reports a
-    // full /dev/shm as an error, where a plain store would SIGBUS), then memcpy. Not
-    // pwrite: shmem's write path holds the object's inode lock for every write, so the
-    // loader's threads filling one allocation ran one at a time and the waiting ones
-    // spun on the lock (perf: 35% of a 4 GiB fresh load's CPU in rwsem_spin_on_owner,
-    // 0.3 GB/s); page faults of one object run in parallel. (Serializing pwrite in our
-    // own lock instead measured 0.64-0.87 GB/s for 4 GiB, one writer, against 1.0-1.6
-    // for two threads populating.)
+    // Fresh pages through the mapping: populated (and a full /dev/shm reported, where a
+    // plain store would SIGBUS), then memcpy. Not pwrite: shmem's write path holds the
+    // object's inode lock for every write, so the loader's threads filling one allocation
+    // ran one at a time and the waiting ones spun on the lock (perf: 35% of a 4 GiB fresh
+    // load's CPU in rwsem_spin_on_owner, 0.3 GB/s); page faults of one object run in
+    // parallel. (Serializing pwrite in our own lock instead measured 0.64-0.87 GB/s for
+    // 4 GiB, one writer, against 1.0-1.6 for two threads populating.)
     char* d = static_cast<char*>(dst.ptr) + offset;
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t lo = reinterpret_cast<uintptr_t>(d) / page * page;
-    const uintptr_t hi = reinterpret_cast<uintptr_t>(d) + bytes;
-    if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0) {
+    const int err = PopulateWrite(d, bytes);
+    if (err == 0) {
       std::memcpy(d, src, bytes);
       return CopyTicket{0};
     }
-    const int err = errno;
-    if (err != EINVAL) {  // EINVAL: a kernel before 5.14 (no POPULATE_WRITE): pwrite below
-      std::string msg = absl::StrCat(name(), ": allocating pages of allocation ", dst.id, ": ",
-                                     std::strerror(err), " (/dev/shm full?)");
-      if (err == ENOMEM || err == EFAULT || err == ENOSPC) {
-        return absl::ResourceExhaustedError(msg);
-      }
-      return absl::InternalError(msg);
-    }
+    if (err != EINVAL) return PopulateError(dst, err);
+    // EINVAL: a kernel before 5.14 (no POPULATE_WRITE): pwrite, which reports ENOSPC.
   }
   const char* p = static_cast<const char*>(src);
   while (bytes > 0) {

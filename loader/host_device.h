@@ -92,6 +92,9 @@ class HostDevice final : public Device {
                           uint64_t bytes) override;
   absl::StatusOr<ExportedHandle> Export(const Allocation& allocation) override;
   bool ReadsInPlace(const Allocation& allocation) const override;
+  // Fresh memory: allocates the range's pages (MADV_POPULATE_WRITE); pooled: nothing to do.
+  absl::Status PrepareInPlaceWrite(const Allocation& allocation, uint64_t offset,
+                                   uint64_t bytes) override;
 
   // Live allocations (for tests: a failed or cancelled load leaves none behind).
   int live_allocations() const;
@@ -118,6 +121,8 @@ class HostDevice final : public Device {
   // Checks that [offset, offset+bytes) lies inside a live allocation `a`; returns its fd.
   absl::StatusOr<int> CheckRange(const Allocation& a, uint64_t offset, uint64_t bytes) const;
   static void Unmap(const Region& region);
+  // The status of a failed populate (errno `err`) of allocation `a`.
+  absl::Status PopulateError(const Allocation& a, int err) const;
   absl::StatusOr<Allocation> AllocatePooled(uint64_t bytes);
   void FreePooled(Region region);
   // Returns [offset, offset+length) to the pool's free list, merged with its neighbours.

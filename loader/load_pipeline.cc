@@ -100,9 +100,9 @@ class LoadPipeline::Run {
   struct SourceTensor {
     std::vector<int> outputs;  // indices into plan_.tensors
     bool in_place = false;
-    // Read in place into fresh host-device memory: each chunk's destination pages are
-    // allocated first (MADV_POPULATE_WRITE), then the read lands there.
-    bool populate_first = false;
+    // Read in place into memory that is not resident yet: each chunk's destination range
+    // is prepared first (Device::PrepareInPlaceWrite), then the read lands there.
+    bool prepare_first = false;
     bool transformed = false;
     std::atomic<uint64_t> pieces_left{0};
   };
@@ -144,9 +144,6 @@ class LoadPipeline::Run {
   // The next job, or nullptr when there are none left.
   absl::StatusOr<std::unique_ptr<ActiveJob>> Claim();
   absl::Status FinishChunk(Chunk& chunk);
-  // Allocates the fresh host-device pages `chunk` will be read into (MADV_POPULATE_WRITE):
-  // a full /dev/shm is RESOURCE_EXHAUSTED here rather than a failed read.
-  absl::Status PopulateForRead(int device, const Chunk& chunk);
   absl::Status FinishJob(ActiveJob& job);
   absl::Status Deliver(int source, const Chunk& chunk);
   absl::Status Transform(ActiveJob& job, const Chunk& chunk);
@@ -185,7 +182,6 @@ class LoadPipeline::Run {
 
   std::vector<Allocation> allocations_;
   std::vector<std::unique_ptr<RandomAccessFile>> files_;
-  // Per file: a read-only mapping of a buffered file (nullptr: none; read it instead).
   bool any_direct_ = false;
   std::vector<SourceTensor> tensors_;
   std::vector<Job> jobs_;
@@ -331,7 +327,7 @@ absl::Status LoadPipeline::Run::Execute() {
                   first.offset % kDirectIoAlignment == 0 &&
                   reinterpret_cast<uintptr_t>(allocations_[first.device].ptr) %
                           kDirectIoAlignment == 0;
-    st.populate_first = st.in_place && fresh_host_target && !in_place_;
+    st.prepare_first = st.in_place && !resident_target;
     uint64_t pieces = std::max<uint64_t>(1, (mt.size + piece - 1) / piece);
     if (mt.checksums.size() != pieces) {
       return absl::DataLossError(absl::StrCat(source_.key, ": tensor ", mt.name, " has ",
@@ -513,7 +509,10 @@ absl::Status LoadPipeline::Run::Stream() {
       if (st.in_place) {
         const PlannedTensor& out = plan_.tensors[st.outputs[0]];
         chunk->data = static_cast<char*>(allocations_[out.device].ptr) + out.offset + aj.next;
-        if (st.populate_first) RETURN_IF_ERROR(PopulateForRead(out.device, *chunk));
+        if (st.prepare_first) {
+          RETURN_IF_ERROR(devices_[out.device]->PrepareInPlaceWrite(
+              allocations_[out.device], out.offset + aj.next, chunk->length));
+        }
       } else if (admission_ != nullptr) {
         // Admitting: the chunk lands in its place in the cache entry (4 KiB-aligned
         // tensors, padded as Prefetch's in-place reads need) and is verified, delivered
@@ -633,22 +632,6 @@ absl::Status ForEachPiece(const PlannedTensor& out, const store::ManifestTensor&
 }  // namespace
 
 // Copies a verified chunk of source bytes to every output (shard) that holds part of it.
-absl::Status LoadPipeline::Run::PopulateForRead(int device, const Chunk& chunk) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(chunk.data) / page * page;
-  const uintptr_t hi = reinterpret_cast<uintptr_t>(chunk.data) + chunk.length;
-  if (hi == lo || ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0) {
-    return absl::OkStatus();
-  }
-  const int err = errno;
-  if (err == EINVAL) return absl::OkStatus();  // no POPULATE_WRITE (Linux < 5.14): the read faults
-  std::string msg = absl::StrCat(devices_[device]->name(), ": allocating pages for tensor ",
-                                 manifest_.tensors[chunk.job->job->source].name, ": ",
-                                 std::strerror(err), " (/dev/shm full?)");
-  if (err == ENOMEM || err == EFAULT || err == ENOSPC) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
 absl::Status LoadPipeline::Run::Deliver(int source, const Chunk& chunk) {
   const store::ManifestTensor& mt = manifest_.tensors[source];
   if (staged_) {
