@@ -27,12 +27,16 @@ ControllerEndpoints::ControllerEndpoints(std::vector<std::string> addresses,
                                          ClientSecurity security)
     : addresses_(std::move(addresses)), security_(std::move(security)) {}
 
+std::shared_ptr<grpc::Channel> ControllerEndpoints::channel() {
+  Endpoint& e = endpoints_[current()];
+  if (e.channel == nullptr) e.channel = MakeChannel(current(), security_.credentials);
+  return e.channel;
+}
+
 loadstar::v1::Controller::Stub* ControllerEndpoints::stub() {
-  std::unique_ptr<loadstar::v1::Controller::Stub>& stub = stubs_[current()];
-  if (stub == nullptr) {
-    stub = loadstar::v1::Controller::NewStub(MakeChannel(current(), security_.credentials));
-  }
-  return stub.get();
+  Endpoint& e = endpoints_[current()];
+  if (e.stub == nullptr) e.stub = loadstar::v1::Controller::NewStub(channel());
+  return e.stub.get();
 }
 
 bool ControllerEndpoints::Follow(const grpc::Status& status) {

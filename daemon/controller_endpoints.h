@@ -25,6 +25,10 @@ class ControllerEndpoints {
   ControllerEndpoints(std::vector<std::string> addresses, ClientSecurity security);
 
   loadstar::v1::Controller::Stub* stub();
+  // The channel to current(), the one stub() uses: after FindLeader, a caller builds its
+  // own stub on it and reuses the connection FindLeader opened (a second channel would
+  // connect again: ~half of a short CLI command's time).
+  std::shared_ptr<grpc::Channel> channel();
   const std::string& current() const { return addresses_[current_]; }
   // After a failed call: dial the leader `status` names (added to the list when new), else
   // the next address. False when the failure is not one another controller could fix.
@@ -39,7 +43,11 @@ class ControllerEndpoints {
   std::vector<std::string> addresses_;
   size_t current_ = 0;
   ClientSecurity security_;
-  std::map<std::string, std::unique_ptr<loadstar::v1::Controller::Stub>> stubs_;
+  struct Endpoint {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<loadstar::v1::Controller::Stub> stub;
+  };
+  std::map<std::string, Endpoint> endpoints_;  // by address, dialled on first use
 };
 
 }  // namespace loadstar::daemon

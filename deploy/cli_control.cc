@@ -87,8 +87,9 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   // call's error says so, naming the address.
   ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c.address));
   daemon::ControllerEndpoints endpoints(addresses, {c.credentials, c.auth});
-  c.address = endpoints.FindLeader().value_or(addresses.front());
-  c.stub = v1::Controller::NewStub(daemon::MakeChannel(c.address, c.credentials));
+  // When none answers, the last one tried: the first call then fails naming it.
+  c.address = endpoints.FindLeader().value_or(endpoints.current());
+  c.stub = v1::Controller::NewStub(endpoints.channel());
   return c;
 }
 

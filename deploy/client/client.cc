@@ -33,8 +33,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   c->options_ = std::move(options);
   ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c->address_));
   daemon::ControllerEndpoints endpoints(addresses, {c->credentials_, c->auth_});
-  c->address_ = endpoints.FindLeader().value_or(addresses.front());
-  c->controller_ = v1::Controller::NewStub(daemon::MakeChannel(c->address_, c->credentials_));
+  c->address_ = endpoints.FindLeader().value_or(endpoints.current());
+  c->controller_ = v1::Controller::NewStub(endpoints.channel());
   return c;
 }
 

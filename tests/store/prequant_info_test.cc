@@ -10,7 +10,7 @@ namespace loadstar::store {
 namespace {
 
 TEST(PrequantInfoTest, EachFormatRoundTrips) {
-  for (const std::string text : {
+  for (const std::string& text : {
            std::string(R"({"format": "gguf", "tensors": {"m.q.weight": {"ggml_type": "Q4_K",)"
                        R"( "shape": [64, 256], "source_name": "blk.0.attn_q.weight",)"
                        R"( "permute_heads": 4}}})"),
@@ -29,7 +29,7 @@ TEST(PrequantInfoTest, EachFormatRoundTrips) {
 TEST(PrequantInfoTest, HostileValuesAreInvalidArgument) {
   const std::string linear = R"({"format": "gptq", "linears": {"m": )";
   const std::string tensor = R"({"format": "gguf", "tensors": {"t": )";
-  for (const std::string bad : {
+  for (const std::string& bad : {
            // e.value() threw on a non-boolean.
            linear + R"({"bits": 4, "in": 64, "out": 64, "group_size": 32, "g_idx": "yes"}}})",
            // Read as int, bits 2^32 + 4 was 4.
