@@ -22,11 +22,20 @@ Before every measurement (the limit included) the same two steps run:
      posix_fadvise(DONTNEED) per file, which works unprivileged; no global drop_caches,
      which would also evict the other files of the machine and vary by who runs what);
      warm = the files are read once in full, so they are all in the page cache.
-  2. settle: sleep --settle seconds (default 3). The memory the previous process freed
-     is handed back to the hypervisor by free page reporting (Linux batches it every
-     2 s); faulting reported pages in again costs several times more than faulting
-     pages that were not yet reported, so without an equal pause the tool that runs
-     right after a big free would get cheaper memory than the others.
+  2. memory state: a fresh process touches --condition-gib GiB of new anonymous memory
+     (default: the checkpoint's size plus 1 GiB) and exits, and the measurement starts
+     at once. Why: this VM hands freed memory back to the hypervisor (free page reporting,
+     in passes every 2 s that take a share of the free memory each), and touching a page
+     the host took back costs several times more than touching one it still backs. How
+     long ago, and how much, memory was freed before a load therefore set its speed:
+     measured on a quiet machine, the same warm loadstar load took 2.9-3.1 s right after
+     4 GiB were freed, 3.8-4.5 s 13 s after, 4.3-6.4 s when nothing had been freed for
+     minutes; a pause of a few seconds does not even it out (reporting takes tens of
+     seconds to go through 4 GiB). Right after the conditioning process exits, the free
+     lists start with the pages it just touched (the allocator hands out recently freed
+     pages first and files reported ones behind them), so every measurement fills memory
+     the host still backs: the same state for every tool, and the one a loader on a busy
+     machine meets. --settle adds a pause after it (default 0).
 
 The fresh-memory limit of a round: a fresh Python process maps new memory of the
 checkpoint's size and fills it from a pre-faulted 64 MiB buffer with one thread per core
@@ -39,9 +48,8 @@ pages allocated first with MADV_POPULATE_WRITE, then copied: loadstar's kind (a 
 device's fresh shm is filled so, chunk by chunk; populating in one call is cheaper than
 a fault per page). Each tool's ratio is to the limit of its kind.
 
-The tool order rotates by one each round (round r starts with tool r): the first tool
-after the limit's three big frees meets the costliest memory state, and a fixed order
-handed that to loadstar every round.
+The tool order rotates by one each round (round r starts with tool r), so that whatever
+the conditioning leaves uneven does not fall on the same tool every round.
 
 Reported per tool: GB/s (bytes / load seconds, the tool's own timer: Python's around the
 load, loadstar's JSON `seconds`), CPU seconds, and minor / major page faults. For the
@@ -52,8 +60,9 @@ os.wait4. A JSON summary goes to --json (default <data>/peers.json).
 
 Usage: python3 bench/peers.py [--data bench/data] [--loadstar build/deploy/loadstar]
                               [--gib 1.5] [--runs 3] [--modes warm,cold] [--tools ...]
-                              [--settle 3] [--json PATH]
-The defaults finish in about 4-5 minutes on the 2-core VM (venv already installed).
+                              [--condition-gib G] [--settle 0] [--json PATH]
+The defaults finish in about 6 minutes on the 2-core VM (venv already installed; 0.5 GiB
+with --runs 2 took 94 s).
 """
 import argparse
 import json
@@ -252,13 +261,30 @@ def warm_page_cache(paths):
                 pass
 
 
-def prepare(files, mode, settle):
-    """The same step before every measurement (see the module comment)."""
+def condition_memory(nbytes):
+    """Touches nbytes of new anonymous memory (in the process that runs this) and exits."""
+    import ctypes
+    import mmap
+
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    if libc.madvise(ctypes.c_void_p(base), ctypes.c_size_t(nbytes), MADV_POPULATE_WRITE) != 0:
+        raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_WRITE)")
+    print(json.dumps({"conditioned_bytes": nbytes}))
+
+
+def prepare(files, mode, args):
+    """The same steps before every measurement (see the module comment)."""
     if mode == "cold":
         drop_page_cache(files)
     elif mode == "warm":
         warm_page_cache(files)
-    time.sleep(settle)
+    if args.condition_bytes > 0:
+        run_child([sys.executable, os.path.abspath(__file__), "--condition",
+                   str(args.condition_bytes)])
+    time.sleep(args.settle)
 
 
 def run_child(cmd):
@@ -284,7 +310,7 @@ def whole_process_usage(usage):
 
 def run_once(tool, mode, args, python, ckpt, store, store_files):
     files = store_files if tool == "loadstar" else [ckpt]
-    prepare(files, mode, args.settle)
+    prepare(files, mode, args)
     if tool == "loadstar":
         cmd = [args.loadstar, "load", MODEL, "--store", store, "--devices", "host:1",
                "-o", "json"] + (["--cold"] if mode == "cold" else [])
@@ -310,15 +336,22 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="warm,cold")
     parser.add_argument("--tools", default=",".join(TOOLS))
-    parser.add_argument("--settle", type=float, default=3.0,
-                        help="seconds of pause before every measurement")
+    parser.add_argument("--condition-gib", type=float,
+                        help="GiB of memory touched and freed before every measurement "
+                             "(default: checkpoint size + 1; 0 = none)")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds of pause before every measurement, after conditioning")
     parser.add_argument("--json", help="summary path (default <data>/peers.json)")
     parser.add_argument("--worker", nargs=2, metavar=("TOOL", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--condition", type=int, metavar="BYTES", help=argparse.SUPPRESS)
     parser.add_argument("--fresh-memory", nargs=2, metavar=("BYTES", "KIND"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
+        return
+    if args.condition:
+        condition_memory(args.condition)
         return
     if args.fresh_memory:
         fresh_memory(int(args.fresh_memory[0]), args.fresh_memory[1])
@@ -339,6 +372,8 @@ def main():
         python, os.path.abspath(args.loadstar), os.path.join(data, f"peers-{args.gib:g}g"),
         args.gib)
     nbytes = os.path.getsize(ckpt)
+    condition_gib = args.condition_gib if args.condition_gib is not None else nbytes / 2**30 + 1
+    args.condition_bytes = int(condition_gib * 2**30)
     tools = args.tools.split(",")
     modes = args.modes.split(",")
 
@@ -347,10 +382,8 @@ def main():
     for r in range(args.runs):
         limit = {}
         for kind in FRESH_KINDS:
-            # Each kind in its own process after the same settle as every tool: run back
-            # to back, the later kinds would get the pages the earlier ones just freed
-            # (not yet reported to the host), a cheaper state than any tool starts from.
-            prepare([], "none", args.settle)
+            # Each kind in its own process after the same steps as every tool.
+            prepare([], "none", args)
             one, _ = run_child([python, os.path.abspath(__file__), "--fresh-memory",
                                 str(nbytes), kind])
             limit["threads"] = one["threads"]
@@ -359,8 +392,8 @@ def main():
         print(f"round {r + 1} fresh-memory limit ({limit['threads']} threads): anon "
               f"{limit['anon']['gbps']:5.2f} GB/s, shm memcpy {limit['shm']['gbps']:5.2f} "
               f"GB/s, shm populated {limit['shm_populate']['gbps']:5.2f} GB/s", flush=True)
-        # Each round starts with the next tool: whoever runs right after the limit's three
-        # big frees gets the costliest memory, so no tool should always be the one.
+        # Each round starts with the next tool, so that what the conditioning leaves
+        # uneven (the reporting pass it triggers) does not always fall on the same one.
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for mode in modes:
             for tool in order:
@@ -381,6 +414,7 @@ def main():
           f"shm memcpy {shm:.2f} GB/s, shm populated {shm_populate:.2f} GB/s")
     print("median GB/s (range), loadstar / peer, tool / its fresh-memory limit, CPU s, faults")
     summary = {"bytes": nbytes, "gib": args.gib, "runs": args.runs, "settle_s": args.settle,
+               "condition_bytes": args.condition_bytes,
                "fresh_memory_limit": {"anon_gbps": anon, "shm_gbps": shm,
                                       "shm_populate_gbps": shm_populate, "rounds": limits},
                "tools": {}}
