@@ -58,5 +58,23 @@ TEST(CliStartupTest, HelpAndStoreCommandsLoadNoCudaLibrary) {
 #endif
 }
 
+// cmake/static_deps.cmake: gRPC, Protobuf and the C libraries under them are linked from
+// archives (they dominated start-up as shared libraries); Abseil stays shared so that the
+// CUDA module and the executable use one copy of it.
+TEST(CliStartupTest, ArchivedLibrariesAreNotMappedAbseilIsShared) {
+#ifndef LOADSTAR_STATIC_DEPS
+  GTEST_SKIP() << "configured with LOADSTAR_STATIC_DEPS=OFF: every library is shared";
+#else
+  CommandResult r = RunShell("LD_DEBUG=libs " + LoadstarBinary() + " --help 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* lib : {"libgrpc", "libgpr", "libprotobuf", "libupb", "libcares", "libre2",
+                          "libssl", "libcrypto", "libsqlite3", "liburing", "libyaml-cpp"}) {
+    EXPECT_EQ(r.output.find(std::string("find library=") + lib), std::string::npos)
+        << "`loadstar --help` maps " << lib << " though it is linked from its archive";
+  }
+  EXPECT_NE(r.output.find("find library=libabsl_status.so"), std::string::npos) << r.output;
+#endif
+}
+
 }  // namespace
 }  // namespace loadstar
