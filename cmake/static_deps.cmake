@@ -3,8 +3,8 @@
 # binary maps 68 of them and the dynamic loader spends most of a `status` call resolving
 # gRPC's and Protobuf's relocations against that list (perf: do_lookup_x the top symbol;
 # status 18-22 ms median here). Linking gRPC, Protobuf and the C libraries under them from
-# the Debian packages' .a files instead halves that (status ~14 ms, --help ~9.5 ms,
-# docs/performance.md).
+# the Debian packages' .a files instead cut it to 54 libraries (medians of 30: status
+# 21.7 -> 13.9 ms, --help 18.4 -> 11.0 ms; docs/performance.md "CLI start-up").
 #
 # Abseil stays shared on purpose: the CUDA module (kernels/, dlopened) exchanges
 # absl::Status and Mutex-guarded objects with the executable, so both must use the one

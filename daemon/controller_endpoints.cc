@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 
 namespace loadstar::daemon {
 
@@ -71,10 +72,14 @@ absl::StatusOr<std::string> ControllerEndpoints::FindLeader() {
     }
     if (!Follow(last)) break;
   }
-  absl::Status status = FromGrpc(last);
-  return absl::UnavailableError(fmt::format("no controller of {} answers: {}",
-                                            fmt::join(addresses_, ","),
-                                            std::string(status.message())));
+  return absl::UnavailableError(FromGrpc(last).message());
+}
+
+absl::StatusOr<ControllerConnection> ConnectToController(std::vector<std::string> addresses,
+                                                         ClientSecurity security) {
+  ControllerEndpoints endpoints(std::move(addresses), std::move(security));
+  ASSIGN_OR_RETURN(std::string leader, endpoints.FindLeader());
+  return ControllerConnection{std::move(leader), endpoints.channel()};
 }
 
 }  // namespace loadstar::daemon

@@ -25,9 +25,7 @@ class ControllerEndpoints {
   ControllerEndpoints(std::vector<std::string> addresses, ClientSecurity security);
 
   loadstar::v1::Controller::Stub* stub();
-  // The channel to current(), the one stub() uses: after FindLeader, a caller builds its
-  // own stub on it and reuses the connection FindLeader opened (a second channel would
-  // connect again: ~half of a short CLI command's time).
+  // The channel to current(), the one stub() uses.
   std::shared_ptr<grpc::Channel> channel();
   const std::string& current() const { return addresses_[current_]; }
   // After a failed call: dial the leader `status` names (added to the list when new), else
@@ -35,8 +33,8 @@ class ControllerEndpoints {
   bool Follow(const grpc::Status& status);
 
   // The address of the controller that answers (the leader, under etcd): asks each in
-  // turn, following redirects, with a short read-only call. UNAVAILABLE naming every
-  // address tried when none answers.
+  // turn, following redirects, with a short read-only call. When none answers:
+  // UNAVAILABLE with the last call's message (the caller names the addresses it gave).
   absl::StatusOr<std::string> FindLeader();
 
  private:
@@ -49,5 +47,16 @@ class ControllerEndpoints {
   };
   std::map<std::string, Endpoint> endpoints_;  // by address, dialled on first use
 };
+
+// A client's connection to the controller that answers among `addresses`: its address and
+// the channel FindLeader already connected, for the caller's own stub (a second channel
+// would connect again: ~half of a short CLI command's time). FindLeader's error when none
+// answers.
+struct ControllerConnection {
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+};
+absl::StatusOr<ControllerConnection> ConnectToController(std::vector<std::string> addresses,
+                                                         ClientSecurity security);
 
 }  // namespace loadstar::daemon

@@ -83,13 +83,16 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   daemon::TlsFiles tls = f.tls.Resolve();
   c.tls = tls.enabled();
   ASSIGN_OR_RETURN(c.credentials, daemon::MakeChannelCredentials(tls));
-  // A list of controllers (HA): talk to the one that leads. When none answers, the first
-  // call's error says so, naming the address.
+  // A list of controllers (HA): talk to the one that leads. When none answers, the error
+  // names every address given (with the TLS hints of Unreachable).
   ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c.address));
-  daemon::ControllerEndpoints endpoints(addresses, {c.credentials, c.auth});
-  // When none answers, the last one tried: the first call then fails naming it.
-  c.address = endpoints.FindLeader().value_or(endpoints.current());
-  c.stub = v1::Controller::NewStub(endpoints.channel());
+  absl::StatusOr<daemon::ControllerConnection> connection =
+      daemon::ConnectToController(std::move(addresses), {c.credentials, c.auth});
+  if (!connection.ok()) {
+    return Unreachable("controller at " + c.address, connection.status(), c.tls);
+  }
+  c.address = connection->address;
+  c.stub = v1::Controller::NewStub(connection->channel);
   return c;
 }
 

@@ -32,9 +32,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
                                         daemon::ResolveClientTls(options.tls, options.tls_dir)));
   c->options_ = std::move(options);
   ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c->address_));
-  daemon::ControllerEndpoints endpoints(addresses, {c->credentials_, c->auth_});
-  c->address_ = endpoints.FindLeader().value_or(endpoints.current());
-  c->controller_ = v1::Controller::NewStub(endpoints.channel());
+  absl::StatusOr<daemon::ControllerConnection> connection =
+      daemon::ConnectToController(std::move(addresses), {c->credentials_, c->auth_});
+  if (!connection.ok()) {
+    return absl::UnavailableError(fmt::format("controller at {} is unreachable: {}",
+                                              c->address_, std::string(connection.status().message())));
+  }
+  c->address_ = connection->address;
+  c->controller_ = v1::Controller::NewStub(connection->channel);
   return c;
 }
 

@@ -61,6 +61,18 @@ class AttachClientTest : public testing::ClusterTest {
   std::unique_ptr<client::Client> client_;
 };
 
+// Connect fails at once, naming every address, when no controller answers (it does not
+// hand back a client pinned to one of them).
+TEST(AttachClientConnectTest, NoControllerAnsweringIsUnavailableNamingTheAddresses) {
+  const std::string both = "127.0.0.1:" + std::to_string(testing::FreePort()) + ",127.0.0.1:" +
+                           std::to_string(testing::FreePort());
+  auto c = client::Client::Connect({.address = both});
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(absl::IsUnavailable(c.status())) << c.status();
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("controller at " + both + " is unreachable"));
+}
+
 TEST_F(AttachClientTest, MapsAnInstanceFromAnotherProcessAndMatchesReadTensor) {
   StartCluster();
   // The leases are held to the end, so all three instances stay resident: on the worker's

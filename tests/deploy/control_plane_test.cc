@@ -237,6 +237,12 @@ TEST_F(ControlPlaneTest, BadConfigsAndUnknownModelsAreClearErrors) {
   CliResult down = Cli("127.0.0.1:" + std::to_string(testing::FreePort()), {"status"});
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_THAT(down.err, HasSubstr("unreachable"));
+  // A list of controllers none of which answers: the error names the whole list.
+  const std::string both = "127.0.0.1:" + std::to_string(testing::FreePort()) + ",127.0.0.1:" +
+                           std::to_string(testing::FreePort());
+  CliResult all_down = Cli(both, {"status"});
+  EXPECT_EQ(all_down.exit_code, 1);
+  EXPECT_THAT(all_down.err, HasSubstr("controller at " + both + " is unreachable"));
 }
 
 TEST_F(ControlPlaneTest, WrongTokenIsUnauthenticated) {
