@@ -77,6 +77,12 @@ absl::StatusOr<std::string> ControllerEndpoints::FindLeader() {
 
 absl::StatusOr<ControllerConnection> ConnectToController(std::vector<std::string> addresses,
                                                          ClientSecurity security) {
+  // One address: nothing to choose, so no probe; the caller's first call (with its own
+  // deadline) reports an unreachable controller.
+  if (addresses.size() == 1) {
+    std::shared_ptr<grpc::Channel> channel = MakeChannel(addresses[0], security.credentials);
+    return ControllerConnection{std::move(addresses[0]), std::move(channel)};
+  }
   ControllerEndpoints endpoints(std::move(addresses), std::move(security));
   ASSIGN_OR_RETURN(std::string leader, endpoints.FindLeader());
   return ControllerConnection{std::move(leader), endpoints.channel()};

@@ -51,7 +51,8 @@ class ControllerEndpoints {
 // A client's connection to the controller that answers among `addresses`: its address and
 // the channel FindLeader already connected, for the caller's own stub (a second channel
 // would connect again: ~half of a short CLI command's time). FindLeader's error when none
-// answers.
+// answers. A single address is not probed: its channel is returned for the first call,
+// whose error (with the caller's deadline, not the probe's 5 s) names it.
 struct ControllerConnection {
   std::string address;
   std::shared_ptr<grpc::Channel> channel;

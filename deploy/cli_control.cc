@@ -84,7 +84,8 @@ absl::StatusOr<Client> Connect(const ClientFlags& f) {
   c.tls = tls.enabled();
   ASSIGN_OR_RETURN(c.credentials, daemon::MakeChannelCredentials(tls));
   // A list of controllers (HA): talk to the one that leads. When none answers, the error
-  // names every address given (with the TLS hints of Unreachable).
+  // names every address given (with the TLS hints of Unreachable); one address is dialled
+  // by the command's first call, whose error names it (Check).
   ASSIGN_OR_RETURN(std::vector<std::string> addresses, daemon::SplitAddresses(c.address));
   absl::StatusOr<daemon::ControllerConnection> connection =
       daemon::ConnectToController(std::move(addresses), {c.credentials, c.auth});

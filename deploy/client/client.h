@@ -48,7 +48,8 @@ class Lease;
 class Client {
  public:
   // Talks to the controller that answers among the addresses (the leader, under etcd);
-  // UNAVAILABLE naming them all when none does.
+  // UNAVAILABLE naming them all when none does. One address is not probed: the first
+  // call reports it unreachable.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
 
   const std::string& address() const { return address_; }

@@ -49,10 +49,13 @@ TEST(ReadmeTest, UsingItRunsTopToBottom) {
       .ExtraFile("tokenizer.json", "{}");
   ASSERT_TRUE(opt.Write(dir.Join("opt-125m")).ok());
   ASSERT_TRUE(WriteFileAtomically(Env::Default(), dir.Join("using-it.sh"), block).ok());
-  // A failed step must not leave the cluster behind: stop every job on exit.
+  // A failed step must not leave the cluster behind: stop every job on exit. The trap's
+  // text is quoted so that $(jobs -p) runs at exit (in double quotes it ran when the trap
+  // was set, before any job existed, and a failed step left `loadstar up` holding the
+  // output pipe: the test hung).
   std::string command = "cd '" + dir.path() + "' && PATH='" + DirName(testing::LoadstarBinary()) +
-                        "':$PATH bash -c 'set -euo pipefail; trap \"kill $(jobs -p) 2>/dev/null || "
-                        "true\" EXIT; source ./using-it.sh' 2>&1";
+                        "':$PATH bash -c 'set -euo pipefail; trap '\\''kill $(jobs -p) "
+                        "2>/dev/null || true'\\'' EXIT; source ./using-it.sh' 2>&1";
   testing::CommandResult r = testing::RunShell(command);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, ::testing::HasSubstr("updated opt-125m"));
