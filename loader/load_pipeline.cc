@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "base/streaming_copy.h"
 #include "loader/host_cache.h"
 #include "loader/tensor_transform.h"
 #include "spdlog/spdlog.h"
@@ -103,6 +104,9 @@ class LoadPipeline::Run {
     // Read in place into memory that is not resident yet: each chunk's destination range
     // is prepared first (Device::PrepareInPlaceWrite), then the read lands there.
     bool prepare_first = false;
+    // Read in place into resident memory through the file's kept mapping: each chunk is
+    // hashed in the page cache and copied with streaming stores (loader/file_mappings.h).
+    bool mapped = false;
     bool transformed = false;
     std::atomic<uint64_t> pieces_left{0};
   };
@@ -132,6 +136,8 @@ class LoadPipeline::Run {
     bool ends_piece = false;
     bool ends_job = false;
     char* data = nullptr;
+    // Mapped chunks: the source bytes in the page cache, hashed there and copied to `data`.
+    const char* mapped = nullptr;
     std::optional<PinnedRing::Slot> slot;
     bool done = false;  // guarded by the worker's mutex
     absl::StatusOr<size_t> result;
@@ -139,6 +145,13 @@ class LoadPipeline::Run {
 
   absl::Status Allocate();
   absl::Status OpenFiles();
+  // Takes the kept mappings of the files that mapped tensors read; a file that cannot be
+  // mapped reads its tensors with pread.
+  absl::Status MapFiles();
+  // True when the mapped source range [at, at+n) of file `file` can be read without a
+  // fault that could fail: in the page cache, or populated now. False: read it with pread
+  // (which reports the error, or the short read past the end of the file).
+  bool MappedRangeReadable(int file, uint64_t at, uint64_t n) const;
   void Worker();
   absl::Status Stream();
   // The next job, or nullptr when there are none left.
@@ -182,6 +195,10 @@ class LoadPipeline::Run {
 
   std::vector<Allocation> allocations_;
   std::vector<std::unique_ptr<RandomAccessFile>> files_;
+  // Per file: its kept mapping when a tensor of it reads mapped, and whether this load made
+  // it (its page tables are then empty: chunks are populated, not checked).
+  std::vector<std::shared_ptr<const FileMapping>> mappings_;
+  std::vector<char> mapping_made_;
   bool any_direct_ = false;
   std::vector<SourceTensor> tensors_;
   std::vector<Job> jobs_;
@@ -257,6 +274,52 @@ absl::Status LoadPipeline::Run::OpenFiles() {
   return absl::OkStatus();
 }
 
+absl::Status LoadPipeline::Run::MapFiles() {
+  mappings_.assign(files_.size(), nullptr);
+  mapping_made_.assign(files_.size(), 0);
+  std::vector<char> wanted(files_.size(), 0);
+  for (size_t s = 0; s < tensors_.size(); ++s) {
+    if (tensors_[s].mapped) wanted[manifest_.tensors[s].file] = 1;
+  }
+  for (size_t f = 0; f < files_.size(); ++f) {
+    if (!wanted[f]) continue;
+    bool made = false;
+    mappings_[f] = p_.mappings_->Acquire(*files_[f], &made);
+    mapping_made_[f] = made;
+  }
+  bool any = false;
+  for (size_t s = 0; s < tensors_.size(); ++s) {
+    SourceTensor& st = tensors_[s];
+    st.mapped = st.mapped && mappings_[manifest_.tensors[s].file] != nullptr;
+    any = any || st.mapped;
+  }
+  if (any) absl::StrAppend(&io_, "+mapped");
+  return absl::OkStatus();
+}
+
+bool LoadPipeline::Run::MappedRangeReadable(int file, uint64_t at, uint64_t n) const {
+  const FileMapping& m = *mappings_[file];
+  if (at + n > m.size() || n == 0) return false;
+  constexpr uint64_t kPage = 4096;
+  const uint64_t begin = at / kPage * kPage, end = at + n;
+  char* base = const_cast<char*>(m.data());
+  if (!mapping_made_[file]) {
+    // A kept mapping: pages still in the page cache need no read (a fault on them only
+    // maps them); if any was evicted, populate below reads it and reports a failure.
+    unsigned char vec[256];
+    bool resident = true;
+    for (uint64_t p = begin; p < end && resident; p += sizeof(vec) * kPage) {
+      const uint64_t len = std::min<uint64_t>(sizeof(vec) * kPage, end - p);
+      if (::mincore(base + p, len, vec) != 0) return false;
+      for (uint64_t i = 0; i < (len + kPage - 1) / kPage; ++i) resident = resident && (vec[i] & 1);
+    }
+    if (resident) return true;
+  }
+  // New page tables: MADV_POPULATE_READ maps (and if need be reads) the whole range in one
+  // call, where faults would map 16 pages at a time, and fails instead of raising SIGBUS.
+  return ::madvise(base + begin, end - begin, MADV_POPULATE_READ) == 0;
+}
+
 LoadPipeline::Run::~Run() {
   absl::MutexLock lock(&staging_mu_);
   for (const Allocation& a : staging_all_) devices_[0]->Free(a).IgnoreError();
@@ -328,6 +391,7 @@ absl::Status LoadPipeline::Run::Execute() {
                   reinterpret_cast<uintptr_t>(allocations_[first.device].ptr) %
                           kDirectIoAlignment == 0;
     st.prepare_first = st.in_place && !resident_target;
+    st.mapped = st.in_place && resident_target && p_.mappings_ != nullptr;
     uint64_t pieces = std::max<uint64_t>(1, (mt.size + piece - 1) / piece);
     if (mt.checksums.size() != pieces) {
       return absl::DataLossError(absl::StrCat(source_.key, ": tensor ", mt.name, " has ",
@@ -341,6 +405,8 @@ absl::Status LoadPipeline::Run::Execute() {
       for (uint64_t k = 0; k < pieces; ++k) jobs_.push_back(Job{static_cast<int>(s), k, k + 1});
     }
   }
+
+  RETURN_IF_ERROR(MapFiles());
 
   int workers = static_cast<int>(std::min<size_t>(p_.threads_, jobs_.size()));
   std::vector<std::thread> threads;
@@ -429,9 +495,11 @@ absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
         "tensor ", mt.name, " in ", file->path(), ": short read at offset ",
         mt.offset + c.pos, " (", *c.result, " of ", c.length, " bytes); file truncated?"));
   }
+  // A mapped chunk is hashed where it lies in the page cache, then copied (below).
+  const char* bytes = c.mapped != nullptr ? c.mapped : c.data;
   if (file != nullptr && p_.options_.verify_checksums) {
     // The dispatching variant picks AVX2/AVX-512 at run time (same hash as the scalar one).
-    XXH3_64bits_update_dispatch(&aj.hash, c.data, c.length);
+    XXH3_64bits_update_dispatch(&aj.hash, bytes, c.length);
     if (c.ends_piece) {
       uint64_t got = XXH3_64bits_digest(&aj.hash);
       XXH3_64bits_reset(&aj.hash);
@@ -443,6 +511,9 @@ absl::Status LoadPipeline::Run::FinishChunk(Chunk& c) {
       }
     }
   }
+  // Verified: now it may land. The pool's bytes are read by the engine later, not by us,
+  // so the stores bypass the cache (base/streaming_copy.h).
+  if (c.mapped != nullptr) CopyAroundCache(c.data, c.mapped, c.length);
   if (admission_ != nullptr && tensors_[aj.job->source].in_place) {
     // Read into its device in place: the cache gets a copy of the verified bytes. (Other
     // tensors were read into the cache entry itself; see Stream.)
@@ -513,6 +584,11 @@ absl::Status LoadPipeline::Run::Stream() {
           RETURN_IF_ERROR(devices_[out.device]->PrepareInPlaceWrite(
               allocations_[out.device], out.offset + aj.next, chunk->length));
         }
+        if (st.mapped && MappedRangeReadable(mt.file, mt.offset + aj.next, chunk->length)) {
+          chunk->mapped = mappings_[mt.file]->data() + mt.offset + aj.next;
+          chunk->done = true;
+          chunk->result = chunk->length;
+        }
       } else if (admission_ != nullptr) {
         // Admitting: the chunk lands in its place in the cache entry (4 KiB-aligned
         // tensors, padded as Prefetch's in-place reads need) and is verified, delivered
@@ -529,6 +605,11 @@ absl::Status LoadPipeline::Run::Stream() {
       }
       const RandomAccessFile* file = files_[mt.file].get();
       const bool direct = file->direct();
+      if (chunk->mapped != nullptr) {
+        aj.next += chunk->length;
+        in_flight.push_back(std::move(chunk));
+        return true;
+      }
       // O_DIRECT reads whole aligned blocks: a tensor's last chunk is rounded up (into
       // alignment padding of the slot or the allocation; a short read at EOF is fine).
       const uint64_t length = direct ? AlignUp(chunk->length, kDirectIoAlignment) : chunk->length;
@@ -819,7 +900,13 @@ LoadPipeline::LoadPipeline(const Options& options, int threads,
                            std::unique_ptr<IoEngine> inline_engine,
                            std::unique_ptr<PinnedRing> ring)
     : options_(options), threads_(threads), direct_engine_(std::move(direct_engine)),
-      inline_engine_(std::move(inline_engine)), ring_(std::move(ring)) {}
+      inline_engine_(std::move(inline_engine)), ring_(std::move(ring)) {
+  int64_t mapped = options.kept_mapping_bytes;
+  if (mapped < 0) {
+    mapped = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE);
+  }
+  if (mapped > 0) mappings_ = std::make_unique<FileMappings>(static_cast<uint64_t>(mapped));
+}
 
 LoadPipeline::~LoadPipeline() = default;
 

@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "base/env.h"
 #include "loader/device.h"
+#include "loader/file_mappings.h"
 #include "loader/host_cache.h"
 #include "loader/io_engine.h"
 #include "loader/load_plan.h"
@@ -116,6 +117,11 @@ class LoadPipeline final : public UncachedModelReader {
     bool in_place_reads = false;
     bool verify_checksums = true;
     HostCache* cache = nullptr;  // consulted first when set
+    // Buffered reads into resident host memory (a worker's pooled device) go through
+    // read-only mappings of the store files, kept across loads (loader/file_mappings.h):
+    // each piece is hashed in the page cache and copied with streaming stores. At most
+    // this many bytes stay mapped; 0 never maps (pread); -1: the machine's memory.
+    int64_t kept_mapping_bytes = -1;
   };
 
   static absl::StatusOr<std::unique_ptr<LoadPipeline>> Create(const Options& options);
@@ -146,6 +152,8 @@ class LoadPipeline final : public UncachedModelReader {
   const Options& options() const { return options_; }
   int threads() const { return threads_; }
   PinnedRing& ring() { return *ring_; }
+  // nullptr when kept_mapping_bytes is 0.
+  FileMappings* file_mappings() { return mappings_.get(); }
   IoEngine& direct_engine() { return *direct_engine_; }
 
  private:
@@ -164,6 +172,7 @@ class LoadPipeline final : public UncachedModelReader {
   std::unique_ptr<IoEngine> direct_engine_;  // deep queue, for O_DIRECT files
   std::unique_ptr<IoEngine> inline_engine_;  // pread on the worker, for buffered files
   std::unique_ptr<PinnedRing> ring_;
+  std::unique_ptr<FileMappings> mappings_;
 };
 
 // Drops the clean page-cache pages of `source`'s data files (posix_fadvise DONTNEED), so
