@@ -16,6 +16,10 @@
 //    first): an untransformed, unsharded tensor on host-addressable memory is read
 //    straight into its destination (its offset is 4 KiB-aligned by the plan) and
 //    verified there;
+//  - mapped (buffered reads into resident memory, Options::kept_mapping_bytes): the same
+//    tensors read from a mapping of the store file kept across loads
+//    (loader/file_mappings.h): each piece is hashed in the page cache and then copied
+//    with streaming stores (base/streaming_copy.h), one read and one write of memory;
 //  - cache: a model in the HostCache is copied from there; it was verified when inserted.
 //
 // Admission (ServerlessLLM's multi-tier loading): a load that reads a model from disk with
